@@ -1,0 +1,1 @@
+"""driftbench: how far a Keras model's numbers drift on each backend, and where it starts."""

@@ -1,0 +1,212 @@
+"""The `driftbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.config import settings
+from app.report import drift_report
+from app.tables import amplification_line, backend_line, comparison_table
+from workers.drift_job import MODES, Mode, compare, run_backends
+from workers.examples import EXAMPLES, write_example, write_examples
+from workers.inputs import (
+    GENERATOR_KINDS,
+    InputError,
+    InputRecipe,
+    generate_inputs,
+    load_input_file,
+)
+from workers.metrics import VerdictThresholds
+from workers.model_graph import ModelStructureError
+from workers.model_loading import ModelArtifact, ModelRefused, load_artifact
+from workers.runners import BACKEND_IDS, DEFAULT_REFERENCE, UnknownBackend, parse_backends
+
+USER_ERRORS = (ModelRefused, ModelStructureError, InputError, UnknownBackend)
+
+
+def thresholds_from_settings() -> VerdictThresholds:
+    return VerdictThresholds(
+        rounding=settings.verdict_rounding_rel_l2,
+        reduced_precision=settings.verdict_reduced_precision_rel_l2,
+    )
+
+
+def resolve_model(model: str) -> Path:
+    """A path to a model file, or the name of an example (built on first use)."""
+    path = Path(model)
+    if path.exists() or model not in EXAMPLES:
+        return path
+    cached = settings.data_dir / "examples" / f"{model}.keras"
+    return cached if cached.exists() else write_example(model, cached.parent)
+
+
+def _modes(choice: str) -> tuple[Mode, ...]:
+    return MODES if choice == "both" else (choice,)  # type: ignore[return-value]
+
+
+def drift_command(
+    artifact: ModelArtifact,
+    inputs: dict,
+    input_label: str,
+    *,
+    backends: list[str],
+    against: str,
+    modes: tuple[Mode, ...],
+    repeats: int,
+    json_path: Path | None,
+) -> int:
+    """Run, compare, print the tables; exit status 1 when a backend failed."""
+    thresholds = thresholds_from_settings()
+    results = run_backends(
+        artifact, inputs, backends=backends, reference=against, modes=modes, repeats=repeats
+    )
+    comparisons = compare(
+        artifact.graph,
+        results,
+        against=against,
+        modes=modes,
+        thresholds=thresholds,
+        histogram_bins=settings.histogram_bins,
+    )
+    print(
+        f"model {artifact.graph.name} ({artifact.path.name}), inputs {input_label}, "
+        f"reference {against}"
+    )
+    for result in results.values():
+        print(backend_line(result))
+    for comparison in comparisons:
+        print()
+        print(comparison_table(comparison))
+    by_key = {(c.backend, c.mode): c for c in comparisons}
+    pairs = [
+        (by_key[b, "accumulated"], by_key[b, "isolated"])
+        for b, m in by_key
+        if m == "accumulated" and (b, "isolated") in by_key
+    ]
+    if pairs:
+        print()
+    for accumulated, isolated in pairs:
+        print(amplification_line(accumulated, isolated))
+    if json_path is not None:
+        report = drift_report(
+            artifact,
+            inputs,
+            input_label,
+            reference=against,
+            thresholds=thresholds,
+            results=results,
+            comparisons=comparisons,
+        )
+        json_path.write_text(json.dumps(report, indent=2, allow_nan=False))
+        print(f"\nfull results written to {json_path}")
+    return 1 if any(result.status == "failed" for result in results.values()) else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    artifact = load_artifact(resolve_model(args.model))
+    if args.inputs is not None:
+        inputs = load_input_file(args.inputs, artifact.graph)
+        label = str(args.inputs)
+    else:
+        recipe = InputRecipe(
+            kind=args.generate,
+            batch=args.batch,
+            seed=args.seed,
+            low=args.low,
+            high=args.high,
+            mean=args.mean,
+            std=args.std,
+        )
+        inputs = generate_inputs(recipe, artifact.graph)
+        label = f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
+    status = drift_command(
+        artifact,
+        inputs,
+        label,
+        backends=parse_backends(args.backends),
+        against=parse_backends(args.against)[0],
+        modes=_modes(args.mode),
+        repeats=args.repeats,
+        json_path=args.json,
+    )
+    print(f"\ntook {time.perf_counter() - started:.2f} s")
+    return status
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    for path in write_examples(args.directory):
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: dense10x50 on every backend, both modes."""
+    artifact = load_artifact(resolve_model("dense10x50"))
+    recipe = InputRecipe(kind="uniform", batch=8, seed=0)
+    inputs = generate_inputs(recipe, artifact.graph)
+    return drift_command(
+        artifact,
+        inputs,
+        "uniform(-1, 1) batch=8 seed=0",
+        backends=list(BACKEND_IDS),
+        against=DEFAULT_REFERENCE,
+        modes=MODES,
+        repeats=2,
+        json_path=None,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one model on several backends and print the drift")
+    run.add_argument("model", help=f"a .keras/.h5 file, or an example name ({', '.join(EXAMPLES)})")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--inputs", type=Path, help=".npy (one input) or .npz keyed by input name")
+    source.add_argument("--generate", choices=GENERATOR_KINDS, default="uniform")
+    run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--low", type=float, default=-1.0, help="uniform lower bound")
+    run.add_argument("--high", type=float, default=1.0, help="uniform upper bound")
+    run.add_argument("--mean", type=float, default=0.0, help="normal mean")
+    run.add_argument("--std", type=float, default=1.0, help="normal standard deviation")
+    run.add_argument(
+        "--backends",
+        default=",".join(BACKEND_IDS),
+        help=f"comma-separated, from: {', '.join(BACKEND_IDS)}",
+    )
+    run.add_argument(
+        "--against", default=DEFAULT_REFERENCE, help="the reference every backend is compared with"
+    )
+    run.add_argument("--mode", choices=[*MODES, "both"], default="accumulated")
+    run.add_argument("--repeats", type=int, default=1, help="runs per backend, for determinism")
+    run.add_argument("--json", type=Path, help="write the full results here")
+    run.set_defaults(handler=cmd_run)
+
+    examples = commands.add_parser("examples", help="write the example models to a directory")
+    examples.add_argument("directory", type=Path)
+    examples.set_defaults(handler=cmd_examples)
+
+    demo = commands.add_parser("demo", help="run dense10x50 on every backend and print the drift")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"driftbench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Opening untrusted model files without executing anything in them.
+
+Keras's own `safe_mode` only refuses Python lambdas, and only in `.keras` files.
+We read the raw config first and refuse a `Lambda` layer or any object that is not
+built into Keras (custom layers, registered functions) by name, so a hostile file
+is turned away before Keras deserialises a single object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.keras_env import import_keras
+from workers.model_graph import ModelGraph, graph_from_keras
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
+class ModelRefused(ValueError):
+    """The file is not a model we will load; the message names the file or layer why."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model file on disk with its parsed graph: what every runner receives."""
+
+    path: Path
+    sha256: str
+    graph: ModelGraph
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_format(path: Path) -> str:
+    """'keras' or 'h5', from the file's magic bytes; the extension must agree."""
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    if head.startswith(ZIP_MAGIC):
+        kind = "keras"
+    elif head.startswith(HDF5_MAGIC):
+        kind = "h5"
+    else:
+        raise ModelRefused(f"{path.name}: not a Keras model (expected a .keras zip or an .h5 file)")
+    if path.suffix.lower() != f".{kind}":
+        raise ModelRefused(
+            f"{path.name}: the content is a .{kind} file but the name ends in "
+            f"{path.suffix or '(no extension)'!r}; rename it to .{kind}"
+        )
+    return kind
+
+
+def read_model_config(path: Path) -> dict[str, Any]:
+    """The model's raw serialised config, read without deserialising any object."""
+    kind = model_format(path)
+    try:
+        if kind == "keras":
+            with zipfile.ZipFile(path) as archive:
+                info = archive.getinfo("config.json")
+                if info.file_size > MAX_CONFIG_BYTES:
+                    raise ModelRefused(
+                        f"{path.name}: config.json declares {info.file_size} "
+                        f"bytes, over the {MAX_CONFIG_BYTES}-byte limit"
+                    )
+                raw = archive.read(info)
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                if "model_config" not in h5.attrs:
+                    raise ModelRefused(
+                        f"{path.name}: HDF5 file holds weights only "
+                        "(no model_config); save the whole model"
+                    )
+                raw = h5.attrs["model_config"]
+        config = json.loads(raw)
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as error:
+        raise ModelRefused(f"{path.name}: unreadable {kind} model file ({error})") from error
+    if not isinstance(config, dict) or "config" not in config:
+        raise ModelRefused(f"{path.name}: model config has no 'config' entry")
+    return config
+
+
+def _builtin_layer_classes() -> frozenset[str]:
+    keras = import_keras()
+    return frozenset(
+        name
+        for name in dir(keras.layers)
+        if isinstance(getattr(keras.layers, name), type)
+        and issubclass(getattr(keras.layers, name), keras.layers.Layer)
+    )
+
+
+def _foreign_object(value: Any) -> str | None:
+    """The first object inside a layer config that is not part of Keras itself."""
+    if isinstance(value, dict):
+        class_name = value.get("class_name")
+        module = value.get("module")
+        registered = value.get("registered_name")
+        if class_name == "__lambda__":
+            return "a serialised Python lambda"
+        if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+            return f"{class_name} from module {module!r}"
+        if isinstance(registered, str) and registered != class_name:
+            return f"custom object {registered!r}"
+        for item in value.values():
+            found = _foreign_object(item)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _foreign_object(item)
+            if found:
+                return found
+    return None
+
+
+def check_model_config(config: dict[str, Any]) -> None:
+    """Refuse Lambda layers and custom objects, naming the layer; never executes them."""
+    builtin = _builtin_layer_classes()
+    pending = [config]
+    while pending:
+        model_entry = pending.pop()
+        for layer in model_entry.get("config", {}).get("layers", []):
+            class_name = layer.get("class_name", "?")
+            name = layer.get("config", {}).get("name") or layer.get("name") or "?"
+            if class_name == "Lambda":
+                raise ModelRefused(
+                    f"layer {name!r} is a Lambda layer: its Python code would have "
+                    "to be executed, which driftbench never does"
+                )
+            if class_name in {"Functional", "Sequential", "Model"}:
+                pending.append(layer)
+                continue
+            if class_name not in builtin:
+                raise ModelRefused(
+                    f"layer {name!r} has class {class_name!r}, which is not a "
+                    "built-in Keras layer (custom objects are never loaded)"
+                )
+            foreign = _foreign_object(layer.get("config", {}))
+            if foreign:
+                raise ModelRefused(
+                    f"layer {name!r} ({class_name}) refers to {foreign}, which is "
+                    "not part of Keras (custom objects are never loaded)"
+                )
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a `.keras` or `.h5` model after the safety check, with Keras's safe mode on."""
+    check_model_config(read_model_config(path))
+    keras = import_keras()
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise ModelRefused(f"{path.name}: Keras could not load the model ({error})") from error
+
+
+def load_artifact(path: Path) -> ModelArtifact:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelRefused(f"{path}: no such model file")
+    model = load_keras_model(path)
+    return ModelArtifact(path=path, sha256=sha256_of(path), graph=graph_from_keras(model))

@@ -1,0 +1,34 @@
+"""The one lookup point for backends: an unknown id fails loudly, listing the valid ones."""
+
+from __future__ import annotations
+
+from workers.runners.base import Runner
+from workers.runners.keras_cpu import KerasCpuRunner
+from workers.runners.numpy_ref import NumpyF64Runner, NumpyRunner
+
+RUNNERS: dict[str, type[Runner]] = {
+    runner.BACKEND: runner for runner in (KerasCpuRunner, NumpyRunner, NumpyF64Runner)
+}
+BACKEND_IDS: tuple[str, ...] = tuple(RUNNERS)
+DEFAULT_REFERENCE = "numpy-f64"
+
+
+class UnknownBackend(ValueError):
+    """A backend id outside the registry."""
+
+
+def runner_class(backend: str) -> type[Runner]:
+    try:
+        return RUNNERS[backend]
+    except KeyError:
+        raise UnknownBackend(
+            f"unknown backend {backend!r}; valid backends: {', '.join(BACKEND_IDS)}"
+        ) from None
+
+
+def parse_backends(text: str) -> list[str]:
+    """A comma-separated backend list, each id checked, order kept, duplicates dropped."""
+    backends = [item.strip() for item in text.split(",") if item.strip()]
+    for backend in backends:
+        runner_class(backend)
+    return list(dict.fromkeys(backends))

@@ -1,0 +1,120 @@
+"""The one runner interface: the base class checks, each backend fills `*_impl` hooks.
+
+A runner is a context manager: expensive set-up (importing TensorFlow, launching
+a browser) happens in `activate`, so it is paid once per worker, not per job.
+`run` validates the model and inputs, then returns every layer's output keyed by
+layer name, cast to the backend's output dtype (float64 only for the reference).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workers.inputs import check_input_shapes
+from workers.model_graph import ModelGraph
+from workers.model_loading import ModelArtifact
+
+LayerOutputs = dict[str, np.ndarray]
+LayerInputs = dict[str, list[np.ndarray]]
+
+
+class BackendUnsupported(Exception):
+    """The backend cannot run this model; the message is 'unsupported: <layer> (<class>)'."""
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run on this machine at all (no GPU, no browser)."""
+
+
+class BackendFailed(Exception):
+    """The backend started but did not produce outputs; the message says why."""
+
+
+class Runner(ABC):
+    BACKEND: ClassVar[str]
+    QUEUE: ClassVar[str] = "cpu"
+    NEEDS_GPU: ClassVar[bool] = False
+    OUTPUT_DTYPE: ClassVar[type[np.floating[Any]]] = np.float32
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.active:
+            self.activate_impl()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self.deactivate_impl()
+            self.active = False
+
+    def unsupported_reason(self, graph: ModelGraph) -> str | None:
+        """'unsupported: <layer> (<class>)' for the first layer this backend lacks, or None."""
+        for layer in graph.compute_layers:
+            reason = self.layer_unsupported(layer.name, layer.class_name, layer.config)
+            if reason is not None:
+                return reason
+        return None
+
+    def run(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        """The model end to end: every layer's output from one forward pass (accumulated)."""
+        self._check(model)
+        check_input_shapes(inputs, model.graph)
+        outputs = self.run_impl(model, {k: v.astype(self.OUTPUT_DTYPE) for k, v in inputs.items()})
+        return self._collect(model.graph, outputs)
+
+    def run_isolated(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        """Each layer fed the reference's inputs to that layer: the layer's own error only."""
+        self._check(model)
+        cast = {
+            name: [x.astype(self.OUTPUT_DTYPE) for x in xs] for name, xs in layer_inputs.items()
+        }
+        return self._collect(model.graph, self.run_isolated_impl(model, cast))
+
+    def _check(self, model: ModelArtifact) -> None:
+        if not self.active:
+            raise RuntimeError(f"{self.BACKEND}: runner used outside its `with` block")
+        reason = self.unsupported_reason(model.graph)
+        if reason is not None:
+            raise BackendUnsupported(reason)
+
+    def _collect(self, graph: ModelGraph, outputs: LayerOutputs) -> LayerOutputs:
+        collected = {}
+        for layer in graph.compute_layers:
+            if layer.name not in outputs:
+                raise BackendFailed(f"{self.BACKEND} returned no output for layer {layer.name!r}")
+            collected[layer.name] = np.asarray(outputs[layer.name], dtype=self.OUTPUT_DTYPE)
+        return collected
+
+    def activate_impl(self) -> None:
+        """Acquire what the backend needs (imports, processes); default: nothing."""
+
+    def deactivate_impl(self) -> None:
+        """Release what `activate_impl` acquired; default: nothing."""
+
+    def layer_unsupported(self, name: str, class_name: str, config: dict[str, Any]) -> str | None:
+        """Why this backend cannot run one layer, or None; default: it can run anything."""
+        return None
+
+    @abstractmethod
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs: ...
+
+    @abstractmethod
+    def run_isolated_impl(
+        self, model: ModelArtifact, layer_inputs: LayerInputs
+    ) -> LayerOutputs: ...
+
+    @abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Versions and numeric settings that explain this backend's numbers."""

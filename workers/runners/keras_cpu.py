@@ -1,0 +1,106 @@
+"""`keras-cpu`: Keras 3 on TensorFlow, GPUs hidden, every layer captured in one predict.
+
+The capture model is the loaded model with every layer's output made an output,
+so the numbers come from the same graph a user's `model.predict` runs, batched by
+`DRIFTBENCH_KERAS_BATCH_SIZE`. Whether oneDNN is on changes the kernels (and the
+rounding), so it is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any, ClassVar
+
+import numpy as np
+
+from app.config import settings
+from workers.keras_env import import_keras, onednn_enabled
+from workers.model_loading import ModelArtifact, load_keras_model
+from workers.runners.base import LayerInputs, LayerOutputs, Runner
+
+NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
+
+
+class KerasCpuRunner(Runner):
+    BACKEND: ClassVar[str] = "keras-cpu"
+
+    def layer_unsupported(self, name: str, class_name: str, config: dict[str, Any]) -> str | None:
+        """TensorFlow's CPU kernels lack two cases that Keras passes straight through."""
+        if class_name in NCHW_UNSUPPORTED_ON_CPU and config.get("data_format") == "channels_first":
+            return (
+                f"unsupported: {name} ({class_name}) data_format channels_first: "
+                "TensorFlow has no NCHW convolution kernel on the CPU"
+            )
+        dilation = config.get("dilation_rate", 1)
+        if class_name == "Conv2DTranspose" and any(d != 1 for d in np.atleast_1d(dilation)):
+            return (
+                f"unsupported: {name} ({class_name}) dilation_rate {tuple(dilation)}: "
+                "TensorFlow's CPU transposed convolution does not implement dilation"
+            )
+        return None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaded: tuple[str, Any, Any] | None = None
+
+    def activate_impl(self) -> None:
+        self._keras = import_keras()
+        import tensorflow as tf
+
+        self._tf = tf
+
+    def deactivate_impl(self) -> None:
+        self._loaded = None
+
+    def _models(self, model: ModelArtifact) -> tuple[Any, Any]:
+        """The loaded model and its all-layers capture model, kept for the last sha256."""
+        if self._loaded is None or self._loaded[0] != model.sha256:
+            keras_model = load_keras_model(model.path)
+            names = [layer.name for layer in model.graph.compute_layers]
+            capture = self._keras.Model(
+                inputs=keras_model.inputs,
+                outputs=[keras_model.get_layer(name).output for name in names],
+            )
+            self._loaded = (model.sha256, keras_model, capture)
+        return self._loaded[1], self._loaded[2]
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        _, capture = self._models(model)
+        feed = [inputs[layer.name] for layer in model.graph.inputs]
+        with self._tf.device("/CPU:0"):
+            outputs = capture.predict(
+                feed if len(feed) > 1 else feed[0],
+                batch_size=settings.keras_batch_size,
+                verbose=0,
+            )
+        if not isinstance(outputs, list):
+            outputs = [outputs]
+        names = [layer.name for layer in model.graph.compute_layers]
+        return dict(zip(names, outputs, strict=True))
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        keras_model, _ = self._models(model)
+        outputs: LayerOutputs = {}
+        with self._tf.device("/CPU:0"):
+            for layer in model.graph.compute_layers:
+                feed = [self._tf.constant(x) for x in layer_inputs[layer.name]]
+                result = keras_model.get_layer(layer.name)(
+                    feed if len(feed) > 1 else feed[0], training=False
+                )
+                outputs[layer.name] = np.asarray(result)
+        return outputs
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "keras": self._keras.__version__,
+            "tensorflow": self._tf.__version__,
+            "keras_backend": self._keras.backend.backend(),
+            "device": "CPU",
+            "cpu": platform.processor() or platform.machine(),
+            "onednn": onednn_enabled(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset)"),
+            "intra_op_threads": self._tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": self._tf.config.threading.get_inter_op_parallelism_threads(),
+            "batch_size": settings.keras_batch_size,
+        }
