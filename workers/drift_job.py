@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from workers.metrics import VERDICTS, Divergence, VerdictThresholds, divergence
+from workers.metrics import (
+    DEFAULT_THRESHOLDS,
+    VERDICTS,
+    Divergence,
+    VerdictThresholds,
+    divergence,
+)
 from workers.model_graph import ModelGraph
 from workers.model_loading import ModelArtifact
 from workers.runners import runner_class
@@ -218,9 +224,9 @@ def compare(
     results: dict[str, BackendResult],
     *,
     against: str,
-    modes: Iterable[Mode],
-    thresholds: VerdictThresholds,
-    histogram_bins: int,
+    modes: Iterable[Mode] = ("accumulated",),
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    histogram_bins: int = 41,
 ) -> list[Comparison]:
     """Every finished backend against `against`, in each mode both sides have."""
     target = results.get(against)

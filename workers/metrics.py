@@ -26,6 +26,9 @@ class VerdictThresholds:
     reduced_precision: float = 1e-2
 
 
+DEFAULT_THRESHOLDS = VerdictThresholds()
+
+
 @dataclass(frozen=True)
 class Divergence:
     """One layer's comparison: a plain record of numbers."""
@@ -123,7 +126,7 @@ def divergence(
     candidate: np.ndarray,
     reference: np.ndarray,
     *,
-    thresholds: VerdictThresholds = VerdictThresholds(),
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     histogram_bins: int = 41,
 ) -> Divergence:
     """Compare one layer's output with the reference's; shapes must match."""

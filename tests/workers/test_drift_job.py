@@ -82,14 +82,7 @@ def test_conv_kernel_read_as_channels_first_is_a_mismatch_at_that_layer(
     isolated = verdicts["isolated"]
     assert isolated[corrupted] == "mismatch"
     assert set(isolated[:corrupted] + isolated[corrupted + 1 :]) <= WITHIN_ROUNDING
-    comparison = compare(
-        good.graph,
-        results,
-        against="numpy-f64",
-        modes=("accumulated",),
-        thresholds=VerdictThresholds(),
-        histogram_bins=11,
-    )[0]
+    comparison = compare(good.graph, results, against="numpy-f64")[0]
     assert comparison.drift_start is not None and comparison.drift_start.layer == "conv_b"
 
 
