@@ -3,16 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HARNESS := js_harness
+HARNESS_STAMP := $(HARNESS)/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test lint clean
+.PHONY: install chromium demo test lint clean
 
-install: $(STAMP)
+install: $(STAMP) $(HARNESS_STAMP) chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# TF.js and its wasm backend, pinned by the lock file; served to Chromium from disk.
+$(HARNESS_STAMP): $(HARNESS)/package.json $(HARNESS)/package-lock.json
+	npm ci --prefix $(HARNESS) --no-audit --no-fund --loglevel=error
+	touch $(HARNESS_STAMP)
+
+# Debian's Chromium, driven by Playwright through executable_path (never `playwright install`).
+chromium:
+	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 demo: install
 	$(BIN)/driftbench demo
@@ -25,4 +39,4 @@ test: lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) driftbench-data .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(HARNESS)/node_modules driftbench-data .pytest_cache .ruff_cache

@@ -34,6 +34,16 @@ class Settings(BaseSettings):
         default="default",
         description="TF_ENABLE_ONEDNN_OPTS for keras-cpu; 'default' leaves TensorFlow's choice.",
     )
+    chromium_path: Path = Field(
+        default=Path("/usr/bin/chromium"),
+        description="The Chromium the TF.js backends drive (Debian's `chromium` package).",
+    )
+    browser_job_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Time limit of one TF.js job in the page; a hang restarts the browser.",
+    )
+    tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
 
 
 settings = Settings()

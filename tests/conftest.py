@@ -42,3 +42,19 @@ def save_model(tmp_path: Path) -> Callable[..., ModelArtifact]:
         return load_artifact(path)
 
     return save
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ModelArtifact]:
+    """An example model by name, built once per test session."""
+    from workers.examples import write_example
+
+    directory = tmp_path_factory.mktemp("examples")
+    built: dict[str, ModelArtifact] = {}
+
+    def get(name: str) -> ModelArtifact:
+        if name not in built:
+            built[name] = load_artifact(write_example(name, directory))
+        return built[name]
+
+    return get

@@ -165,7 +165,6 @@ def run_backend(
         runner = runner_class(backend)()
         with runner:
             result.timings["activate"] = time.perf_counter() - started
-            result.environment = runner.environment()
             _run_repeats(runner, model, inputs, repeats, result)
             if "isolated" in modes:
                 if reference_feed is None:
@@ -176,6 +175,7 @@ def run_backend(
                 started = time.perf_counter()
                 result.outputs["isolated"] = runner.run_isolated(model, reference_feed)
                 result.timings["isolated"] = time.perf_counter() - started
+            result.environment = runner.environment()
         result.status = "done"
     except BackendUnsupported as error:
         result.status, result.reason = "unsupported", str(error)

@@ -5,9 +5,24 @@ from __future__ import annotations
 from workers.runners.base import Runner
 from workers.runners.keras_cpu import KerasCpuRunner
 from workers.runners.numpy_ref import NumpyF64Runner, NumpyRunner
+from workers.runners.tfjs_browser import (
+    TfjsCpuRunner,
+    TfjsWasmRunner,
+    TfjsWebglF16Runner,
+    TfjsWebglRunner,
+)
 
 RUNNERS: dict[str, type[Runner]] = {
-    runner.BACKEND: runner for runner in (KerasCpuRunner, NumpyRunner, NumpyF64Runner)
+    runner.BACKEND: runner
+    for runner in (
+        KerasCpuRunner,
+        NumpyRunner,
+        NumpyF64Runner,
+        TfjsCpuRunner,
+        TfjsWasmRunner,
+        TfjsWebglRunner,
+        TfjsWebglF16Runner,
+    )
 }
 BACKEND_IDS: tuple[str, ...] = tuple(RUNNERS)
 DEFAULT_REFERENCE = "numpy-f64"

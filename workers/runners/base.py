@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from workers.inputs import check_input_shapes
-from workers.model_graph import ModelGraph
+from workers.model_graph import LayerSpec, ModelGraph
 from workers.model_loading import ModelArtifact
 
 LayerOutputs = dict[str, np.ndarray]
@@ -62,7 +62,7 @@ class Runner(ABC):
     def unsupported_reason(self, graph: ModelGraph) -> str | None:
         """'unsupported: <layer> (<class>)' for the first layer this backend lacks, or None."""
         for layer in graph.compute_layers:
-            reason = self.layer_unsupported(layer.name, layer.class_name, layer.config)
+            reason = self.layer_unsupported(layer)
             if reason is not None:
                 return reason
         return None
@@ -103,7 +103,7 @@ class Runner(ABC):
     def deactivate_impl(self) -> None:
         """Release what `activate_impl` acquired; default: nothing."""
 
-    def layer_unsupported(self, name: str, class_name: str, config: dict[str, Any]) -> str | None:
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
         """Why this backend cannot run one layer, or None; default: it can run anything."""
         return None
 

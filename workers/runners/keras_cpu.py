@@ -16,6 +16,7 @@ import numpy as np
 
 from app.config import settings
 from workers.keras_env import import_keras, onednn_enabled
+from workers.model_graph import LayerSpec
 from workers.model_loading import ModelArtifact, load_keras_model
 from workers.runners.base import LayerInputs, LayerOutputs, Runner
 
@@ -25,17 +26,22 @@ NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
 class KerasCpuRunner(Runner):
     BACKEND: ClassVar[str] = "keras-cpu"
 
-    def layer_unsupported(self, name: str, class_name: str, config: dict[str, Any]) -> str | None:
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
         """TensorFlow's CPU kernels lack two cases that Keras passes straight through."""
-        if class_name in NCHW_UNSUPPORTED_ON_CPU and config.get("data_format") == "channels_first":
+        config = layer.config
+        label = f"unsupported: {layer.name} ({layer.class_name})"
+        if (
+            layer.class_name in NCHW_UNSUPPORTED_ON_CPU
+            and config.get("data_format") == "channels_first"
+        ):
             return (
-                f"unsupported: {name} ({class_name}) data_format channels_first: "
+                f"{label} data_format channels_first: "
                 "TensorFlow has no NCHW convolution kernel on the CPU"
             )
         dilation = config.get("dilation_rate", 1)
-        if class_name == "Conv2DTranspose" and any(d != 1 for d in np.atleast_1d(dilation)):
+        if layer.class_name == "Conv2DTranspose" and any(d != 1 for d in np.atleast_1d(dilation)):
             return (
-                f"unsupported: {name} ({class_name}) dilation_rate {tuple(dilation)}: "
+                f"{label} dilation_rate {tuple(dilation)}: "
                 "TensorFlow's CPU transposed convolution does not implement dilation"
             )
         return None

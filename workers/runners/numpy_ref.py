@@ -25,18 +25,16 @@ class NumpyRunner(Runner):
     BACKEND: ClassVar[str] = "numpy"
     OUTPUT_DTYPE: ClassVar[type[np.floating[Any]]] = np.float32
 
-    def layer_unsupported(self, name: str, class_name: str, config: dict[str, Any]) -> str | None:
-        if class_name not in LAYERS:
-            return f"unsupported: {name} ({class_name})"
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
+        label = f"unsupported: {layer.name} ({layer.class_name})"
+        if layer.class_name not in LAYERS:
+            return label
         for key in ACTIVATION_KEYS:
-            if key in config:
+            if key in layer.config:
                 try:
-                    get_activation(config[key])
+                    get_activation(layer.config[key])
                 except UnknownActivation:
-                    return (
-                        f"unsupported: {name} ({class_name}) activation "
-                        f"{activation_name(config[key])!r}"
-                    )
+                    return f"{label} activation {activation_name(layer.config[key])!r}"
         return None
 
     def _apply(self, layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:

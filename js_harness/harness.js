@@ -1,0 +1,145 @@
+// The page side of driftbench's TF.js backends.
+//
+// Python opens this page in a fresh browser context per job, then calls
+// `driftbench.runJob(spec)`. Tensors never travel as JSON numbers: inputs are
+// fetched and outputs posted back as raw little-endian float32 bytes, so what
+// Python compares is bit for bit what TF.js computed.
+'use strict';
+
+const WEBGL_FLAGS = [
+  'WEBGL_VERSION', 'WEBGL_RENDER_FLOAT32_ENABLED', 'WEBGL_PACK',
+  'WEBGL_FORCE_F16_TEXTURES', 'WEBGL_CPU_FORWARD',
+];
+
+function webglRenderer() {
+  const canvas = document.createElement('canvas');
+  const gl = canvas.getContext('webgl2') || canvas.getContext('webgl');
+  if (!gl) return null;
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  return gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
+}
+
+async function activateBackend(backend, flags) {
+  for (const [name, value] of Object.entries(flags)) tf.env().set(name, value);
+  if (backend === 'wasm') tf.wasm.setWasmPaths('/tfjs/wasm/');
+  let activated = false;
+  try {
+    activated = await tf.setBackend(backend);
+    await tf.ready();
+  } catch (error) {
+    throw new Error(`TF.js backend '${backend}' failed to start: ${error.message}`);
+  }
+  if (!activated || tf.getBackend() !== backend) {
+    throw new Error(`TF.js backend '${backend}' did not activate (active: ${tf.getBackend()}); ` +
+                    'driftbench never falls back to another backend');
+  }
+}
+
+async function environment(backend) {
+  const env = {
+    tfjs: tf.version.tfjs,
+    backend: tf.getBackend(),
+    user_agent: navigator.userAgent,
+    cross_origin_isolated: self.crossOriginIsolated === true,
+  };
+  if (backend === 'webgl') {
+    env.webgl_renderer = webglRenderer();
+    env.flags = Object.fromEntries(WEBGL_FLAGS.map((flag) => [flag, tf.env().get(flag)]));
+  }
+  if (backend === 'wasm') {
+    env.wasm_simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+    env.wasm_threads = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
+  }
+  return env;
+}
+
+async function fetchFloat32(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  return new Float32Array(await response.arrayBuffer());
+}
+
+async function postFloat32(url, tensor) {
+  const values = await tensor.data();
+  const response = await fetch(url, {method: 'POST', body: values.buffer});
+  if (!response.ok) throw new Error(`POST ${url}: HTTP ${response.status}`);
+  return tensor.shape;
+}
+
+// Every weight read back from TF.js, compared bit for bit with the file we served.
+async function weightsRoundTrip(model, modelUrl) {
+  const manifest = (await (await fetch(modelUrl)).json()).weightsManifest[0];
+  const base = modelUrl.slice(0, modelUrl.lastIndexOf('/') + 1);
+  const bytes = await (await fetch(base + manifest.paths[0])).arrayBuffer();
+  const expected = {};
+  let offset = 0;
+  for (const spec of manifest.weights) {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    expected[spec.name] = new Uint32Array(bytes, offset, size);
+    offset += size * 4;
+  }
+  const differing = [];
+  let checked = 0;
+  for (const variable of model.weights) {
+    const want = expected[variable.originalName];
+    if (want === undefined) {
+      differing.push({name: variable.originalName, problem: 'not in the weights file'});
+      continue;
+    }
+    const got = new Uint32Array((await variable.read().data()).buffer);
+    let nDiff = 0;
+    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) nDiff++;
+    checked++;
+    if (nDiff > 0 || got.length !== want.length) {
+      differing.push({name: variable.originalName, n_diff: nDiff, n: want.length});
+    }
+  }
+  return {checked, identical: differing.length === 0 && checked === manifest.weights.length,
+          differing};
+}
+
+async function inputTensors(jobUrl, specs) {
+  return Promise.all(specs.map(async (spec) =>
+    tf.tensor(await fetchFloat32(`${jobUrl}/tensors/${spec.index}`), spec.shape, 'float32')));
+}
+
+async function runJob(spec) {
+  const started = performance.now();
+  await activateBackend(spec.backend, spec.flags);
+  const model = await tf.loadLayersModel(spec.modelUrl);
+  const loaded = performance.now();
+  const shapes = [];
+  const computeStarted = performance.now();
+  if (spec.mode === 'accumulated') {
+    const layers = spec.layers.map((name) => model.getLayer(name));
+    const capture = tf.model({inputs: model.inputs, outputs: layers.map((l) => l.output)});
+    const inputs = await inputTensors(spec.jobUrl, spec.inputs);
+    let outputs = capture.predict(inputs.length === 1 ? inputs[0] : inputs,
+                                  {batchSize: spec.batchSize});
+    if (!Array.isArray(outputs)) outputs = [outputs];
+    for (let i = 0; i < outputs.length; i++) {
+      shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, outputs[i]));
+    }
+    tf.dispose([inputs, outputs]);
+  } else {
+    for (let i = 0; i < spec.layers.length; i++) {
+      const inputs = await inputTensors(spec.jobUrl, spec.isolatedInputs[i]);
+      const output = model.getLayer(spec.layers[i]).apply(inputs.length === 1 ? inputs[0] : inputs);
+      shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, output));
+      tf.dispose([inputs, output]);
+    }
+  }
+  const finished = performance.now();
+  // After the compute, so weights a GPU backend uploaded are read back from its textures.
+  const roundTrip = await weightsRoundTrip(model, spec.modelUrl);
+  return {
+    shapes,
+    environment: {
+      ...(await environment(spec.backend)),
+      weights_roundtrip: roundTrip,
+      page_ms: {model_load: loaded - started, compute: finished - computeStarted},
+    },
+  };
+}
+
+window.driftbench = {runJob};

@@ -1,0 +1,115 @@
+"""The warm browser survives hung pages and killed processes, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import settings
+from workers.browser_host import BrowserHost, BrowserJobFailed, shared_host
+from workers.drift_job import run_backends
+from workers.inputs import InputRecipe, generate_inputs
+from workers.process_tree import chromium_processes, command_name
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists, zombies included (a zombie still holds its pid)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def browser_main_pid() -> int:
+    """The Chromium browser process: the one whose parent is not itself Chromium."""
+    pids = chromium_processes()
+    parents = {
+        pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in pids
+    }
+    [main] = [pid for pid, parent in parents.items() if "chrom" not in command_name(parent)]
+    return main
+
+
+def test_hung_page_is_retried_after_a_restart_then_failed() -> None:
+    host = BrowserHost(settings.chromium_path)
+    try:
+
+        async def never_finishes(context: Any) -> None:
+            page = await context.new_page()
+            await page.evaluate("new Promise(() => {})")
+
+        with pytest.raises(
+            BrowserJobFailed,
+            match=r"did not finish within 2 s; after a browser "
+            r"restart the page again did not finish",
+        ):
+            host.run(never_finishes, timeout_s=2)
+        assert host.restarts == 1
+
+        async def title(context: Any) -> str:
+            page = await context.new_page()
+            await page.set_content("<title>still alive</title>")
+            return await page.title()
+
+        assert host.run(title, timeout_s=30) == "still alive"
+    finally:
+        host.close()
+
+
+def test_browser_killed_mid_job_is_restarted_and_the_job_completes(example: Any) -> None:
+    artifact = example("cifar_cnn")
+    inputs = generate_inputs(InputRecipe("uniform", batch=32, seed=0), artifact.graph)
+    host = shared_host(settings.chromium_path)
+    restarts_before, started_before = host.restarts, host.jobs_started
+    old_pids = chromium_processes()
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(
+            run_backends(artifact, inputs, backends=["tfjs-cpu"], reference="numpy")
+        )
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while host.jobs_started == started_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(browser_main_pid(), signal.SIGKILL)
+    worker.join(timeout=600)
+    result = outcome["tfjs-cpu"]
+    assert result.status == "done", result.reason
+    assert host.restarts == restarts_before + 1
+    assert result.environment["browser_restarts"] == host.restarts
+    assert result.outputs["accumulated"]["dense_2"].shape == (32, 10)
+    time.sleep(1)
+    assert [pid for pid in old_pids if alive(pid)] == []
+
+
+def test_no_chromium_survives_the_worker_process(tmp_path: Path) -> None:
+    script = (
+        "from pathlib import Path\n"
+        "from workers.drift_job import run_backends\n"
+        "from workers.examples import write_example\n"
+        "from workers.inputs import InputRecipe, generate_inputs\n"
+        "from workers.model_loading import load_artifact\n"
+        "from workers.process_tree import chromium_processes\n"
+        f"artifact = load_artifact(write_example('regression', Path({str(tmp_path)!r})))\n"
+        "inputs = generate_inputs(InputRecipe('ones'), artifact.graph)\n"
+        "result = run_backends(artifact, inputs, backends=['tfjs-cpu'], reference='numpy')\n"
+        "assert result['tfjs-cpu'].status == 'done', result['tfjs-cpu'].reason\n"
+        "print(' '.join(map(str, chromium_processes())))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    pids = [int(pid) for pid in completed.stdout.split()]
+    assert pids, "the worker should have had a running Chromium"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if alive(pid)] == []

@@ -1,0 +1,150 @@
+"""`tfjs-cpu`, `tfjs-wasm`, `tfjs-webgl`, `tfjs-webgl-f16`: TF.js 4.22 in headless Chromium.
+
+The model is exported by our own exporter and served, with the harness page,
+from a local HTTP server; the process's one warm Chromium opens a clean context
+per job. TF.js's cpu backend is plain JavaScript arithmetic in float32; webgl
+runs shaders through SwiftShader here, and with WEBGL_FORCE_F16_TEXTURES it
+stores every tensor as float16, like phones whose GPUs only render half floats.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from playwright.async_api import BrowserContext
+
+from app.config import settings
+from workers.browser_host import BrowserHost, BrowserJobFailed, BrowserUnavailable, shared_host
+from workers.harness_server import HarnessServer
+from workers.model_graph import LayerSpec
+from workers.model_loading import ModelArtifact
+from workers.runners.base import (
+    BackendFailed,
+    BackendUnavailable,
+    LayerInputs,
+    LayerOutputs,
+    Runner,
+)
+from workers.tfjs_export import export_model, unsupported_reason
+
+_shared: dict[str, Any] = {}
+_shared_lock = threading.Lock()
+
+
+def _server_and_exports() -> tuple[HarnessServer, Path]:
+    with _shared_lock:
+        if "server" not in _shared:
+            _shared["server"] = HarnessServer()
+            _shared["exports"] = Path(tempfile.mkdtemp(prefix="driftbench-tfjs-"))
+            atexit.register(shutil.rmtree, _shared["exports"], ignore_errors=True)
+        return _shared["server"], _shared["exports"]
+
+
+class TfjsRunner(Runner):
+    QUEUE: ClassVar[str] = "browser"
+    TFJS_BACKEND: ClassVar[str]
+    FLAGS: ClassVar[dict[str, bool]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[str, Any] = {}
+
+    def activate_impl(self) -> None:
+        try:
+            self._host: BrowserHost = shared_host(settings.chromium_path)
+        except BrowserUnavailable as error:
+            raise BackendUnavailable(str(error)) from error
+        self._server, self._exports = _server_and_exports()
+
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_reason(layer)
+
+    def _model_url(self, model: ModelArtifact) -> str:
+        directory = self._exports / model.sha256
+        if not (directory / "model.json").exists():
+            export_model(model.graph, directory)
+        return self._server.add_model(model.sha256, directory)
+
+    def _job(
+        self, model: ModelArtifact, mode: str, tensors: list[np.ndarray], spec_extra: dict[str, Any]
+    ) -> LayerOutputs:
+        names = [layer.name for layer in model.graph.compute_layers]
+        job_id = self._server.open_job([np.ascontiguousarray(t, "<f4").tobytes() for t in tensors])
+        spec = {
+            "backend": self.TFJS_BACKEND,
+            "flags": self.FLAGS,
+            "modelUrl": self._model_url(model),
+            "jobUrl": f"{self._server.url}/jobs/{job_id}",
+            "mode": mode,
+            "layers": names,
+            "batchSize": settings.tfjs_batch_size,
+            **spec_extra,
+        }
+
+        async def in_page(context: BrowserContext) -> dict[str, Any]:
+            page = await context.new_page()
+            await page.goto(f"{self._server.url}/harness.html")
+            return await page.evaluate("spec => window.driftbench.runJob(spec)", spec)
+
+        try:
+            result = self._host.run(in_page, timeout_s=settings.browser_job_timeout_s)
+        except BrowserJobFailed as error:
+            raise BackendFailed(f"{self.BACKEND}: {error}") from error
+        finally:
+            channel = self._server.close_job(job_id)
+        self._environment = {
+            **result["environment"],
+            "browser_restarts": self._host.restarts,
+            "chromium": str(settings.chromium_path),
+        }
+        return {
+            name: np.frombuffer(channel.outputs[i], dtype="<f4").reshape(result["shapes"][i])
+            for i, name in enumerate(names)
+        }
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        order = [layer.name for layer in model.graph.inputs]
+        specs = [{"index": i, "shape": list(inputs[name].shape)} for i, name in enumerate(order)]
+        return self._job(model, "accumulated", [inputs[name] for name in order], {"inputs": specs})
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        tensors: list[np.ndarray] = []
+        per_layer = []
+        for layer in model.graph.compute_layers:
+            specs = []
+            for array in layer_inputs[layer.name]:
+                specs.append({"index": len(tensors), "shape": list(array.shape)})
+                tensors.append(array)
+            per_layer.append(specs)
+        return self._job(model, "isolated", tensors, {"isolatedInputs": per_layer})
+
+    def environment(self) -> dict[str, Any]:
+        return self._environment
+
+
+class TfjsCpuRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-cpu"
+    TFJS_BACKEND: ClassVar[str] = "cpu"
+
+
+class TfjsWasmRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-wasm"
+    TFJS_BACKEND: ClassVar[str] = "wasm"
+
+
+class TfjsWebglRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-webgl"
+    TFJS_BACKEND: ClassVar[str] = "webgl"
+    FLAGS: ClassVar[dict[str, bool]] = {"WEBGL_FORCE_F16_TEXTURES": False}
+
+
+class TfjsWebglF16Runner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-webgl-f16"
+    TFJS_BACKEND: ClassVar[str] = "webgl"
+    FLAGS: ClassVar[dict[str, bool]] = {"WEBGL_FORCE_F16_TEXTURES": True}
