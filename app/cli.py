@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     artifact = load_artifact(resolve_model(args.model))
     if args.inputs is not None:
-        inputs = load_input_file(args.inputs, artifact.graph)
+        inputs = load_input_file(args.inputs, artifact.graph.input_shapes)
         label = str(args.inputs)
     else:
         recipe = InputRecipe(
@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             mean=args.mean,
             std=args.std,
         )
-        inputs = generate_inputs(recipe, artifact.graph)
+        inputs = generate_inputs(recipe, artifact.graph.input_shapes)
         label = f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
     status = drift_command(
         artifact,
@@ -146,20 +146,27 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: dense10x50 on every backend, both modes."""
-    artifact = load_artifact(resolve_model("dense10x50"))
-    recipe = InputRecipe(kind="uniform", batch=8, seed=0)
-    inputs = generate_inputs(recipe, artifact.graph)
-    return drift_command(
-        artifact,
-        inputs,
-        "uniform(-1, 1) batch=8 seed=0",
-        backends=list(BACKEND_IDS),
-        against=DEFAULT_REFERENCE,
-        modes=MODES,
-        repeats=2,
-        json_path=None,
-    )
+    """The service end to end on the embedded default: upload, run everywhere, read back."""
+    from app.demo import run_demo
+
+    return run_demo(settings.data_dir / "examples")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    uvicorn.run("app.main:app", host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade_database
+
+    upgrade_database()
+    print(f"database at {settings.resolved_database_url} is at the latest schema")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("directory", type=Path)
     examples.set_defaults(handler=cmd_examples)
 
-    demo = commands.add_parser("demo", help="run dense10x50 on every backend and print the drift")
+    serve = commands.add_parser("serve", help="start the HTTP API (applies migrations first)")
+    serve.add_argument("--host", help=f"bind address (default {settings.host})")
+    serve.add_argument("--port", type=int, help=f"port (default {settings.port})")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=cmd_serve)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply Alembic migrations")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+
+    demo = commands.add_parser(
+        "demo", help="start the service, run dense10x50 on every backend, print the drift"
+    )
     demo.set_defaults(handler=cmd_demo)
     return parser
 

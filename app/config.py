@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MiB = 1024 * 1024
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFTBENCH_")
@@ -17,6 +19,26 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("driftbench-data"),
         description="Where example models and (later) stored results live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default SQLite at <data_dir>/driftbench.db.",
+    )
+    executor: Literal["local", "celery"] = Field(
+        default="local",
+        description="'local': jobs run in a worker pool inside the server process.",
+    )
+    local_workers: int = Field(default=1, ge=1, le=16, description="Threads of the local pool.")
+    host: str = Field(default="127.0.0.1", description="Address `driftbench serve` binds.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_upload_bytes: int = Field(default=512 * MiB, ge=1, description="Largest upload (413).")
+    inspect_timeout_s: float = Field(
+        default=120.0, gt=0, description="Time limit for parsing an uploaded model file."
+    )
+    max_batch: int = Field(default=4096, ge=1, description="Largest generated input batch.")
+    max_repeats: int = Field(default=10, ge=1, description="Largest `repeats` of a run.")
+    job_attempts: int = Field(
+        default=2, ge=1, description="Tries of a run interrupted by a server stop."
     )
     verdict_rounding_rel_l2: float = Field(
         default=1e-5,
@@ -44,6 +66,10 @@ class Settings(BaseSettings):
         description="Time limit of one TF.js job in the page; a hang restarts the browser.",
     )
     tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'driftbench.db'}"
 
 
 settings = Settings()

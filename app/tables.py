@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-from workers.drift_job import BackendResult, Comparison
+from workers.drift_job import DRIFT_VERDICTS, BackendResult, Comparison
 
 TABLE_COLUMNS = ("layer", "class", "n_diff", "mean_abs", "max_abs", "rel_l2", "max_ulp", "verdict")
 
 
-def format_number(value: float | int | None) -> str:
+def format_number(value: float | int | str | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, int):
+    if isinstance(value, int | str):
         return str(value)
     if math.isinf(value) or math.isnan(value):
         return str(value)
@@ -30,29 +31,36 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def comparison_table(comparison: Comparison) -> str:
-    rows = [
+def layer_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
+    """One backend's rows (dicts with the metric names as keys) and where drift starts."""
+    cells = [
         (
-            row.layer,
-            row.class_name,
-            format_number(row.divergence.n_diff),
-            format_number(row.divergence.mean_abs),
-            format_number(row.divergence.max_abs),
-            format_number(row.divergence.rel_l2),
-            format_number(row.divergence.max_ulp),
-            row.divergence.verdict,
+            row["layer"],
+            row["class_name"],
+            *(
+                format_number(row[key])
+                for key in ("n_diff", "mean_abs", "max_abs", "rel_l2", "max_ulp")
+            ),
+            row["verdict"],
         )
-        for row in comparison.layers
+        for row in rows
     ]
-    title = f"{comparison.backend} vs {comparison.against} ({comparison.mode})"
-    start = comparison.drift_start
+    start = next((row for row in rows if row["verdict"] in DRIFT_VERDICTS), None)
     if start is None:
         verdict_line = "drift starts: nowhere (every layer identical or within rounding)"
     else:
         verdict_line = (
-            f"drift starts: layer {start.layer} ({start.class_name}), {start.divergence.verdict}"
+            f"drift starts: layer {start['layer']} ({start['class_name']}), {start['verdict']}"
         )
-    return f"{title}\n{render_table(TABLE_COLUMNS, rows)}\n{verdict_line}"
+    return f"{title}\n{render_table(TABLE_COLUMNS, cells)}\n{verdict_line}"
+
+
+def comparison_table(comparison: Comparison) -> str:
+    rows = [
+        {"layer": row.layer, "class_name": row.class_name, **row.divergence.as_dict()}
+        for row in comparison.layers
+    ]
+    return layer_table(f"{comparison.backend} vs {comparison.against} ({comparison.mode})", rows)
 
 
 def backend_line(result: BackendResult) -> str:

@@ -9,7 +9,7 @@ to each layer; a backend that fails never stops the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -186,6 +186,10 @@ def run_backend(
     return result
 
 
+def _report_nothing(_: str | BackendResult) -> None:
+    """Default progress hook: the CLI only needs the final results."""
+
+
 def run_backends(
     model: ModelArtifact,
     inputs: dict[str, np.ndarray],
@@ -194,28 +198,36 @@ def run_backends(
     reference: str,
     modes: Iterable[Mode] = ("accumulated",),
     repeats: int = 1,
+    on_start: Callable[[str], None] = _report_nothing,
+    on_result: Callable[[BackendResult], None] = _report_nothing,
 ) -> dict[str, BackendResult]:
-    """Run the reference, then every other backend; returns results keyed by backend."""
+    """Run the reference, then every other backend; returns results keyed by backend.
+
+    `on_start` and `on_result` are called around each backend, so a service can
+    record progress and store each backend's outputs as soon as they exist.
+    """
     modes = tuple(modes)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for backend in [reference, *backends]:
         runner_class(backend)
-    results = {
-        reference: run_backend(
-            reference, model, inputs, modes=(), repeats=repeats, reference_feed=None
-        )
-    }
-    reference_result = results[reference]
+    on_start(reference)
+    reference_result = run_backend(
+        reference, model, inputs, modes=(), repeats=repeats, reference_feed=None
+    )
     feed = None
     if reference_result.status == "done":
         reference_result.outputs["isolated"] = reference_result.outputs["accumulated"]
         feed = layer_inputs_from(model.graph, inputs, reference_result.outputs["accumulated"])
+    on_result(reference_result)
+    results = {reference: reference_result}
     for backend in backends:
         if backend not in results:
+            on_start(backend)
             results[backend] = run_backend(
                 backend, model, inputs, modes=modes, repeats=repeats, reference_feed=feed
             )
+            on_result(results[backend])
     return results
 
 

@@ -12,10 +12,9 @@ from typing import Literal
 
 import numpy as np
 
-from workers.model_graph import ModelGraph
-
 GeneratorKind = Literal["ones", "uniform", "normal"]
 GENERATOR_KINDS: tuple[str, ...] = ("ones", "uniform", "normal")
+InputShapes = dict[str, tuple[int | None, ...]]
 
 
 class InputError(ValueError):
@@ -54,18 +53,19 @@ def _concrete_shape(graph_shape: tuple[int | None, ...], batch: int, name: str) 
     return (batch, *(int(dim) for dim in graph_shape[1:]))
 
 
-def generate_inputs(recipe: InputRecipe, graph: ModelGraph) -> dict[str, np.ndarray]:
+def generate_inputs(recipe: InputRecipe, input_shapes: InputShapes) -> dict[str, np.ndarray]:
+    """One array per model input (shapes as `ModelGraph.input_shapes` gives them)."""
     rng = np.random.default_rng(recipe.seed)
     inputs: dict[str, np.ndarray] = {}
-    for layer in graph.inputs:
-        shape = _concrete_shape(layer.output_shape, recipe.batch, layer.name)
+    for name, model_shape in input_shapes.items():
+        shape = _concrete_shape(model_shape, recipe.batch, name)
         if recipe.kind == "ones":
             values = np.ones(shape)
         elif recipe.kind == "uniform":
             values = rng.uniform(recipe.low, recipe.high, size=shape)
         else:
             values = rng.normal(recipe.mean, recipe.std, size=shape)
-        inputs[layer.name] = values.astype(np.float32)
+        inputs[name] = values.astype(np.float32)
     return inputs
 
 
@@ -75,10 +75,10 @@ def _as_float32(array: np.ndarray, label: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def load_input_file(path: Path, graph: ModelGraph) -> dict[str, np.ndarray]:
+def load_input_file(path: Path, input_shapes: InputShapes) -> dict[str, np.ndarray]:
     """A `.npy` for a one-input model, or an `.npz` keyed by input layer name."""
     path = Path(path)
-    names = [layer.name for layer in graph.inputs]
+    names = list(input_shapes)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -101,16 +101,15 @@ def load_input_file(path: Path, graph: ModelGraph) -> dict[str, np.ndarray]:
                     f"the file holds {sorted(loaded.files)}"
                 )
             inputs = {name: _as_float32(loaded[name], f"{path.name}[{name}]") for name in names}
-    check_input_shapes(inputs, graph)
+    check_input_shapes(inputs, input_shapes)
     return inputs
 
 
-def check_input_shapes(inputs: dict[str, np.ndarray], graph: ModelGraph) -> None:
-    for layer in graph.inputs:
-        array = inputs.get(layer.name)
+def check_input_shapes(inputs: dict[str, np.ndarray], input_shapes: InputShapes) -> None:
+    for name, expected in input_shapes.items():
+        array = inputs.get(name)
         if array is None:
-            raise InputError(f"no array given for model input {layer.name!r}")
-        expected = layer.output_shape
+            raise InputError(f"no array given for model input {name!r}")
         fits = array.ndim == len(expected) and all(
             want is None or want == got
             for want, got in zip(expected[1:], array.shape[1:], strict=True)
@@ -118,6 +117,6 @@ def check_input_shapes(inputs: dict[str, np.ndarray], graph: ModelGraph) -> None
         if not fits or array.shape[0] < 1:
             model_shape = "(batch, " + ", ".join(str(d) for d in expected[1:]) + ")"
             raise InputError(
-                f"input {layer.name!r}: array shape {array.shape} does not fit the "
+                f"input {name!r}: array shape {array.shape} does not fit the "
                 f"model's input shape {model_shape}"
             )

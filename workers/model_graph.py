@@ -8,6 +8,8 @@ the order of a Sequential one), the same data a TF.js topology is written from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +59,10 @@ class ModelGraph:
         return [layer for layer in self.layers if layer.is_input]
 
     @property
+    def input_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        return {layer.name: layer.output_shape for layer in self.inputs}
+
+    @property
     def compute_layers(self) -> list[LayerSpec]:
         """The layers whose outputs are captured and compared (inputs excluded), in order."""
         return [layer for layer in self.layers if not layer.is_input]
@@ -93,6 +99,52 @@ def _input_spec(name: str, batch_shape: list[int | None], dtype: str) -> LayerSp
         weights={},
         inbound=[],
         output_shape=tuple(batch_shape),
+    )
+
+
+def architecture_signature(graph: ModelGraph) -> tuple[str, str]:
+    """A short hash and a readable label of the layer stack, ignoring names and weights.
+
+    Models with the same classes, output shapes and activations in the same order
+    (say, every ten-layer Dense(50) stack) share a signature, so their drift can be
+    aggregated per depth.
+    """
+    parts = [
+        (layer.class_name, [d for d in layer.output_shape[1:]], layer.config.get("activation"))
+        for layer in graph.layers
+    ]
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    labels: list[str] = []
+    counts: list[int] = []
+    for class_name, shape, _ in parts:
+        label = f"{class_name}({', '.join(str(d) for d in shape)})"
+        if labels and labels[-1] == label:
+            counts[-1] += 1
+        else:
+            labels.append(label)
+            counts.append(1)
+    text = " → ".join(
+        f"{label} x{n}" if n > 1 else label for label, n in zip(labels, counts, strict=True)
+    )
+    return digest, text
+
+
+def graph_from_summary(name: str, layers: list[dict[str, Any]]) -> ModelGraph:
+    """A weightless graph from stored layer summaries: enough to name and order layers."""
+    return ModelGraph(
+        name=name,
+        layers=[
+            LayerSpec(
+                name=layer["name"],
+                class_name=layer["class_name"],
+                config={},
+                weights={},
+                inbound=layer.get("inbound", []),
+                output_shape=tuple(layer["output_shape"]),
+            )
+            for layer in layers
+        ],
+        outputs=[],
     )
 
 

@@ -44,15 +44,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def detect_format(head: bytes) -> str | None:
+    """'keras' for a zip, 'h5' for HDF5, from the first bytes; None for anything else."""
+    if head.startswith(ZIP_MAGIC):
+        return "keras"
+    if head.startswith(HDF5_MAGIC):
+        return "h5"
+    return None
+
+
 def model_format(path: Path) -> str:
     """'keras' or 'h5', from the file's magic bytes; the extension must agree."""
     with path.open("rb") as stream:
-        head = stream.read(8)
-    if head.startswith(ZIP_MAGIC):
-        kind = "keras"
-    elif head.startswith(HDF5_MAGIC):
-        kind = "h5"
-    else:
+        kind = detect_format(stream.read(8))
+    if kind is None:
         raise ModelRefused(f"{path.name}: not a Keras model (expected a .keras zip or an .h5 file)")
     if path.suffix.lower() != f".{kind}":
         raise ModelRefused(

@@ -163,3 +163,30 @@ def test_examples_writes_every_example(tmp_path: Path, capsys: Any) -> None:
     kernels = [layer.weights["kernel"] for layer in dense.compute_layers]
     assert len(kernels) == 10 and all(k.shape == (50, 50) for k in kernels)
     assert all(k.min() >= -1.0 and k.max() <= 1.0 for k in kernels)
+
+
+def test_demo_runs_the_service_end_to_end(tmp_path: Path) -> None:
+    """`make demo`'s command: service up, dense10x50 over HTTP on every backend, clean exit."""
+    env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(tmp_path / "data")}
+    driftbench = Path(sys.executable).with_name("driftbench")
+    completed = subprocess.run(
+        [str(driftbench), "demo"], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    tables = parse_tables(completed.stdout)
+    expected = {
+        f"{backend} vs numpy-f64 ({mode})"
+        for mode in ("accumulated", "isolated")
+        for backend in (
+            "keras-cpu",
+            "numpy",
+            "tfjs-cpu",
+            "tfjs-wasm",
+            "tfjs-webgl",
+            "tfjs-webgl-f16",
+        )
+    }
+    assert set(tables) == expected
+    assert all(len(rows) == 10 for rows in tables.values())
+    assert "/api/runs/1/divergence?format=csv" in completed.stdout
+    assert (tmp_path / "data" / "driftbench.db").exists()

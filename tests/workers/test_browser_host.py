@@ -63,7 +63,7 @@ def test_hung_page_is_retried_after_a_restart_then_failed() -> None:
 
 def test_browser_killed_mid_job_is_restarted_and_the_job_completes(example: Any) -> None:
     artifact = example("cifar_cnn")
-    inputs = generate_inputs(InputRecipe("uniform", batch=32, seed=0), artifact.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=32, seed=0), artifact.graph.input_shapes)
     host = shared_host(settings.chromium_path)
     restarts_before, started_before = host.restarts, host.jobs_started
     old_pids = chromium_processes()
@@ -98,7 +98,7 @@ def test_no_chromium_survives_the_worker_process(tmp_path: Path) -> None:
         "from workers.model_loading import load_artifact\n"
         "from workers.process_tree import chromium_processes\n"
         f"artifact = load_artifact(write_example('regression', Path({str(tmp_path)!r})))\n"
-        "inputs = generate_inputs(InputRecipe('ones'), artifact.graph)\n"
+        "inputs = generate_inputs(InputRecipe('ones'), artifact.graph.input_shapes)\n"
         "result = run_backends(artifact, inputs, backends=['tfjs-cpu'], reference='numpy')\n"
         "assert result['tfjs-cpu'].status == 'done', result['tfjs-cpu'].reason\n"
         "print(' '.join(map(str, chromium_processes())))\n"

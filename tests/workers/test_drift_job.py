@@ -67,7 +67,7 @@ def test_conv_kernel_read_as_channels_first_is_a_mismatch_at_that_layer(
     bad_layer.set_weights([conv_kernel_read_as_channels_first(kernel), bias])
     model.save(tmp_path / "bad.keras")
     bad = load_artifact(tmp_path / "bad.keras")
-    inputs = generate_inputs(InputRecipe("uniform", batch=4, seed=1), good.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=4, seed=1), good.graph.input_shapes)
     results = run_backends(good, inputs, backends=[], reference="numpy-f64")
     feed = layer_inputs_from(good.graph, inputs, results["numpy-f64"].outputs["accumulated"])
     results["keras-cpu"] = run_backend(
@@ -100,7 +100,7 @@ def test_transposed_dense_kernel_in_a_port_is_a_mismatch_at_that_layer(
     bad = ModelArtifact(
         path=good.path, sha256="transposed", graph=replace(graph, layers=broken_layers)
     )
-    inputs = generate_inputs(InputRecipe("normal", batch=4, seed=2), graph)
+    inputs = generate_inputs(InputRecipe("normal", batch=4, seed=2), graph.input_shapes)
     results = run_backends(good, inputs, backends=[], reference="numpy-f64")
     feed = layer_inputs_from(graph, inputs, results["numpy-f64"].outputs["accumulated"])
     results["numpy"] = run_backend(
@@ -119,7 +119,7 @@ def test_unsupported_layer_stops_only_the_numpy_backends(keras: Any, save_model:
         [keras.Input((5, 3)), keras.layers.LSTM(4, name="memory"), keras.layers.Dense(2)]
     )
     artifact = save_model(model)
-    inputs = generate_inputs(InputRecipe("ones", batch=2), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones", batch=2), artifact.graph.input_shapes)
     results = run_backends(artifact, inputs, backends=["keras-cpu", "numpy"], reference="numpy-f64")
     assert results["numpy-f64"].status == "unsupported"
     assert results["numpy"].reason == "unsupported: memory (LSTM)"
@@ -133,7 +133,7 @@ def test_unsupported_layer_stops_only_the_numpy_backends(keras: Any, save_model:
 
 def test_repeats_report_determinism(keras: Any, save_model: Any) -> None:
     artifact = save_model(small_cnn(keras))
-    inputs = generate_inputs(InputRecipe("uniform", batch=3, seed=4), artifact.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=3, seed=4), artifact.graph.input_shapes)
     results = run_backends(
         artifact, inputs, backends=["keras-cpu", "numpy"], reference="numpy-f64", repeats=3
     )
@@ -146,7 +146,7 @@ def test_repeats_report_determinism(keras: Any, save_model: Any) -> None:
 
 def test_keras_cpu_records_its_numeric_environment(keras: Any, save_model: Any) -> None:
     artifact = save_model(small_cnn(keras))
-    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
     result = run_backends(artifact, inputs, backends=["keras-cpu"], reference="numpy-f64")
     environment = result["keras-cpu"].environment
     assert environment["tensorflow"] == __import__("tensorflow").__version__
@@ -157,6 +157,6 @@ def test_keras_cpu_records_its_numeric_environment(keras: Any, save_model: Any) 
 
 def test_unknown_backend_lists_the_valid_ones(keras: Any, save_model: Any) -> None:
     artifact = save_model(small_cnn(keras))
-    inputs = generate_inputs(InputRecipe("ones"), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
     with pytest.raises(ValueError, match=r"unknown backend 'tfjs-gpu'; valid backends: keras-cpu"):
         run_backends(artifact, inputs, backends=["tfjs-gpu"], reference="numpy-f64")

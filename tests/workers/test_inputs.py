@@ -18,22 +18,28 @@ def artifact(keras: Any, save_model: Any) -> Any:
 
 
 def test_generators_follow_their_recipe(artifact: Any) -> None:
-    ones = generate_inputs(InputRecipe("ones", batch=5), artifact.graph)["x"]
+    ones = generate_inputs(InputRecipe("ones", batch=5), artifact.graph.input_shapes)["x"]
     assert ones.shape == (5, 2, 3) and ones.dtype == np.float32 and (ones == 1).all()
     uniform = generate_inputs(
-        InputRecipe("uniform", batch=400, seed=3, low=2.0, high=3.0), artifact.graph
+        InputRecipe("uniform", batch=400, seed=3, low=2.0, high=3.0), artifact.graph.input_shapes
     )["x"]
     assert uniform.min() >= 2.0 and uniform.max() <= 3.0
     normal = generate_inputs(
-        InputRecipe("normal", batch=2000, seed=3, mean=5.0, std=0.5), artifact.graph
+        InputRecipe("normal", batch=2000, seed=3, mean=5.0, std=0.5), artifact.graph.input_shapes
     )["x"]
     assert abs(normal.mean() - 5.0) < 0.02 and abs(normal.std() - 0.5) < 0.02
 
 
 def test_same_seed_same_inputs_other_seed_other_inputs(artifact: Any) -> None:
-    first = generate_inputs(InputRecipe("normal", batch=2, seed=9), artifact.graph)["x"]
-    again = generate_inputs(InputRecipe("normal", batch=2, seed=9), artifact.graph)["x"]
-    other = generate_inputs(InputRecipe("normal", batch=2, seed=10), artifact.graph)["x"]
+    first = generate_inputs(InputRecipe("normal", batch=2, seed=9), artifact.graph.input_shapes)[
+        "x"
+    ]
+    again = generate_inputs(InputRecipe("normal", batch=2, seed=9), artifact.graph.input_shapes)[
+        "x"
+    ]
+    other = generate_inputs(InputRecipe("normal", batch=2, seed=10), artifact.graph.input_shapes)[
+        "x"
+    ]
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
@@ -53,13 +59,13 @@ def test_npy_with_the_wrong_shape_names_both_shapes(artifact: Any, tmp_path: Pat
         match=r"\(4, 3, 2\) does not fit the model's input shape "
         r"\(batch, 2, 3\)",
     ):
-        load_input_file(path, artifact.graph)
+        load_input_file(path, artifact.graph.input_shapes)
 
 
 def test_npy_is_cast_to_float32(artifact: Any, tmp_path: Path) -> None:
     path = tmp_path / "good.npy"
     np.save(path, np.arange(12, dtype=np.float64).reshape(2, 2, 3))
-    loaded = load_input_file(path, artifact.graph)["x"]
+    loaded = load_input_file(path, artifact.graph.input_shapes)["x"]
     assert loaded.dtype == np.float32 and loaded[1, 1, 2] == 11.0
 
 
@@ -67,7 +73,7 @@ def test_object_arrays_are_never_unpickled(artifact: Any, tmp_path: Path) -> Non
     path = tmp_path / "pickled.npy"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="without pickles"):
-        load_input_file(path, artifact.graph)
+        load_input_file(path, artifact.graph.input_shapes)
 
 
 def test_nan_and_inf_inputs_run_and_are_counted(artifact: Any, tmp_path: Path) -> None:
@@ -76,7 +82,7 @@ def test_nan_and_inf_inputs_run_and_are_counted(artifact: Any, tmp_path: Path) -
     values[1, 1, 1] = np.inf
     path = tmp_path / "nonfinite.npy"
     np.save(path, values)
-    inputs = load_input_file(path, artifact.graph)
+    inputs = load_input_file(path, artifact.graph.input_shapes)
     results = run_backends(artifact, inputs, backends=["numpy"], reference="numpy-f64")
     [comparison] = compare(artifact.graph, results, against="numpy-f64")
     row = comparison.layers[0].divergence

@@ -208,7 +208,7 @@ def layer_verdicts(
     backends: tuple[str, ...] = ("keras-cpu", "numpy"),
 ) -> dict[tuple[str, str], list[str]]:
     """Verdicts per (backend, mode) against numpy-f64; every backend must have run."""
-    inputs = generate_inputs(recipe, artifact.graph)
+    inputs = generate_inputs(recipe, artifact.graph.input_shapes)
     results = run_backends(
         artifact, inputs, backends=list(backends), reference="numpy-f64", modes=MODES
     )
@@ -247,7 +247,7 @@ def test_tensorflow_cpu_gaps_reported_and_numpy_still_runs(
     randomize_weights(model, seed=sum(map(ord, case)))
     artifact = save_model(model)
     layer = artifact.graph.compute_layers[0]
-    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph.input_shapes)
     keras_result = run_backends(artifact, inputs, backends=["keras-cpu"], reference="numpy-f64")[
         "keras-cpu"
     ]
@@ -269,7 +269,7 @@ def test_keras_channels_first_separable_conv_bias_is_flagged(keras: Any, save_mo
     last.set_weights(first.get_weights())
     artifact = save_model(first)
     recipe = InputRecipe("uniform", batch=2, seed=2)
-    batch = generate_inputs(recipe, artifact.graph)[artifact.graph.inputs[0].name]
+    batch = generate_inputs(recipe, artifact.graph.input_shapes)[artifact.graph.inputs[0].name]
     twin = np.asarray(last(batch.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
     keras_is_wrong = not np.allclose(np.asarray(first(batch)), twin, atol=1e-4)
     verdicts = layer_verdicts(artifact, recipe)
@@ -289,7 +289,9 @@ def test_every_activation_within_rounding(keras: Any, save_model: Any) -> None:
             # Keras 3's TensorFlow sparsemax sums the cumulative sums instead of taking the
             # k-th one; its rows then no longer sum to 1. driftbench must flag it, not hide it.
             sparsemax = np.asarray(
-                keras.activations.sparsemax(generate_inputs(inputs, artifact.graph)["x"])
+                keras.activations.sparsemax(
+                    generate_inputs(inputs, artifact.graph.input_shapes)["x"]
+                )
             )
             if not np.allclose(sparsemax.sum(axis=-1), 1.0, atol=1e-5):
                 assert "act_sparsemax" in bad

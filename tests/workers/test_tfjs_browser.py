@@ -20,7 +20,7 @@ TFJS_FLOAT32 = ("tfjs-cpu", "tfjs-wasm", "tfjs-webgl")
 @pytest.fixture(scope="module")
 def dense_run(example: Any) -> tuple[Any, dict[str, Any]]:
     artifact = example("dense10x50")
-    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
     results = run_backends(
         artifact,
         inputs,
@@ -135,7 +135,7 @@ def test_branches_merges_and_layer_classes_on_tfjs_cpu(keras: Any, save_model: A
     model = branchy_model(keras)
     randomize_weights(model, seed=21)
     artifact = save_model(model)
-    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
     results = run_backends(
         artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
     )
@@ -164,7 +164,7 @@ def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
     )
     randomize_weights(model, seed=4)
     artifact = save_model(model)
-    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph.input_shapes)
     results = run_backends(
         artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
     )
@@ -197,7 +197,7 @@ def test_activations_and_the_hard_sigmoid_slope(keras: Any, save_model: Any) -> 
     model = keras.Model(inp, [keras.layers.Activation(n, name=f"act_{n}")(inp) for n in names])
     artifact = save_model(model)
     inputs = generate_inputs(
-        InputRecipe("uniform", batch=4, seed=8, low=-4, high=4), artifact.graph
+        InputRecipe("uniform", batch=4, seed=8, low=-4, high=4), artifact.graph.input_shapes
     )
     results = run_backends(artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64")
     [comparison] = compare(artifact.graph, results, against="numpy-f64")
@@ -210,7 +210,7 @@ def test_unsupported_layer_stops_only_the_tfjs_backends(keras: Any, save_model: 
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Subtract(name="minus")([inp, keras.layers.Dense(4)(inp)]))
     artifact = save_model(model)
-    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
     results = run_backends(artifact, inputs, backends=["tfjs-wasm", "numpy"], reference="numpy-f64")
     assert results["tfjs-wasm"].status == "unsupported"
     assert results["tfjs-wasm"].reason == "unsupported: minus (Subtract)"
@@ -231,7 +231,7 @@ def test_a_backend_that_does_not_activate_fails_with_the_reason(
 
     monkeypatch.setitem(runners.RUNNERS, TfjsWebgpuRunner.BACKEND, TfjsWebgpuRunner)
     artifact = example("regression")
-    inputs = generate_inputs(InputRecipe("ones"), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
     result = run_backend(
         TfjsWebgpuRunner.BACKEND, artifact, inputs, modes=(), repeats=1, reference_feed=None
     )
@@ -248,7 +248,7 @@ def test_missing_chromium_skips_tfjs_with_the_install_hint(
 
     monkeypatch.setattr(settings, "chromium_path", tmp_path / "no-chromium")
     artifact = example("regression")
-    inputs = generate_inputs(InputRecipe("ones"), artifact.graph)
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
     results = run_backends(
         artifact, inputs, backends=["tfjs-webgl", "keras-cpu"], reference="numpy-f64"
     )

@@ -42,6 +42,16 @@ class Runner(ABC):
     def __init__(self) -> None:
         self.active = False
 
+    @classmethod
+    def availability(cls) -> str | None:
+        """Why this machine cannot run the backend at all, or None when it can."""
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Versions of what the backend runs on, read without importing it."""
+        return {}
+
     def __enter__(self) -> Runner:
         self.activate()
         return self
@@ -70,7 +80,7 @@ class Runner(ABC):
     def run(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         """The model end to end: every layer's output from one forward pass (accumulated)."""
         self._check(model)
-        check_input_shapes(inputs, model.graph)
+        check_input_shapes(inputs, model.graph.input_shapes)
         outputs = self.run_impl(model, {k: v.astype(self.OUTPUT_DTYPE) for k, v in inputs.items()})
         return self._collect(model.graph, outputs)
 

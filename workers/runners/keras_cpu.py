@@ -8,8 +8,10 @@ rounding), so it is recorded.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+from importlib import metadata
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +27,16 @@ NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
 
 class KerasCpuRunner(Runner):
     BACKEND: ClassVar[str] = "keras-cpu"
+
+    @classmethod
+    def availability(cls) -> str | None:
+        if importlib.util.find_spec("tensorflow") is None:
+            return "TensorFlow is not installed"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {name: metadata.version(name) for name in ("tensorflow", "keras")}
 
     def layer_unsupported(self, layer: LayerSpec) -> str | None:
         """TensorFlow's CPU kernels lack two cases that Keras passes straight through."""

@@ -37,6 +37,10 @@ class NumpyRunner(Runner):
                     return f"{label} activation {activation_name(layer.config[key])!r}"
         return None
 
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {"numpy": np.__version__, "scipy": scipy.__version__}
+
     def _apply(self, layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
         weights = {key: value.astype(self.OUTPUT_DTYPE) for key, value in layer.weights.items()}
         try:

@@ -10,6 +10,7 @@ stores every tensor as float16, like phones whose GPUs only render half floats.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import tempfile
 import threading
@@ -20,8 +21,14 @@ import numpy as np
 from playwright.async_api import BrowserContext
 
 from app.config import settings
-from workers.browser_host import BrowserHost, BrowserJobFailed, BrowserUnavailable, shared_host
-from workers.harness_server import HarnessServer
+from workers.browser_host import (
+    INSTALL_HINT,
+    BrowserHost,
+    BrowserJobFailed,
+    BrowserUnavailable,
+    shared_host,
+)
+from workers.harness_server import STATIC_FILES, HarnessServer
 from workers.model_graph import LayerSpec
 from workers.model_loading import ModelArtifact
 from workers.runners.base import (
@@ -33,6 +40,7 @@ from workers.runners.base import (
 )
 from workers.tfjs_export import export_model, unsupported_reason
 
+TFJS_BUNDLE = STATIC_FILES["/tfjs/tf.min.js"]
 _shared: dict[str, Any] = {}
 _shared_lock = threading.Lock()
 
@@ -54,6 +62,19 @@ class TfjsRunner(Runner):
     def __init__(self) -> None:
         super().__init__()
         self._environment: dict[str, Any] = {}
+
+    @classmethod
+    def availability(cls) -> str | None:
+        if not settings.chromium_path.exists():
+            return f"Chromium not found at {settings.chromium_path}; {INSTALL_HINT}"
+        if not TFJS_BUNDLE.exists():
+            return f"TF.js is not installed in {TFJS_BUNDLE.parents[3]}; run `make install`"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        package = TFJS_BUNDLE.parents[1] / "package.json"
+        return {"tfjs": json.loads(package.read_text())["version"]} if package.exists() else {}
 
     def activate_impl(self) -> None:
         try:

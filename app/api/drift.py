@@ -1,0 +1,72 @@
+"""Aggregate drift: per layer of one model, and per depth across an architecture."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.api.deps import SessionDep
+from app.api.models import get_model_or_404
+from app.drift_queries import depth_drift, model_layer_drift
+from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
+from workers.runners import DEFAULT_REFERENCE, runner_class
+
+router = APIRouter(tags=["drift"])
+
+
+@router.get("/models/{model_id}/drift", response_model=ModelDriftPublic)
+def model_drift(
+    session: SessionDep,
+    model_id: int,
+    backend: str,
+    against: str = DEFAULT_REFERENCE,
+    metric: Metric = "rel_l2",
+    mode: ModeName = "accumulated",
+) -> dict[str, Any]:
+    """Per layer over all runs of the model: count, mean, median, p95 and max of the metric."""
+    get_model_or_404(session, model_id)
+    runner_class(backend)
+    runner_class(against)
+    layers = model_layer_drift(
+        session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
+    )
+    return {
+        "model_id": model_id,
+        "backend": backend,
+        "against": against,
+        "mode": mode,
+        "metric": metric,
+        "layers": layers,
+    }
+
+
+@router.get("/drift/depth", response_model=DepthDriftPublic)
+def drift_by_depth(
+    session: SessionDep,
+    architecture: str,
+    backend: str,
+    against: str = DEFAULT_REFERENCE,
+    metric: Metric = "rel_l2",
+    mode: ModeName = "accumulated",
+) -> dict[str, Any]:
+    """Over every model with this architecture signature: drift per depth and its growth."""
+    runner_class(backend)
+    runner_class(against)
+    models, depths = depth_drift(
+        session,
+        architecture=architecture,
+        backend=backend,
+        against=against,
+        mode=mode,
+        metric=metric,
+    )
+    return {
+        "architecture": architecture,
+        "backend": backend,
+        "against": against,
+        "mode": mode,
+        "metric": metric,
+        "models": models,
+        "depths": depths,
+    }

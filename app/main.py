@@ -1,0 +1,59 @@
+"""The FastAPI application: migrations on start, the executor, the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.api import api_router
+from app.config import settings
+from app.errors import install_error_handlers
+from app.executor import make_executor, recover_interrupted_runs
+from app.migrate import upgrade_database
+from workers.model_inspection import ModelInspector
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    upgrade_database()
+    app.state.inspector = ModelInspector()
+    app.state.executor = make_executor()
+    recover_interrupted_runs(app.state.executor)
+    try:
+        yield
+    finally:
+        app.state.executor.shutdown()
+        app.state.inspector.close()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="driftbench",
+        summary="How far a Keras model's numbers drift on each backend, and where it starts.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def refuse_oversize_bodies(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """413 before the body is read, when Content-Length already says it is too large."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+            return JSONResponse(
+                {
+                    "detail": f"request body of {length} bytes is over the "
+                    f"{settings.max_upload_bytes}-byte limit (DRIFTBENCH_MAX_UPLOAD_BYTES)"
+                },
+                status_code=413,
+            )
+        return await call_next(request)
+
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,241 @@
+"""Request and response schemas, a family per resource (Create / Public / list with count).
+
+JSON has no Infinity: float metrics that can be infinite (sqnr_db for identical
+outputs) are sent as the strings "inf" / "-inf", and the schema says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Metric = Literal[
+    "n_diff",
+    "frac_diff",
+    "max_abs",
+    "mean_abs",
+    "rmse",
+    "rel_l2",
+    "max_rel",
+    "max_ulp",
+    "median_ulp",
+    "cosine",
+    "sqnr_db",
+    "p50_abs",
+    "p90_abs",
+    "p99_abs",
+    "argmax_agree",
+]
+ModeName = Literal["accumulated", "isolated"]
+FloatOrInf = float | Literal["inf", "-inf", "nan"]
+
+
+class LayerPublic(BaseModel):
+    name: str
+    class_name: str
+    output_shape: list[int | None]
+    params: int
+    depth: int
+
+
+class ModelPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sha256: str
+    name: str
+    tags: list[str]
+    file_format: str
+    size_bytes: int
+    architecture: str
+    architecture_label: str
+    layers: list[LayerPublic]
+    backend_support: dict[str, str | None] = Field(
+        description="Per backend: null when it can run the model, else the layer that stops it."
+    )
+    created_at: datetime
+
+
+class ModelsPublic(BaseModel):
+    count: int
+    data: list[ModelPublic]
+
+
+class InputGenerate(BaseModel):
+    """Generated inputs: `ones`, `uniform(low, high)` or `normal(mean, std)`, seeded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ones", "uniform", "normal"]
+    batch: Annotated[int, Field(ge=1)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    low: float = -1.0
+    high: float = 1.0
+    mean: float = 0.0
+    std: Annotated[float, Field(ge=0)] = 1.0
+
+
+class InputSetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    model_id: int
+    kind: str
+    params: dict[str, Any]
+    shapes: dict[str, list[int]]
+    nonfinite: int
+    sha256: str
+    created_at: datetime
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int
+    input_set_id: int
+    backends: list[str] | None = Field(
+        default=None, description="Default: every backend available on this server."
+    )
+    reference: str = "numpy-f64"
+    modes: list[ModeName] = Field(default_factory=lambda: ["accumulated"], min_length=1)
+    repeats: Annotated[int, Field(ge=1)] = 1
+
+
+class BackendRunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    backend: str
+    status: str = Field(description="queued, running, done, failed, unsupported or skipped")
+    attempts: int
+    reason: str | None
+    environment: dict[str, Any]
+    timings: dict[str, float]
+    deterministic: bool | None
+    repeat_spread: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    model_id: int
+    input_set_id: int
+    reference: str
+    modes: list[str]
+    repeats: int
+    status: str = Field(description="queued, running, done or failed")
+    attempts: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    backend_runs: list[BackendRunPublic]
+
+
+class RunsPublic(BaseModel):
+    count: int
+    data: list[RunPublic]
+
+
+class DivergenceRow(BaseModel):
+    backend: str
+    against: str
+    mode: str
+    layer: str
+    class_name: str
+    depth: int
+    n: int
+    n_diff: int
+    frac_diff: float
+    max_abs: float
+    mean_abs: float
+    rmse: float
+    rel_l2: FloatOrInf
+    max_rel: FloatOrInf
+    max_ulp: int
+    median_ulp: float
+    cosine: float
+    sqnr_db: FloatOrInf
+    p50_abs: float
+    p90_abs: float
+    p99_abs: float
+    argmax_agree: float | None
+    nonfinite_candidate: int
+    nonfinite_reference: int
+    nonfinite_mismatch: int
+    histogram: dict[str, list[float]]
+    verdict: str
+
+
+class DriftStart(BaseModel):
+    layer: str
+    depth: int
+    verdict: str
+
+
+class DivergencePublic(BaseModel):
+    run_id: int
+    against: str
+    mode: str
+    drift_start: dict[str, DriftStart | None] = Field(
+        description="Per backend: the first layer worse than rounding, or null."
+    )
+    rows: list[DivergenceRow]
+
+
+class LayerDriftRow(BaseModel):
+    layer: str
+    class_name: str
+    depth: int
+    count: int
+    mean: FloatOrInf | None
+    median: FloatOrInf | None
+    p95: FloatOrInf | None
+    max: FloatOrInf | None
+
+
+class ModelDriftPublic(BaseModel):
+    model_id: int
+    backend: str
+    against: str
+    mode: str
+    metric: str
+    layers: list[LayerDriftRow]
+
+
+class DepthDriftRow(BaseModel):
+    depth: int
+    count: int
+    mean: FloatOrInf | None
+    median: FloatOrInf | None
+    p95: FloatOrInf | None
+    max: FloatOrInf | None
+    growth: FloatOrInf | None = Field(
+        description="Mean over runs of metric(depth) / metric(depth - 1); null at depth 1."
+    )
+
+
+class DepthDriftPublic(BaseModel):
+    architecture: str
+    backend: str
+    against: str
+    mode: str
+    metric: str
+    models: int
+    depths: list[DepthDriftRow]
+
+
+class BackendPublic(BaseModel):
+    id: str
+    queue: str
+    available: bool
+    reason: str | None
+    versions: dict[str, str]
+
+
+class BackendsPublic(BaseModel):
+    count: int
+    data: list[BackendPublic]

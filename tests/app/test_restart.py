@@ -1,0 +1,76 @@
+"""Runs interrupted by a server crash are re-run on the next start, or failed, never stuck."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, update
+from sqlalchemy.orm import Session
+
+from app.models import Run
+from tests.live_server import LiveServer, wait_for_run
+
+
+def upload_and_queue(client: httpx.Client, path: Path, backends: list[str], batch: int) -> int:
+    with path.open("rb") as stream:
+        model_id = client.post("/api/models", files={"file": (path.name, stream)}).json()["id"]
+    input_id = client.post(
+        f"/api/models/{model_id}/inputs", json={"kind": "uniform", "batch": batch}
+    ).json()["id"]
+    return client.post(
+        "/api/runs", json={"model_id": model_id, "input_set_id": input_id, "backends": backends}
+    ).json()["id"]
+
+
+def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", None)
+    server.start()
+    try:
+        with server.client() as client:
+            run_id = upload_and_queue(client, example("cifar_cnn").path, ["numpy", "tfjs-cpu"], 64)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                backends = {
+                    b["backend"]: b["status"]
+                    for b in client.get(f"/api/runs/{run_id}").json()["backend_runs"]
+                }
+                if backends["tfjs-cpu"] == "running":
+                    break
+                time.sleep(0.1)
+            assert backends["tfjs-cpu"] == "running", backends
+        server.kill()
+        server.start()
+        with server.client() as client:
+            run = wait_for_run(client, run_id)
+            rows = client.get(f"/api/runs/{run_id}/divergence").json()["rows"]
+        assert run["status"] == "done", run
+        assert run["attempts"] == 2
+        statuses = {b["backend"]: b["status"] for b in run["backend_runs"]}
+        assert statuses == {"numpy-f64": "done", "numpy": "done", "tfjs-cpu": "done"}
+        assert len(rows) == 2 * 12  # one result set per backend, none duplicated
+    finally:
+        server.stop()
+
+
+def test_run_interrupted_too_often_is_failed_with_the_reason(example: Any, tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", None)
+    server.start()
+    with server.client() as client:
+        run_id = upload_and_queue(client, example("regression").path, ["numpy"], 2)
+        wait_for_run(client, run_id)
+    server.stop()
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'driftbench.db'}")
+    with Session(engine) as session:
+        session.execute(update(Run).where(Run.id == run_id).values(status="running", attempts=2))
+        session.commit()
+    server.start()
+    try:
+        with server.client() as client:
+            run = client.get(f"/api/runs/{run_id}").json()
+        assert run["status"] == "failed"
+        assert run["error"].startswith("interrupted: the server stopped during this run 2 time(s)")
+    finally:
+        server.stop()

@@ -1,0 +1,99 @@
+"""Parsing an uploaded model in a separate process, under a time limit.
+
+A malformed or hostile file may hang or crash the Keras/h5py parser; doing it in a
+child process keeps the server alive, and a time limit keeps it responsive. The
+child stays warm between uploads (TensorFlow imports once) and is replaced when it
+times out or dies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from workers.model_graph import ModelStructureError, architecture_signature
+from workers.model_loading import ModelRefused, load_artifact
+
+
+class InspectionFailed(ValueError):
+    """The file could not be parsed as a model; the message says why."""
+
+
+def summarize_model(path: str) -> dict[str, Any]:
+    """Runs in the child: layers, architecture and which backends can run the model."""
+    from workers.runners import RUNNERS
+
+    try:
+        artifact = load_artifact(Path(path))
+    except (ModelRefused, ModelStructureError) as error:
+        return {"error": str(error)}
+    graph = artifact.graph
+    architecture, label = architecture_signature(graph)
+    depth = 0
+    layers = []
+    for layer in graph.layers:
+        depth += 0 if layer.is_input else 1
+        layers.append(
+            {
+                "name": layer.name,
+                "class_name": layer.class_name,
+                "output_shape": list(layer.output_shape),
+                "params": layer.param_count,
+                "depth": 0 if layer.is_input else depth,
+                "inbound": layer.inbound,
+            }
+        )
+    support = {backend: runner().unsupported_reason(graph) for backend, runner in RUNNERS.items()}
+    return {
+        "name": graph.name,
+        "layers": layers,
+        "architecture": architecture,
+        "architecture_label": label,
+        "backend_support": support,
+    }
+
+
+class ModelInspector:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def _discard(self) -> None:
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.kill()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def inspect(self, path: Path, timeout_s: float) -> dict[str, Any]:
+        with self._lock:
+            future = self._executor().submit(summarize_model, str(path))
+            try:
+                summary = future.result(timeout=timeout_s)
+            except FutureTimeout:
+                self._discard()
+                raise InspectionFailed(
+                    f"parsing the model file took longer than the {timeout_s:.0f} s limit"
+                ) from None
+            except BrokenProcessPool:
+                self._discard()
+                raise InspectionFailed("the model parser crashed on this file") from None
+        if "error" in summary:
+            raise InspectionFailed(summary["error"])
+        return summary
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
