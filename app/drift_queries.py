@@ -1,15 +1,16 @@
 """Aggregate drift queries, done by the database over the indexed divergence table.
 
 Percentiles are nearest-rank, computed with window functions (ROW_NUMBER and
-COUNT over each depth), which SQLite and PostgreSQL both run; no rows are pulled
-into Python to be looped over.
+COUNT over each depth), and the layer-to-layer growth with LAG over each run's
+depths, which SQLite and PostgreSQL both run in one pass; no rows are pulled into
+Python to be looped over.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, Select, and_, case, cast, func, select
+from sqlalchemy import Float, Select, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.models import LayerDivergence as LD
@@ -31,13 +32,20 @@ def _filtered(metric: str, backend: str, against: str, mode: str, **match: Any) 
     )
 
 
-def _per_depth_stats(base: Any) -> Select[Any]:
-    ranked = select(
-        base,
+def _per_depth_stats(base: Any, *, growth: bool) -> Select[Any]:
+    """count/mean/median/p95/max per depth; with `growth`, the mean step from depth - 1."""
+    windows = [
         func.row_number().over(partition_by=base.c.depth, order_by=base.c.value).label("rn"),
         func.count().over(partition_by=base.c.depth).label("cnt"),
-    ).subquery("ranked")
-    return select(
+    ]
+    if growth:
+        by_run = {"partition_by": base.c.run_id, "order_by": base.c.depth}
+        windows += [
+            func.lag(base.c.value).over(**by_run).label("previous"),
+            func.lag(base.c.depth).over(**by_run).label("previous_depth"),
+        ]
+    ranked = select(base, *windows).subquery("ranked")
+    columns = [
         ranked.c.depth,
         func.min(ranked.c.layer).label("layer"),
         func.min(ranked.c.class_name).label("class_name"),
@@ -46,8 +54,16 @@ def _per_depth_stats(base: Any) -> Select[Any]:
         func.min(_from_rank(ranked, 0.5)).label("median"),
         func.min(_from_rank(ranked, 0.95)).label("p95"),
         func.max(ranked.c.value).label("max"),
-        func.count(func.distinct(ranked.c.model_id)).label("models"),
-    ).group_by(ranked.c.depth)
+    ]
+    if growth:
+        step = case(
+            (
+                ranked.c.previous_depth == ranked.c.depth - 1,
+                ranked.c.value / func.nullif(ranked.c.previous, 0.0),
+            )
+        )
+        columns.append(func.avg(step).label("growth"))
+    return select(*columns).group_by(ranked.c.depth)
 
 
 def _from_rank(ranked: Any, fraction: float) -> Any:
@@ -59,7 +75,7 @@ def model_layer_drift(
     session: Session, *, model_id: int, backend: str, against: str, mode: str, metric: str
 ) -> list[dict[str, Any]]:
     base = _filtered(metric, backend, against, mode, model_id=model_id)
-    stats = _per_depth_stats(base).subquery("stats")
+    stats = _per_depth_stats(base, growth=False).subquery("stats")
     rows = session.execute(select(stats).order_by(stats.c.depth)).mappings().all()
     return [
         jsonable(
@@ -77,26 +93,8 @@ def depth_drift(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Per depth over every model of the architecture, with the mean layer-to-layer growth."""
     base = _filtered(metric, backend, against, mode, architecture=architecture)
-    stats = _per_depth_stats(base).subquery("stats")
-    current, previous = base.alias("current"), base.alias("previous")
-    growth = (
-        select(
-            current.c.depth,
-            func.avg(current.c.value / func.nullif(previous.c.value, 0.0)).label("growth"),
-        )
-        .join(
-            previous,
-            and_(previous.c.run_id == current.c.run_id, previous.c.depth == current.c.depth - 1),
-        )
-        .group_by(current.c.depth)
-        .subquery("growth")
-    )
-    query = (
-        select(stats, growth.c.growth)
-        .join(growth, growth.c.depth == stats.c.depth, isouter=True)
-        .order_by(stats.c.depth)
-    )
-    rows = session.execute(query).mappings().all()
+    stats = _per_depth_stats(base, growth=True).subquery("stats")
+    rows = session.execute(select(stats).order_by(stats.c.depth)).mappings().all()
     models = session.scalar(select(func.count(func.distinct(base.c.model_id)))) or 0
     return models, [
         jsonable(
