@@ -118,8 +118,7 @@ class BackendRun(Base):
     run: Mapped[Run] = relationship(back_populates="backend_runs")
 
 
-METRIC_COLUMNS = (
-    "n",
+AGGREGATE_METRICS = (
     "n_diff",
     "frac_diff",
     "max_abs",
@@ -135,18 +134,14 @@ METRIC_COLUMNS = (
     "p90_abs",
     "p99_abs",
     "argmax_agree",
+)
+METRIC_COLUMNS = (
+    "n",
+    *AGGREGATE_METRICS,
     "nonfinite_candidate",
     "nonfinite_reference",
     "nonfinite_mismatch",
 )
-INTEGER_METRICS = {
-    "n",
-    "n_diff",
-    "max_ulp",
-    "nonfinite_candidate",
-    "nonfinite_reference",
-    "nonfinite_mismatch",
-}
 
 
 class LayerDivergence(Base):

@@ -7,27 +7,15 @@ outputs) are sent as the strings "inf" / "-inf", and the schema says so.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Metric = Literal[
-    "n_diff",
-    "frac_diff",
-    "max_abs",
-    "mean_abs",
-    "rmse",
-    "rel_l2",
-    "max_rel",
-    "max_ulp",
-    "median_ulp",
-    "cosine",
-    "sqnr_db",
-    "p50_abs",
-    "p90_abs",
-    "p99_abs",
-    "argmax_agree",
-]
+from app.models import AGGREGATE_METRICS
+
+# The metrics an aggregate query can summarise: every per-layer number but the counts.
+Metric = StrEnum("Metric", {name: name for name in AGGREGATE_METRICS})
 ModeName = Literal["accumulated", "isolated"]
 FloatOrInf = float | Literal["inf", "-inf", "nan"]
 
@@ -186,15 +174,18 @@ class DivergencePublic(BaseModel):
     rows: list[DivergenceRow]
 
 
-class LayerDriftRow(BaseModel):
-    layer: str
-    class_name: str
-    depth: int
+class DriftStats(BaseModel):
     count: int
     mean: FloatOrInf | None
     median: FloatOrInf | None
     p95: FloatOrInf | None
     max: FloatOrInf | None
+
+
+class LayerDriftRow(DriftStats):
+    layer: str
+    class_name: str
+    depth: int
 
 
 class ModelDriftPublic(BaseModel):
@@ -206,13 +197,8 @@ class ModelDriftPublic(BaseModel):
     layers: list[LayerDriftRow]
 
 
-class DepthDriftRow(BaseModel):
+class DepthDriftRow(DriftStats):
     depth: int
-    count: int
-    mean: FloatOrInf | None
-    median: FloatOrInf | None
-    p95: FloatOrInf | None
-    max: FloatOrInf | None
     growth: FloatOrInf | None = Field(
         description="Mean over runs of metric(depth) / metric(depth - 1); null at depth 1."
     )

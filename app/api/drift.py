@@ -21,7 +21,7 @@ def model_drift(
     model_id: int,
     backend: str,
     against: str = DEFAULT_REFERENCE,
-    metric: Metric = "rel_l2",
+    metric: Metric = Metric.rel_l2,
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
     """Per layer over all runs of the model: count, mean, median, p95 and max of the metric."""
@@ -47,7 +47,7 @@ def drift_by_depth(
     architecture: str,
     backend: str,
     against: str = DEFAULT_REFERENCE,
-    metric: Metric = "rel_l2",
+    metric: Metric = Metric.rel_l2,
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
     """Over every model with this architecture signature: drift per depth and its growth."""

@@ -11,6 +11,7 @@ from tests.conftest import randomize_weights
 from workers.drift_job import MODES, compare, run_backend, run_backends
 from workers.inputs import InputRecipe, generate_inputs
 from workers.runners.tfjs_browser import TfjsRunner
+from workers.tfjs_export import TFJS_ACTIVATIONS
 
 WITHIN_ROUNDING = {"identical", "rounding"}
 FLOAT16_MAX = 65504.0
@@ -178,22 +179,7 @@ def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
 def test_activations_and_the_hard_sigmoid_slope(keras: Any, save_model: Any) -> None:
     """TF.js still computes hard_sigmoid as Keras 2 did (0.2x + 0.5), Keras 3 as x/6 + 0.5."""
     inp = keras.Input((8,), name="x")
-    names = [
-        "relu",
-        "relu6",
-        "elu",
-        "selu",
-        "sigmoid",
-        "softplus",
-        "softsign",
-        "tanh",
-        "softmax",
-        "log_softmax",
-        "gelu",
-        "mish",
-        "silu",
-        "hard_sigmoid",
-    ]
+    names = list(TFJS_ACTIVATIONS)
     model = keras.Model(inp, [keras.layers.Activation(n, name=f"act_{n}")(inp) for n in names])
     artifact = save_model(model)
     inputs = generate_inputs(
