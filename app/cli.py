@@ -161,6 +161,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def queue_list(text: str) -> list[str]:
+    from workers.celery_app import QUEUES
+
+    queues = list(dict.fromkeys(q.strip() for q in text.split(",") if q.strip()))
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        raise argparse.ArgumentTypeError(
+            f"unknown queue(s) {unknown or text!r}; queues: {', '.join(QUEUES)}"
+        )
+    return queues
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for the given queues, announcing its backends while it runs."""
+    import os
+    import socket
+
+    from workers.celery_app import celery
+    from workers.worker_registry import Heartbeat
+
+    queues = args.queues
+    name = f"{'-'.join(queues)}-{socket.gethostname()}-{os.getpid()}"
+    heartbeat = Heartbeat(name, queues)
+    heartbeat.start()
+    try:
+        celery.worker_main(
+            [
+                "worker",
+                "--queues",
+                ",".join(queues),
+                "--pool",
+                "solo",
+                "--hostname",
+                f"{name}@%h",
+                "--loglevel",
+                args.log_level,
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        heartbeat.stop()
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from app.migrate import upgrade_database
 
@@ -206,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help=f"port (default {settings.port})")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser(
+        "worker", help="start a Celery worker (DRIFTBENCH_EXECUTOR=celery)"
+    )
+    worker.add_argument(
+        "--queues", type=queue_list, default=["cpu"], help="comma-separated: cpu, browser, gpu"
+    )
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(handler=cmd_worker)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)

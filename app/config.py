@@ -28,6 +28,22 @@ class Settings(BaseSettings):
         default="local",
         description="'local': jobs run in a worker pool inside the server process.",
     )
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Celery broker (Redis) for DRIFTBENCH_EXECUTOR=celery.",
+    )
+    broker_visibility_timeout_s: int = Field(
+        default=1800,
+        ge=1,
+        description="A job held by a worker that died is re-delivered after this long; "
+        "keep it above DRIFTBENCH_BACKEND_TIME_LIMIT_S.",
+    )
+    backend_time_limit_s: int = Field(
+        default=900, ge=1, description="Hard time limit of one backend job on a Celery worker."
+    )
+    worker_heartbeat_s: float = Field(
+        default=10.0, gt=0, description="How often a Celery worker re-announces its backends."
+    )
     local_workers: int = Field(default=1, ge=1, le=16, description="Threads of the local pool.")
     host: str = Field(default="127.0.0.1", description="Address `driftbench serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535)

@@ -1,7 +1,8 @@
 """Where runs execute: the embedded pool (default) and the start-up recovery of stopped runs.
 
 `DRIFTBENCH_EXECUTOR=local` runs jobs on threads inside the server process; the
-browser and TensorFlow stay warm between jobs. Runs that were queued or running
+browser and TensorFlow stay warm between jobs. `DRIFTBENCH_EXECUTOR=celery` sends
+them to `driftbench worker` processes through the broker. Runs that were queued or running
 when the server stopped are re-run on the next start, or marked failed once they
 have used up `DRIFTBENCH_JOB_ATTEMPTS`, so none stays "running" forever.
 """
@@ -66,7 +67,19 @@ def recover_interrupted_runs(executor: Executor) -> list[int]:
     return requeued
 
 
+class CeleryExecutor:
+    """Sends runs to Celery workers; the broker, not the API, re-delivers lost jobs."""
+
+    def submit(self, run_id: int) -> None:
+        from workers.tasks import start_task
+
+        start_task.delay(run_id)
+
+    def shutdown(self) -> None:
+        """Nothing to stop: the jobs live in the broker and the workers."""
+
+
 def make_executor() -> Executor:
-    if settings.executor == "local":
-        return LocalExecutor(settings.local_workers)
-    raise NotImplementedError(f"executor {settings.executor!r} is not available in this build")
+    if settings.executor == "celery":
+        return CeleryExecutor()
+    return LocalExecutor(settings.local_workers)

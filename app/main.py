@@ -21,7 +21,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     upgrade_database()
     app.state.inspector = ModelInspector()
     app.state.executor = make_executor()
-    recover_interrupted_runs(app.state.executor)
+    if settings.executor == "local":
+        recover_interrupted_runs(app.state.executor)
     try:
         yield
     finally:

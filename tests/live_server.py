@@ -109,3 +109,54 @@ def wait_for_run(client: httpx.Client, run_id: int, timeout_s: float = 300) -> d
             return run
         time.sleep(0.2)
     raise TimeoutError(f"run {run_id} still {run['status']} after {timeout_s} s")
+
+
+class LiveWorker:
+    """A real `driftbench worker` process serving some queues."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], queues: str) -> None:
+        self.env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(data_dir), **env}
+        self.queues = queues
+        self.log_path = data_dir / f"worker-{queues.replace(',', '-')}-{free_port()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LiveWorker:
+        data_dir = Path(self.env["DRIFTBENCH_DATA_DIR"])
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("driftbench")),
+                "worker",
+                "--queues",
+                self.queues,
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until_available(client: httpx.Client, backends: list[str], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = {b["id"]: b["available"] for b in client.get("/api/backends").json()["data"]}
+        if all(status[backend] for backend in backends):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"backends {backends} not available after {timeout_s} s: {status}")

@@ -8,8 +8,11 @@ overwrites its outputs files and replaces its divergence rows, never duplicates.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 from sqlalchemy import delete, select
 
 from app import storage
@@ -17,10 +20,20 @@ from app.config import settings
 from app.db import session_scope
 from app.models import BackendRun, InputSet, LayerDivergence, Model, Run, utcnow
 from app.report import jsonable
-from workers.drift_job import BackendResult, Comparison, compare, run_backends
+from workers.drift_job import (
+    BackendResult,
+    Comparison,
+    Mode,
+    compare,
+    layer_inputs_from,
+    run_backend,
+)
 from workers.metrics import VerdictThresholds
 from workers.model_graph import ModelGraph, graph_from_summary
-from workers.model_loading import load_artifact
+from workers.model_loading import ModelArtifact, load_artifact
+from workers.runners.base import LayerInputs
+
+FINAL_STATUSES = ("done", "failed", "unsupported", "skipped")
 
 log = logging.getLogger(__name__)
 
@@ -101,71 +114,167 @@ def stored_graph(model: Model) -> ModelGraph:
 
 
 def stored_results(run: Run) -> dict[str, BackendResult]:
-    """The finished backends of a run with their outputs read back from disk."""
+    """The finished backends of a run with their outputs read back from disk.
+
+    The reference's isolated outputs are its accumulated ones (each layer already
+    received the reference's own inputs), so they are stored once and aliased here.
+    """
     results = {}
     for backend_run in run.backend_runs:
         if backend_run.status == "done" and backend_run.outputs_path:
+            outputs = storage.load_outputs(storage.outputs_path(run.id, backend_run.backend))
+            if backend_run.backend == run.reference:
+                outputs["isolated"] = outputs["accumulated"]
             results[backend_run.backend] = BackendResult(
-                backend=backend_run.backend,
-                status="done",
-                outputs=storage.load_outputs(storage.outputs_path(run.id, backend_run.backend)),
+                backend=backend_run.backend, status="done", outputs=outputs
             )
     return results
 
 
-def execute_run(run_id: int) -> None:
-    """Run every backend of a stored run and store outputs and divergences."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What a backend job needs to know about its run, read once from the database."""
+
+    run_id: int
+    model_path: Path
+    inputs_sha256: str
+    reference: str
+    backends: tuple[str, ...]
+    modes: tuple[Mode, ...]
+    repeats: int
+
+
+def load_plan(run_id: int) -> RunPlan | None:
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return None
+        input_set = session.get(InputSet, run.input_set_id)
+        assert input_set is not None
+        return RunPlan(
+            run_id=run.id,
+            model_path=storage.model_path(run.model.sha256, run.model.file_format),
+            inputs_sha256=input_set.sha256,
+            reference=run.reference,
+            backends=tuple(b.backend for b in run.backend_runs if b.backend != run.reference),
+            modes=tuple(run.modes),
+            repeats=run.repeats,
+        )
+
+
+def start_run(run_id: int) -> RunPlan | None:
+    """Mark the run running (one more attempt); None when it no longer exists."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             log.warning("run %s vanished before it started", run_id)
-            return
+            return None
         run.status = "running"
         run.attempts += 1
         run.error = None
-        model = run.model
-        input_set = session.get(InputSet, run.input_set_id)
-        assert input_set is not None
-        plan: dict[str, Any] = {
-            "path": storage.model_path(model.sha256, model.file_format),
-            "inputs": input_set.sha256,
-            "backends": [b.backend for b in run.backend_runs if b.backend != run.reference],
-            "reference": run.reference,
-            "modes": tuple(run.modes),
-            "repeats": run.repeats,
-        }
-    try:
-        artifact = load_artifact(plan["path"])
-        inputs = storage.load_inputs(plan["inputs"])
-        results = run_backends(
-            artifact,
-            inputs,
-            backends=plan["backends"],
-            reference=plan["reference"],
-            modes=plan["modes"],
-            repeats=plan["repeats"],
-            on_start=lambda backend: _record_start(run_id, backend),
-            on_result=lambda result: _record_result(run_id, result),
-        )
+    return load_plan(run_id)
+
+
+@lru_cache(maxsize=4)
+def _artifact(path: Path) -> ModelArtifact:
+    """Workers keep the last few parsed models: a queue often holds runs of one model."""
+    return load_artifact(path)
+
+
+def _reference_feed(
+    plan: RunPlan, artifact: ModelArtifact, inputs: dict[str, np.ndarray]
+) -> LayerInputs | None:
+    path = storage.outputs_path(plan.run_id, plan.reference)
+    if not path.exists():
+        return None
+    outputs = storage.load_outputs(path)["accumulated"]
+    return layer_inputs_from(artifact.graph, inputs, outputs)
+
+
+def execute_backend(run_id: int, backend: str) -> str | None:
+    """One backend of one run; returns its final status (None if the run is gone).
+
+    A job delivered again after its worker died finds its attempts counted: past
+    DRIFTBENCH_JOB_ATTEMPTS it fails with the reason instead of running again, and
+    a job whose backend already finished returns at once.
+    """
+    plan = load_plan(run_id)
+    if plan is None:
+        return None
+    with session_scope() as session:
+        backend_run = session.scalars(
+            select(BackendRun).filter_by(run_id=run_id, backend=backend)
+        ).one()
+        if backend_run.status in FINAL_STATUSES:
+            return backend_run.status
+        if backend_run.attempts >= settings.job_attempts:
+            backend_run.status = "failed"
+            backend_run.reason = (
+                f"gave up after {backend_run.attempts} attempts: the worker "
+                "running it stopped each time (DRIFTBENCH_JOB_ATTEMPTS)"
+            )
+            backend_run.finished_at = utcnow()
+            return backend_run.status
+    _record_start(run_id, backend)
+    artifact = _artifact(plan.model_path)
+    inputs = storage.load_inputs(plan.inputs_sha256)
+    is_reference = backend == plan.reference
+    feed = (
+        None
+        if is_reference or "isolated" not in plan.modes
+        else (_reference_feed(plan, artifact, inputs))
+    )
+    result = run_backend(
+        backend,
+        artifact,
+        inputs,
+        modes=() if is_reference else plan.modes,
+        repeats=plan.repeats,
+        reference_feed=feed,
+    )
+    _record_result(run_id, result)
+    return result.status
+
+
+def finalize_run(run_id: int) -> None:
+    """Compare every finished backend with the reference and mark the run done."""
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return
         comparisons = compare(
-            artifact.graph,
-            results,
-            against=plan["reference"],
-            modes=plan["modes"],
+            stored_graph(run.model),
+            stored_results(run),
+            against=run.reference,
+            modes=run.modes,
             thresholds=thresholds(),
             histogram_bins=settings.histogram_bins,
         )
-        replace_divergences(run_id, plan["reference"], comparisons)
-    except Exception as error:
-        log.exception("run %s failed", run_id)
-        with session_scope() as session:
-            run = session.get(Run, run_id)
-            if run is not None:
-                run.status, run.error = "failed", f"{type(error).__name__}: {error}"
-                run.finished_at = utcnow()
-        return
+    replace_divergences(run_id, run.reference, comparisons)
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is not None:
             run.status = "done"
             run.finished_at = utcnow()
+
+
+def fail_run(run_id: int, error: BaseException) -> None:
+    log.error("run %s failed: %s", run_id, error)
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.status, run.error = "failed", f"{type(error).__name__}: {error}"
+            run.finished_at = utcnow()
+
+
+def execute_run(run_id: int) -> None:
+    """The embedded executor's job: reference, the other backends, then the comparison."""
+    try:
+        plan = start_run(run_id)
+        if plan is None:
+            return
+        for backend in (plan.reference, *plan.backends):
+            execute_backend(run_id, backend)
+        finalize_run(run_id)
+    except Exception as error:
+        fail_run(run_id, error)

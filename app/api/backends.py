@@ -1,4 +1,4 @@
-"""/api/backends: what this server can run, and why not."""
+"""/api/backends: what this deployment can run, and why not."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.backend_status import backend_statuses
 from app.schemas import BackendsPublic
 from workers.runners import RUNNERS
 
@@ -14,14 +15,10 @@ router = APIRouter(prefix="/backends", tags=["backends"])
 
 @router.get("", response_model=BackendsPublic)
 def list_backends() -> dict[str, Any]:
+    """Embedded executor: this server's own backends; Celery: what live workers announce."""
+    statuses = backend_statuses()
     data = [
-        {
-            "id": backend,
-            "queue": runner.QUEUE,
-            "available": runner.availability() is None,
-            "reason": runner.availability(),
-            "versions": runner.versions(),
-        }
+        {"id": backend, "queue": runner.QUEUE, **statuses[backend]}
         for backend, runner in RUNNERS.items()
     ]
     return {"count": len(data), "data": data}

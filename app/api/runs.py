@@ -12,18 +12,15 @@ from sqlalchemy import func, select
 
 from app import storage
 from app.api.deps import SessionDep
+from app.backend_status import backend_statuses
 from app.config import settings
 from app.errors import ApiError, not_found
 from app.models import BackendRun, InputSet, Model, Run
 from app.run_results import divergence_rows, drift_starts, ensure_comparison, row_dict, rows_csv
 from app.schemas import DivergencePublic, ModeName, RunCreate, RunPublic, RunsPublic
-from workers.runners import RUNNERS, runner_class
+from workers.runners import runner_class
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-
-
-def available_backends() -> list[str]:
-    return [backend for backend, runner in RUNNERS.items() if runner.availability() is None]
 
 
 @router.post("", response_model=RunPublic, status_code=202)
@@ -35,9 +32,16 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
     input_set = session.get(InputSet, body.input_set_id)
     if input_set is None or input_set.model_id != model.id:
         raise not_found(f"input set of model {model.id}", body.input_set_id)
-    backends = body.backends if body.backends is not None else available_backends()
+    statuses = backend_statuses()
+    backends = (
+        body.backends
+        if body.backends is not None
+        else [backend for backend, status in statuses.items() if status["available"]]
+    )
     for backend in [body.reference, *backends]:
         runner_class(backend)
+        if settings.executor == "celery" and not statuses[backend]["available"]:
+            raise ApiError(422, f"backend {backend} cannot run: {statuses[backend]['reason']}")
     if body.repeats > settings.max_repeats:
         raise ApiError(
             422,
