@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Time limit of one TF.js job in the page; a hang restarts the browser.",
     )
+    gpu_framework: Literal["auto", "tensorflow", "jax", "torch"] = Field(
+        default="auto",
+        description="Keras backend of keras-gpu; 'auto': the first installed one that sees a GPU.",
+    )
+    gpu_allow_cpu_for_tests: bool = Field(
+        default=False,
+        description="Test-only: let keras-gpu run on the CPU when no GPU is visible.",
+    )
     tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
 
     @property

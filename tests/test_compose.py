@@ -38,8 +38,8 @@ def test_every_variable_is_a_real_setting(services: dict[str, Any]) -> None:
     for name, service in driftbench_services(services).items():
         unknown = {key for key in service["environment"] if key.startswith("DRIFTBENCH_")} - fields
         assert not unknown, (name, unknown)
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    for line in dockerfile.splitlines():
+    dockerfiles = (ROOT / "Dockerfile").read_text() + (ROOT / "Dockerfile.gpu").read_text()
+    for line in dockerfiles.splitlines():
         for word in line.replace("\\", " ").split():
             if word.startswith("DRIFTBENCH_"):
                 assert word.split("=")[0] in fields, word
@@ -68,4 +68,6 @@ def test_services_share_the_data_volume_and_wait_for_their_dependencies(
     assert all("healthcheck" in services[name] for name in ("postgres", "redis", "api"))
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"]
+    gpu_dockerfile = (ROOT / gpu["build"]["dockerfile"]).read_text()
+    assert "tensorflow[and-cuda]" in gpu_dockerfile
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"

@@ -9,6 +9,7 @@ times out or dies.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -18,6 +19,7 @@ from typing import Any
 
 from workers.model_graph import ModelStructureError, architecture_signature
 from workers.model_loading import ModelRefused, load_artifact
+from workers.process_lifetime import die_with_parent
 
 
 class InspectionFailed(ValueError):
@@ -66,7 +68,10 @@ class ModelInspector:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

@@ -98,8 +98,7 @@ def read_model_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _builtin_layer_classes() -> frozenset[str]:
-    keras = import_keras()
+def _builtin_layer_classes(keras: Any) -> frozenset[str]:
     return frozenset(
         name
         for name in dir(keras.layers)
@@ -132,9 +131,9 @@ def _foreign_object(value: Any) -> str | None:
     return None
 
 
-def check_model_config(config: dict[str, Any]) -> None:
+def check_model_config(config: dict[str, Any], keras: Any = None) -> None:
     """Refuse Lambda layers and custom objects, naming the layer; never executes them."""
-    builtin = _builtin_layer_classes()
+    builtin = _builtin_layer_classes(keras or import_keras())
     pending = [config]
     while pending:
         model_entry = pending.pop()
@@ -162,10 +161,14 @@ def check_model_config(config: dict[str, Any]) -> None:
                 )
 
 
-def load_keras_model(path: Path) -> Any:
-    """Load a `.keras` or `.h5` model after the safety check, with Keras's safe mode on."""
-    check_model_config(read_model_config(path))
-    keras = import_keras()
+def load_keras_model(path: Path, keras: Any = None) -> Any:
+    """Load a `.keras` or `.h5` model after the safety check, with Keras's safe mode on.
+
+    `keras` is the module to load with; the keras-gpu child passes its own, imported
+    with another Keras backend, and the default is this process's TensorFlow Keras.
+    """
+    keras = keras or import_keras()
+    check_model_config(read_model_config(path), keras)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:

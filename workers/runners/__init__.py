@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from workers.runners.base import Runner
 from workers.runners.keras_cpu import KerasCpuRunner
+from workers.runners.keras_gpu import KerasGpuFp32Runner, KerasGpuRunner
 from workers.runners.numpy_ref import NumpyF64Runner, NumpyRunner
 from workers.runners.tfjs_browser import (
     TfjsCpuRunner,
@@ -22,6 +23,8 @@ RUNNERS: dict[str, type[Runner]] = {
         TfjsWasmRunner,
         TfjsWebglRunner,
         TfjsWebglF16Runner,
+        KerasGpuRunner,
+        KerasGpuFp32Runner,
     )
 }
 BACKEND_IDS: tuple[str, ...] = tuple(RUNNERS)
