@@ -15,7 +15,9 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY js_harness/package.json js_harness/package-lock.json js_harness/
-RUN npm ci --prefix js_harness --no-audit --no-fund --loglevel=error
+COPY app/web/package.json app/web/package-lock.json app/web/
+RUN npm ci --prefix js_harness --no-audit --no-fund --loglevel=error \
+    && npm ci --prefix app/web --no-audit --no-fund --loglevel=error
 COPY pyproject.toml README.md ./
 COPY app app
 COPY workers workers

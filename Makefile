@@ -5,12 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HARNESS := js_harness
 HARNESS_STAMP := $(HARNESS)/node_modules/.installed
+WEB := app/web
+WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install chromium demo test lint clean
 
-install: $(STAMP) $(HARNESS_STAMP) chromium
+install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,11 @@ $(STAMP): pyproject.toml
 $(HARNESS_STAMP): $(HARNESS)/package.json $(HARNESS)/package-lock.json
 	npm ci --prefix $(HARNESS) --no-audit --no-fund --loglevel=error
 	touch $(HARNESS_STAMP)
+
+# Plotly.js for the dashboards, pinned by the lock file; served by the app itself.
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
 
 # Debian's Chromium, driven by Playwright through executable_path (never `playwright install`).
 chromium:
@@ -39,4 +46,4 @@ test: lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) $(HARNESS)/node_modules driftbench-data .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(HARNESS)/node_modules $(WEB)/node_modules driftbench-data .pytest_cache .ruff_cache

@@ -83,10 +83,17 @@ def run_demo(example_dir: Any) -> int:
                     print()
                     print(layer_table(f"{backend} vs {result['against']} ({mode})", rows))
             print()
+            print(
+                f"dashboard:  {base}/runs/{run['id']}   (browser vs Python: "
+                f"{base}/runs/{run['id']}/browser)"
+            )
             print(f"API:        {base}/api   (OpenAPI docs at {base}/docs)")
             print(f"this run:   {base}/api/runs/{run['id']}")
             print(f"divergence: {base}/api/runs/{run['id']}/divergence?format=csv")
-            print("(the demo server stops now; `driftbench serve` keeps one running)")
+            print(
+                "(the demo server stops now; `driftbench serve` keeps one running with the "
+                "same data)"
+            )
             return 0 if run["status"] == "done" else 1
     finally:
         server.should_exit = True

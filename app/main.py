@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app import dashboards
 from app.api import api_router
 from app.config import settings
 from app.errors import install_error_handlers
@@ -54,6 +55,8 @@ def create_app() -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(dashboards.router)
+    app.mount("/static", dashboards.static_files, name="static")
     return app
 
 

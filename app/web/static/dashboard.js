@@ -1,0 +1,332 @@
+// driftbench dashboards. Every page reads the same JSON API the README documents;
+// every name, tag or error from an upload is inserted as text (textContent), never
+// as HTML. When a page has drawn, <body data-ready> counts its draws (tests wait on it).
+'use strict';
+
+const METRICS = ['rel_l2', 'max_abs', 'mean_abs', 'rmse', 'max_rel', 'max_ulp', 'median_ulp',
+  'n_diff', 'frac_diff', 'cosine', 'sqnr_db', 'p50_abs', 'p90_abs', 'p99_abs', 'argmax_agree'];
+const VERDICTS = ['identical', 'rounding', 'reduced-precision', 'mismatch', 'nonfinite'];
+const LOG_AXIS = {type: 'log', exponentformat: 'e'};
+const body = document.body;
+
+async function api(path) {
+  const response = await fetch(path);
+  const payload = await response.json();
+  if (!response.ok) throw new Error(`${path}: ${payload.detail || response.status}`);
+  return payload;
+}
+
+function showError(error) {
+  const box = document.getElementById('error');
+  box.textContent = error.message;
+  box.hidden = false;
+}
+
+function ready() {
+  body.dataset.ready = String(Number(body.dataset.ready || 0) + 1);
+}
+
+function cell(row, content, className) {
+  const td = document.createElement('td');
+  if (content instanceof Node) td.appendChild(content); else td.textContent = content ?? '';
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function link(href, text) {
+  const a = document.createElement('a');
+  a.href = href;
+  a.textContent = text;
+  return a;
+}
+
+function fillSelect(select, values, chosen) {
+  const current = select.value || chosen;
+  select.replaceChildren(...values.map((value) => {
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = value;
+    return option;
+  }));
+  select.value = values.includes(current) ? current : values[0];
+}
+
+// A metric value for a log axis: "inf" and non-positive values have no place on it.
+function plotted(value) {
+  const number = typeof value === 'string' ? Number(value) : value;
+  return number === null || !Number.isFinite(number) || number <= 0 ? null : number;
+}
+
+function worstVerdict(rows) {
+  return rows.reduce((worst, row) =>
+    VERDICTS.indexOf(row.verdict) > VERDICTS.indexOf(worst) ? row.verdict : worst, 'identical');
+}
+
+function draw(div, traces, layout) {
+  return Plotly.react(div, traces, {margin: {t: 30}, legend: {orientation: 'h'}, ...layout},
+                      {displaylogo: false, responsive: true});
+}
+
+async function indexPage() {
+  const models = (await api('/api/models?limit=1000')).data;
+  const runs = (await api('/api/runs?limit=1000')).data;
+  const tbody = document.querySelector('#models tbody');
+  for (const model of models) {
+    const latest = runs.find((run) => run.model_id === model.id);
+    const tr = document.createElement('tr');
+    cell(tr, String(model.id));
+    cell(tr, link(`/models/${model.id}`, model.name));
+    cell(tr, model.tags.join(', '));
+    cell(tr, model.architecture_label);
+    cell(tr, String(model.layers.filter((layer) => layer.depth > 0).length));
+    cell(tr, latest ? link(`/runs/${latest.id}`, `run ${latest.id} (${latest.status})`) : 'none');
+    let worst = '';
+    if (latest && latest.status === 'done') {
+      worst = worstVerdict((await api(`/api/runs/${latest.id}/divergence`)).rows);
+    }
+    cell(tr, worst, worst ? `verdict-${worst}` : '');
+    tbody.appendChild(tr);
+  }
+  ready();
+}
+
+async function modelPage() {
+  const id = body.dataset.model;
+  const model = await api(`/api/models/${id}`);
+  document.getElementById('model-name').textContent = model.name;
+  document.getElementById('model-meta').textContent =
+    `${model.architecture_label} · tags: ${model.tags.join(', ') || 'none'} · sha256 ${model.sha256.slice(0, 12)}`;
+  const tbody = document.querySelector('#layers tbody');
+  for (const layer of model.layers) {
+    const tr = document.createElement('tr');
+    [layer.depth, layer.name, layer.class_name, JSON.stringify(layer.output_shape), layer.params]
+      .forEach((value) => cell(tr, String(value)));
+    tbody.appendChild(tr);
+  }
+  const runs = (await api(`/api/runs?model_id=${id}&limit=1000`)).data;
+  const list = document.getElementById('runs');
+  for (const run of runs) {
+    const li = document.createElement('li');
+    li.appendChild(link(`/runs/${run.id}`, `run ${run.id}: ${run.status}, ${run.backend_runs.length} backends`));
+    list.appendChild(li);
+  }
+  const backends = (await api('/api/backends')).data.map((backend) => backend.id);
+  const metric = document.getElementById('metric');
+  const against = document.getElementById('against');
+  fillSelect(metric, METRICS, 'rel_l2');
+  fillSelect(against, backends, 'numpy-f64');
+  const redraw = async () => {
+    const traces = [];
+    for (const backend of backends.filter((b) => b !== against.value)) {
+      const drift = await api(`/api/models/${id}/drift?backend=${backend}&against=${against.value}&metric=${metric.value}`);
+      if (drift.layers.length === 0) continue;
+      const x = drift.layers.map((row) => row.layer);
+      traces.push({name: `${backend} median`, x, y: drift.layers.map((r) => plotted(r.median)),
+                   mode: 'lines+markers', legendgroup: backend});
+      traces.push({name: `${backend} p95`, x, y: drift.layers.map((r) => plotted(r.p95)),
+                   mode: 'lines', line: {dash: 'dot'}, fill: 'tonexty', legendgroup: backend});
+    }
+    await draw('chart', traces, {yaxis: {...LOG_AXIS, title: `${metric.value} vs ${against.value}`}});
+    ready();
+  };
+  metric.onchange = against.onchange = () => redraw().catch(showError);
+  await redraw();
+}
+
+function environmentText(backendRun) {
+  const {weights_roundtrip: _, ...environment} = backendRun.environment;
+  return JSON.stringify(environment, null, 1);
+}
+
+async function runPage() {
+  const id = body.dataset.run;
+  const metric = document.getElementById('metric');
+  const against = document.getElementById('against');
+  fillSelect(metric, METRICS, 'rel_l2');
+  document.getElementById('browser-link').href = `/runs/${id}/browser`;
+  let run = await api(`/api/runs/${id}`);
+  const model = await api(`/api/models/${run.model_id}`);
+  const modelLink = document.getElementById('model-link');
+  modelLink.href = `/models/${model.id}`;
+  modelLink.textContent = model.name;
+
+  const renderBackends = () => {
+    document.getElementById('status').textContent = run.status + (run.error ? `: ${run.error}` : '');
+    const tbody = document.querySelector('#backends tbody');
+    tbody.replaceChildren();
+    for (const b of run.backend_runs) {
+      const tr = document.createElement('tr');
+      cell(tr, b.backend);
+      cell(tr, b.status);
+      cell(tr, b.reason || '');
+      cell(tr, b.deterministic === null ? '' : (b.deterministic ? 'bit-for-bit' : 'NOT deterministic'));
+      cell(tr, b.repeat_spread === null ? '' : String(b.repeat_spread));
+      const trip = b.environment.weights_roundtrip;
+      cell(tr, trip ? (trip.identical ? `identical (${trip.checked})` : `${trip.differing.length} weights changed`) : '');
+      cell(tr, b.timings.accumulated === undefined ? '' : b.timings.accumulated.toFixed(3));
+      const pre = document.createElement('pre');
+      pre.textContent = environmentText(b);
+      cell(tr, pre);
+      tbody.appendChild(tr);
+    }
+  };
+
+  const renderChart = async (mode, div) => {
+    const data = await api(`/api/runs/${id}/divergence?against=${against.value}&mode=${mode}`);
+    const traces = Object.keys(data.drift_start).map((backend) => {
+      const rows = data.rows.filter((row) => row.backend === backend);
+      const start = data.drift_start[backend];
+      return {
+        name: backend, x: rows.map((r) => r.layer), y: rows.map((r) => plotted(r[metric.value])),
+        mode: 'lines+markers',
+        marker: {size: rows.map((r) => (start && r.layer === start.layer ? 14 : 6)),
+                 symbol: rows.map((r) => (start && r.layer === start.layer ? 'x' : 'circle'))},
+        text: rows.map((r) => r.verdict),
+      };
+    });
+    await draw(div, traces, {yaxis: {...LOG_AXIS, title: `${metric.value} vs ${against.value}`}});
+    return data;
+  };
+
+  const renderTable = (data) => {
+    const columns = ['backend', 'layer', 'class_name', 'n_diff', 'mean_abs', 'max_abs', 'rel_l2',
+                     'max_ulp', 'cosine', 'sqnr_db', 'verdict'];
+    const head = document.querySelector('#divergence thead');
+    const headRow = document.createElement('tr');
+    columns.forEach((c) => { const th = document.createElement('th'); th.textContent = c; headRow.appendChild(th); });
+    head.replaceChildren(headRow);
+    const tbody = document.querySelector('#divergence tbody');
+    tbody.replaceChildren();
+    for (const row of data.rows) {
+      const tr = document.createElement('tr');
+      tr.className = `verdict-${row.verdict}`;
+      columns.forEach((c) => cell(tr, typeof row[c] === 'number' && !Number.isInteger(row[c])
+        ? row[c].toPrecision(4) : String(row[c])));
+      tbody.appendChild(tr);
+    }
+  };
+
+  const redraw = async () => {
+    const done = run.backend_runs.filter((b) => b.status === 'done').map((b) => b.backend);
+    if (done.length > 0) {
+      fillSelect(against, done, run.reference);
+    }
+    if (run.status === 'done' && done.includes(against.value)) {
+      renderTable(await renderChart('accumulated', 'chart'));
+      if (run.modes.includes('isolated')) await renderChart('isolated', 'chart-isolated');
+    }
+    ready();
+  };
+  metric.onchange = against.onchange = () => redraw().catch(showError);
+  renderBackends();
+  await redraw();
+  while (run.status !== 'done' && run.status !== 'failed') {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    run = await api(`/api/runs/${id}`);
+    renderBackends();
+    await redraw();
+  }
+}
+
+// A .npy file's float32 values (little endian, C order), as the outputs endpoint writes them.
+function parseNpy(buffer) {
+  const bytes = new Uint8Array(buffer);
+  const major = bytes[6];
+  const view = new DataView(buffer);
+  const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  const offset = (major === 1 ? 10 : 12) + headerLength;
+  const header = new TextDecoder().decode(bytes.slice(offset - headerLength, offset));
+  if (!header.includes("'<f4'")) throw new Error(`unexpected .npy dtype: ${header}`);
+  return new Float32Array(buffer.slice(offset));
+}
+
+async function fetchLayer(id, backend, layer) {
+  const response = await fetch(`/api/runs/${id}/outputs/${backend}/${encodeURIComponent(layer)}`);
+  if (!response.ok) throw new Error(`outputs of ${backend}/${layer}: HTTP ${response.status}`);
+  return parseNpy(await response.arrayBuffer());
+}
+
+async function browserPage() {
+  const id = body.dataset.run;
+  const run = await api(`/api/runs/${id}`);
+  const done = run.backend_runs.filter((b) => b.status === 'done').map((b) => b.backend);
+  const browsers = done.filter((backend) => backend.startsWith('tfjs-'));
+  if (!done.includes('keras-cpu') || browsers.length === 0) {
+    throw new Error(`run ${id} needs keras-cpu and at least one TF.js backend finished`);
+  }
+  const metric = document.getElementById('metric');
+  const layerSelect = document.getElementById('layer');
+  fillSelect(metric, METRICS, 'rel_l2');
+  const data = await api(`/api/runs/${id}/divergence?against=keras-cpu&mode=accumulated`);
+  const layers = [...new Set(data.rows.map((row) => row.layer))];
+  fillSelect(layerSelect, layers, layers[layers.length - 1]);
+  const redrawChart = async () => {
+    const traces = browsers.map((backend) => {
+      const rows = data.rows.filter((row) => row.backend === backend);
+      return {name: backend, x: rows.map((r) => r.layer), y: rows.map((r) => plotted(r[metric.value])),
+              mode: 'lines+markers'};
+    });
+    await draw('chart', traces, {yaxis: {...LOG_AXIS, title: `${metric.value} vs keras-cpu`}});
+  };
+  const redrawLayer = async () => {
+    const layer = layerSelect.value;
+    const keras = await fetchLayer(id, 'keras-cpu', layer);
+    const scatter = [];
+    const histograms = [];
+    for (const backend of browsers) {
+      const browser = await fetchLayer(id, backend, layer);
+      scatter.push({name: backend, x: Array.from(keras), y: Array.from(browser), mode: 'markers',
+                    type: 'scattergl', marker: {size: 4}});
+      histograms.push({name: backend, x: Array.from(browser, (v, i) => v - keras[i]),
+                       type: 'histogram', opacity: 0.6});
+    }
+    await draw('scatter', scatter, {title: {text: `${layer}: keras-cpu (x) vs browser (y)`}});
+    await draw('histogram', histograms, {barmode: 'overlay',
+                                         title: {text: `${layer}: browser − keras-cpu`}});
+  };
+  metric.onchange = () => redrawChart().then(ready).catch(showError);
+  layerSelect.onchange = () => redrawLayer().then(ready).catch(showError);
+  await redrawChart();
+  await redrawLayer();
+  ready();
+}
+
+async function depthPage() {
+  const models = (await api('/api/models?limit=1000')).data;
+  const labels = new Map(models.map((model) => [model.architecture, model.architecture_label]));
+  const architecture = document.getElementById('architecture');
+  const metric = document.getElementById('metric');
+  const against = document.getElementById('against');
+  const backends = (await api('/api/backends')).data.map((backend) => backend.id);
+  const wanted = new URLSearchParams(location.search).get('architecture');
+  fillSelect(architecture, [...labels.keys()], wanted);
+  [...architecture.options].forEach((option) => {
+    option.textContent = `${labels.get(option.value)} (${option.value})`;
+  });
+  fillSelect(metric, METRICS, 'rel_l2');
+  fillSelect(against, backends, 'numpy-f64');
+  const redraw = async () => {
+    const curves = [];
+    const growth = [];
+    for (const backend of backends.filter((b) => b !== against.value)) {
+      const drift = await api(`/api/drift/depth?architecture=${architecture.value}&backend=${backend}&against=${against.value}&metric=${metric.value}`);
+      if (drift.depths.length === 0) continue;
+      const x = drift.depths.map((row) => row.depth);
+      curves.push({name: `${backend} (${drift.models} models)`, x,
+                   y: drift.depths.map((row) => plotted(row.mean)), mode: 'lines+markers'});
+      growth.push({name: backend, x, y: drift.depths.map((row) => row.growth), type: 'bar'});
+    }
+    await draw('chart', curves, {xaxis: {title: 'depth'},
+                                 yaxis: {...LOG_AXIS, title: `mean ${metric.value}`}});
+    await draw('growth', growth, {xaxis: {title: 'depth'},
+                                  yaxis: {title: 'growth factor from depth − 1'}});
+    ready();
+  };
+  architecture.onchange = metric.onchange = against.onchange = () => redraw().catch(showError);
+  if (labels.size > 0) await redraw(); else ready();
+}
+
+const PAGES = {index: indexPage, model: modelPage, run: runPage, browser: browserPage,
+               depth: depthPage};
+PAGES[body.dataset.page]().catch((error) => { showError(error); ready(); });
