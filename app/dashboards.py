@@ -30,6 +30,12 @@ def page(request: Request, template: str, name: str, **params: Any) -> HTMLRespo
     return templates.TemplateResponse(request, template, {"page": name, "params": params})
 
 
+def require(session: SessionDep, table: type[Model] | type[Run], identifier: int) -> None:
+    """Pages of unknown ids answer 404 like the API, before any script runs."""
+    if session.get(table, identifier) is None:
+        raise not_found(table.__name__.lower(), identifier)
+
+
 @router.get("/static/plotly.min.js")
 def plotly() -> FileResponse:
     return FileResponse(PLOTLY, media_type="text/javascript")
@@ -42,22 +48,19 @@ def index(request: Request) -> HTMLResponse:
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(request: Request, session: SessionDep, model_id: int) -> HTMLResponse:
-    if session.get(Model, model_id) is None:
-        raise not_found("model", model_id)
+    require(session, Model, model_id)
     return page(request, "model.html", "model", model=model_id)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
-    if session.get(Run, run_id) is None:
-        raise not_found("run", run_id)
+    require(session, Run, run_id)
     return page(request, "run.html", "run", run=run_id)
 
 
 @router.get("/runs/{run_id}/browser", response_class=HTMLResponse)
 def browser_page(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
-    if session.get(Run, run_id) is None:
-        raise not_found("run", run_id)
+    require(session, Run, run_id)
     return page(request, "browser.html", "browser", run=run_id)
 
 

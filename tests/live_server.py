@@ -39,7 +39,27 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class LiveServer:
+class ManagedProcess:
+    """A child process the test owns: stopped politely, or killed as in a crash."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class LiveServer(ManagedProcess):
     def __init__(self, data_dir: Path, database_url: str | None, **settings: str) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
@@ -83,20 +103,6 @@ class LiveServer:
                 time.sleep(0.2)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
 
-    def kill(self) -> None:
-        """SIGKILL: the server gets no chance to clean up, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120)
 
@@ -111,7 +117,7 @@ def wait_for_run(client: httpx.Client, run_id: int, timeout_s: float = 300) -> d
     raise TimeoutError(f"run {run_id} still {run['status']} after {timeout_s} s")
 
 
-class LiveWorker:
+class LiveWorker(ManagedProcess):
     """A real `driftbench worker` process serving some queues."""
 
     def __init__(self, data_dir: Path, env: dict[str, str], queues: str) -> None:
@@ -137,19 +143,6 @@ class LiveWorker:
             stderr=subprocess.STDOUT,
         )
         return self
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def wait_until_available(client: httpx.Client, backends: list[str], timeout_s: float = 90) -> None:

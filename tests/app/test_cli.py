@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from app import cli
 from app.config import settings
 
 WITHIN_ROUNDING = {"identical", "rounding"}
+TABLE_TITLE = re.compile(r"^[\w.-]+ vs [\w.-]+ \((accumulated|isolated)\)$")
 
 
 def parse_tables(stdout: str) -> dict[str, list[dict[str, str]]]:
@@ -23,7 +25,7 @@ def parse_tables(stdout: str) -> dict[str, list[dict[str, str]]]:
     tables: dict[str, list[dict[str, str]]] = {}
     lines = stdout.splitlines()
     for index, line in enumerate(lines):
-        if " vs " in line and line.endswith(")") and index + 2 < len(lines):
+        if TABLE_TITLE.match(line) and index + 2 < len(lines):
             header = lines[index + 1].split()
             rows = []
             for row in lines[index + 3 :]:

@@ -109,6 +109,8 @@ def test_index_lists_models_with_latest_run_and_worst_verdict(stored: dict, brow
     assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
     screenshot(page, "index")
     assert problems == []
+    for path in ("/models/999999", "/runs/999999", "/runs/999999/browser"):
+        assert httpx.get(stored["server"].url + path).status_code == 404
 
 
 def test_model_page_draws_median_and_p95_per_backend(stored: dict, browser: Any) -> None:
