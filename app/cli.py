@@ -155,8 +155,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    host = args.host or settings.host
+    settings.host = args.host or settings.host
     port = settings.port if args.port is None else args.port
+    host = settings.host
     uvicorn.run("app.main:app", host=host, port=port, log_level=args.log_level)
     return 0
 
@@ -203,6 +204,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     finally:
         heartbeat.stop()
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from app.auth import create_token
+    from app.db import session_factory
+    from app.migrate import upgrade_database
+
+    upgrade_database()
+    with session_factory()() as session:
+        token = create_token(session, args.name, args.scope)
+    print(token)
+    print(f"({args.scope} token {args.name!r}: shown once, stored only as a hash)", file=sys.stderr)
     return 0
 
 
@@ -260,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(handler=cmd_worker)
+
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", choices=["read", "write"], required=True)
+    create.set_defaults(handler=cmd_token_create)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     local_workers: int = Field(default=1, ge=1, le=16, description="Threads of the local pool.")
     host: str = Field(default="127.0.0.1", description="Address `driftbench serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535)
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="API tokens: 'auto' requires them when the server binds beyond loopback.",
+    )
     max_upload_bytes: int = Field(default=512 * MiB, ge=1, description="Largest upload (413).")
     inspect_timeout_s: float = Field(
         default=120.0, gt=0, description="Time limit for parsing an uploaded model file."
@@ -90,6 +94,11 @@ class Settings(BaseSettings):
         description="Test-only: let keras-gpu run on the CPU when no GPU is visible.",
     )
     tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
+
+    @property
+    def auth_required(self) -> bool:
+        loopback = self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+        return self.auth == "required" or (self.auth == "auto" and not loopback)
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,15 +8,18 @@ script inserts every user-supplied string as text.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.api.deps import SessionDep
-from app.errors import not_found
+from app.auth import COOKIE, presented_token, scope_of
+from app.config import settings
+from app.errors import ApiError, not_found
 from app.models import Model, Run
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -26,8 +29,32 @@ router = APIRouter(include_in_schema=False)
 static_files = StaticFiles(directory=WEB_DIR / "static")
 
 
-def page(request: Request, template: str, name: str, **params: Any) -> HTMLResponse:
+def page(request: Request, template: str, name: str, **params: Any) -> Response:
+    """A dashboard page, or the token form when this server requires a token."""
+    token = presented_token(request)
+    if settings.auth_required and (token is None or scope_of(token) is None):
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     return templates.TemplateResponse(request, template, {"page": name, "params": params})
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> Response:
+    return templates.TemplateResponse(
+        request, "login.html", {"page": "login", "params": {}, "next": next}
+    )
+
+
+@router.post("/login")
+def login(token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> Response:
+    """Keep a valid token in an HttpOnly cookie; the pages and their API calls use it."""
+    if scope_of(token) is None:
+        raise ApiError(401, "unknown or revoked API token")
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE, token, httponly=True, samesite="strict", secure=False, max_age=30 * 24 * 3600
+    )
+    return response
 
 
 def require(session: SessionDep, table: type[Model] | type[Run], identifier: int) -> None:
@@ -42,28 +69,28 @@ def plotly() -> FileResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request) -> HTMLResponse:
+def index(request: Request) -> Response:
     return page(request, "index.html", "index")
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
-def model_page(request: Request, session: SessionDep, model_id: int) -> HTMLResponse:
+def model_page(request: Request, session: SessionDep, model_id: int) -> Response:
     require(session, Model, model_id)
     return page(request, "model.html", "model", model=model_id)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def run_page(request: Request, session: SessionDep, run_id: int) -> Response:
     require(session, Run, run_id)
     return page(request, "run.html", "run", run=run_id)
 
 
 @router.get("/runs/{run_id}/browser", response_class=HTMLResponse)
-def browser_page(request: Request, session: SessionDep, run_id: int) -> HTMLResponse:
+def browser_page(request: Request, session: SessionDep, run_id: int) -> Response:
     require(session, Run, run_id)
     return page(request, "browser.html", "browser", run=run_id)
 
 
 @router.get("/drift/depth", response_class=HTMLResponse)
-def depth_page(request: Request) -> HTMLResponse:
+def depth_page(request: Request) -> Response:
     return page(request, "depth.html", "depth")

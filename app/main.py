@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
 from app import dashboards
 from app.api import api_router
 from app.config import settings
+from app.db import session_factory
 from app.errors import install_error_handlers
 from app.executor import make_executor, recover_interrupted_runs
 from app.migrate import upgrade_database
@@ -52,6 +54,13 @@ def create_app() -> FastAPI:
                 status_code=413,
             )
         return await call_next(request)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """Unauthenticated liveness for orchestrators: the app is up and the database answers."""
+        with session_factory()() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok"}
 
     install_error_handlers(app)
     app.include_router(api_router)

@@ -183,3 +183,16 @@ class LayerDivergence(Base):
     nonfinite_mismatch: Mapped[int] = mapped_column(Integer)
     histogram: Mapped[dict[str, list[float]]] = mapped_column(JSON)
     verdict: Mapped[str] = mapped_column(String(20))
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -66,6 +66,8 @@ def test_services_share_the_data_volume_and_wait_for_their_dependencies(
         assert service["environment"]["DRIFTBENCH_DATA_DIR"] == "/data"
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert all("healthcheck" in services[name] for name in ("postgres", "redis", "api"))
+    # The api binds 0.0.0.0, so /api needs a token; its healthcheck must use /healthz.
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
     gpu = services["worker-gpu"]
     assert gpu["profiles"] == ["gpu"]
     gpu_dockerfile = (ROOT / gpu["build"]["dockerfile"]).read_text()

@@ -127,6 +127,8 @@ def test_model_page_draws_median_and_p95_per_backend(stored: dict, browser: Any)
     assert [(t["name"], t["y"]) for t in drawn] == expected
     assert all(len(t["x"]) == 10 for t in drawn)
     assert page.locator("#model-name").inner_text() == HOSTILE_NAME
+    assert "<b>bold</b>" in page.locator("#model-meta").inner_text()
+    assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
     screenshot(page, "model")
     assert problems == []
 
@@ -140,6 +142,8 @@ def test_run_page_charts_follow_metric_and_reference(stored: dict, browser: Any)
         assert set(drawn) == set(BACKENDS)
         for backend in BACKENDS:
             assert drawn[backend] == [r["rel_l2"] for r in rows if r["backend"] == backend]
+    assert page.locator("#model-link").inner_text() == HOSTILE_NAME
+    assert page.locator("img").count() == 0
     assert page.locator("#divergence tbody tr").count() == len(BACKENDS) * 10
     assert page.locator("#divergence tbody tr.verdict-rounding").count() > 0
     assert "SwiftShader" not in page.locator("#backends").inner_text()

@@ -329,4 +329,4 @@ async function depthPage() {
 
 const PAGES = {index: indexPage, model: modelPage, run: runPage, browser: browserPage,
                depth: depthPage};
-PAGES[body.dataset.page]().catch((error) => { showError(error); ready(); });
+(PAGES[body.dataset.page] || (async () => ready()))().catch((error) => { showError(error); ready(); });
