@@ -145,6 +145,23 @@ class LiveWorker(ManagedProcess):
         return self
 
 
+def wait_until_backend_running(
+    client: httpx.Client, run_id: int, backend: str, timeout_s: float = 120
+) -> None:
+    """Return once the run's backend job has started: the moment to crash something."""
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = {
+            b["backend"]: b["status"]
+            for b in client.get(f"/api/runs/{run_id}").json()["backend_runs"]
+        }
+        if status[backend] == "running":
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{backend} of run {run_id} never ran within {timeout_s} s: {status}")
+
+
 def wait_until_available(client: httpx.Client, backends: list[str], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

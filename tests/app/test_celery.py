@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tests.live_server import (
     postgres_database,
     wait_for_run,
     wait_until_available,
+    wait_until_backend_running,
 )
 
 WITHIN_ROUNDING = {"identical", "rounding"}
@@ -128,17 +128,7 @@ def test_killed_worker_job_is_redelivered_and_stored_once(
                 "/api/runs",
                 json={"model_id": model_id, "input_set_id": input_id, "backends": ["numpy"]},
             ).json()["id"]
-            deadline = time.monotonic() + 120
-            status = {}
-            while time.monotonic() < deadline:
-                status = {
-                    b["backend"]: b["status"]
-                    for b in client.get(f"/api/runs/{run_id}").json()["backend_runs"]
-                }
-                if status["numpy-f64"] == "running":
-                    break
-                time.sleep(0.05)
-            assert status["numpy-f64"] == "running", status
+            wait_until_backend_running(client, run_id, "numpy-f64")
             first.kill()
             second = LiveWorker(data_dir, env, "cpu").start()
             run = wait_for_run(client, run_id, timeout_s=300)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session
 
 from app.models import Run
-from tests.live_server import LiveServer, wait_for_run
+from tests.live_server import LiveServer, wait_for_run, wait_until_backend_running
 
 
 def upload_and_queue(client: httpx.Client, path: Path, backends: list[str], batch: int) -> int:
@@ -31,16 +30,7 @@ def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path)
     try:
         with server.client() as client:
             run_id = upload_and_queue(client, example("cifar_cnn").path, ["numpy", "tfjs-cpu"], 64)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                backends = {
-                    b["backend"]: b["status"]
-                    for b in client.get(f"/api/runs/{run_id}").json()["backend_runs"]
-                }
-                if backends["tfjs-cpu"] == "running":
-                    break
-                time.sleep(0.1)
-            assert backends["tfjs-cpu"] == "running", backends
+            wait_until_backend_running(client, run_id, "tfjs-cpu")
         server.kill()
         server.start()
         with server.client() as client:
