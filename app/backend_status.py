@@ -14,11 +14,4 @@ def backend_statuses() -> dict[str, dict[str, Any]]:
         from workers.worker_registry import cluster_backends
 
         return cluster_backends()
-    return {
-        backend: {
-            "available": runner.availability() is None,
-            "reason": runner.availability(),
-            "versions": runner.versions(),
-        }
-        for backend, runner in RUNNERS.items()
-    }
+    return {backend: runner.status() for backend, runner in RUNNERS.items()}

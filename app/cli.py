@@ -21,19 +21,11 @@ from workers.inputs import (
     generate_inputs,
     load_input_file,
 )
-from workers.metrics import VerdictThresholds
 from workers.model_graph import ModelStructureError
 from workers.model_loading import ModelArtifact, ModelRefused, load_artifact
 from workers.runners import BACKEND_IDS, DEFAULT_REFERENCE, UnknownBackend, parse_backends
 
 USER_ERRORS = (ModelRefused, ModelStructureError, InputError, UnknownBackend)
-
-
-def thresholds_from_settings() -> VerdictThresholds:
-    return VerdictThresholds(
-        rounding=settings.verdict_rounding_rel_l2,
-        reduced_precision=settings.verdict_reduced_precision_rel_l2,
-    )
 
 
 def resolve_model(model: str) -> Path:
@@ -61,7 +53,7 @@ def drift_command(
     json_path: Path | None,
 ) -> int:
     """Run, compare, print the tables; exit status 1 when a backend failed."""
-    thresholds = thresholds_from_settings()
+    thresholds = settings.verdict_thresholds()
     results = run_backends(
         artifact, inputs, backends=backends, reference=against, modes=modes, repeats=repeats
     )

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.metrics import VerdictThresholds
+
 MiB = 1024 * 1024
 
 
@@ -94,6 +96,12 @@ class Settings(BaseSettings):
         description="Test-only: let keras-gpu run on the CPU when no GPU is visible.",
     )
     tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
+
+    def verdict_thresholds(self) -> VerdictThresholds:
+        return VerdictThresholds(
+            rounding=self.verdict_rounding_rel_l2,
+            reduced_precision=self.verdict_reduced_precision_rel_l2,
+        )
 
     @property
     def auth_required(self) -> bool:

@@ -15,7 +15,7 @@ from app.errors import ApiError
 from app.models import METRIC_COLUMNS, LayerDivergence, Run
 from app.report import jsonable
 from workers.drift_job import DRIFT_VERDICTS, compare
-from workers.run_job import replace_divergences, stored_graph, stored_results, thresholds
+from workers.run_job import replace_divergences, stored_graph, stored_results
 
 CSV_COLUMNS = (
     "backend",
@@ -49,7 +49,7 @@ def ensure_comparison(session: Session, run: Run, against: str) -> None:
         stored_results(run),
         against=against,
         modes=run.modes,
-        thresholds=thresholds(),
+        thresholds=settings.verdict_thresholds(),
         histogram_bins=settings.histogram_bins,
     )
     replace_divergences(run.id, against, comparisons)

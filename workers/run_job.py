@@ -28,7 +28,6 @@ from workers.drift_job import (
     layer_inputs_from,
     run_backend,
 )
-from workers.metrics import VerdictThresholds
 from workers.model_graph import ModelGraph, graph_from_summary
 from workers.model_loading import ModelArtifact, load_artifact
 from workers.runners.base import LayerInputs
@@ -36,13 +35,6 @@ from workers.runners.base import LayerInputs
 FINAL_STATUSES = ("done", "failed", "unsupported", "skipped")
 
 log = logging.getLogger(__name__)
-
-
-def thresholds() -> VerdictThresholds:
-    return VerdictThresholds(
-        rounding=settings.verdict_rounding_rel_l2,
-        reduced_precision=settings.verdict_reduced_precision_rel_l2,
-    )
 
 
 def _record_start(run_id: int, backend: str) -> None:
@@ -247,7 +239,7 @@ def finalize_run(run_id: int) -> None:
             stored_results(run),
             against=run.reference,
             modes=run.modes,
-            thresholds=thresholds(),
+            thresholds=settings.verdict_thresholds(),
             histogram_bins=settings.histogram_bins,
         )
     replace_divergences(run_id, run.reference, comparisons)

@@ -26,13 +26,7 @@ def _client() -> redis.Redis:
 
 def worker_record(queues: list[str]) -> dict[str, Any]:
     backends = {
-        backend: {
-            "available": runner.availability() is None,
-            "reason": runner.availability(),
-            "versions": runner.versions(),
-        }
-        for backend, runner in RUNNERS.items()
-        if runner.QUEUE in queues
+        backend: runner.status() for backend, runner in RUNNERS.items() if runner.QUEUE in queues
     }
     return {"host": socket.gethostname(), "queues": queues, "backends": backends}
 

@@ -52,6 +52,12 @@ class Runner(ABC):
         """Versions of what the backend runs on, read without importing it."""
         return {}
 
+    @classmethod
+    def status(cls) -> dict[str, Any]:
+        """What /api/backends and the worker heartbeat report for this machine."""
+        reason = cls.availability()
+        return {"available": reason is None, "reason": reason, "versions": cls.versions()}
+
     def __enter__(self) -> Runner:
         self.activate()
         return self
