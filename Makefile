@@ -10,7 +10,7 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium demo test lint clean
+.PHONY: install chromium demo test lint bench clean
 
 install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium
 
@@ -45,5 +45,9 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+# driftbench against bare baselines: ratios with their targets (about 7 minutes).
+bench: install
+	$(BIN)/driftbench bench
+
 clean:
-	rm -rf $(VENV) $(HARNESS)/node_modules $(WEB)/node_modules driftbench-data .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(HARNESS)/node_modules $(WEB)/node_modules driftbench-data bench-results .pytest_cache .ruff_cache

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     artifact = load_artifact(resolve_model(args.model))
     if args.inputs is not None:
-        inputs = load_input_file(args.inputs, artifact.graph.input_shapes)
+        inputs = load_input_file(args.inputs, artifact.graph.input_shapes, settings.max_input_bytes)
         label = str(args.inputs)
     else:
         recipe = InputRecipe(
@@ -147,9 +147,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.db import DatabaseUnavailable, wait_for_database
+
     settings.host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     host = settings.host
+    try:
+        wait_for_database(settings.db_startup_timeout_s)
+    except DatabaseUnavailable as error:
+        print(f"driftbench serve: {error}", file=sys.stderr)
+        return 2
     uvicorn.run("app.main:app", host=host, port=port, log_level=args.log_level)
     return 0
 
@@ -220,6 +227,32 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Print every figure with its target; exit 1 when a target was missed."""
+    from app.bench.figures import table
+    from app.bench.suite import PARTS, run_bench
+
+    unknown = sorted(set(args.only) - set(PARTS))
+    if unknown:
+        print(f"driftbench bench: unknown part(s) {unknown}; parts: {','.join(PARTS)}")
+        return 2
+
+    print(f"driftbench bench: {', '.join(args.only)} (the table grows as parts finish)")
+    print("| figure | value | target | met | measured / baseline |")
+    print("|---|---|---|---|---|")
+    figures = run_bench(
+        args.only,
+        args.json,
+        repeats=args.repeats,
+        runs=args.runs,
+        postgres_admin_url=args.postgres,
+    )
+    print()
+    print(table(figures))
+    print(f"\nreport: {args.json}")
+    return 1 if any(figure.met is False for figure in figures) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -283,6 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start the service, run dense10x50 on every backend, print the drift"
     )
     demo.set_defaults(handler=cmd_demo)
+
+    from app.bench.suite import PARTS
+
+    bench = commands.add_parser(
+        "bench", help="measure driftbench against bare baselines and print the ratios"
+    )
+    bench.add_argument(
+        "--only",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        default=list(PARTS),
+        help=f"comma-separated parts to run (default all: {','.join(PARTS)})",
+    )
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats per figure")
+    bench.add_argument("--runs", type=int, default=10_000, help="stored runs for the queries")
+    bench.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL admin URL; the query bench creates and drops a database there",
+    )
+    bench.add_argument("--json", type=Path, default=Path("bench-results/bench.json"))
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; default SQLite at <data_dir>/driftbench.db.",
     )
+    db_startup_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long `serve` retries an unreachable database before it gives up.",
+    )
     executor: Literal["local", "celery"] = Field(
         default="local",
         description="'local': jobs run in a worker pool inside the server process.",
@@ -54,6 +59,26 @@ class Settings(BaseSettings):
         description="API tokens: 'auto' requires them when the server binds beyond loopback.",
     )
     max_upload_bytes: int = Field(default=512 * MiB, ge=1, description="Largest upload (413).")
+    max_input_bytes: int = Field(
+        default=1024 * MiB,
+        ge=1,
+        description="Largest input set, uploaded (as unpacked) or generated.",
+    )
+    max_unpacked_bytes: int = Field(
+        default=2048 * MiB,
+        ge=1,
+        description="Largest total a .keras zip may declare it unpacks to (zip bombs).",
+    )
+    max_model_params: int = Field(
+        default=250_000_000,
+        ge=1,
+        description="Most parameters a model's config may declare; counted before allocation.",
+    )
+    max_stored_output_bytes: int = Field(
+        default=256 * MiB,
+        ge=1,
+        description="Most layer outputs stored per backend run; over it, the first samples.",
+    )
     inspect_timeout_s: float = Field(
         default=120.0, gt=0, description="Time limit for parsing an uploaded model file."
     )

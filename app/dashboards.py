@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.api.deps import SessionDep
+from app.api.deps import RowId, SessionDep
 from app.auth import COOKIE, presented_token, scope_of
 from app.config import settings
 from app.errors import ApiError, not_found
@@ -74,19 +74,19 @@ def index(request: Request) -> Response:
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
-def model_page(request: Request, session: SessionDep, model_id: int) -> Response:
+def model_page(request: Request, session: SessionDep, model_id: RowId) -> Response:
     require(session, Model, model_id)
     return page(request, "model.html", "model", model=model_id)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, session: SessionDep, run_id: int) -> Response:
+def run_page(request: Request, session: SessionDep, run_id: RowId) -> Response:
     require(session, Run, run_id)
     return page(request, "run.html", "run", run=run_id)
 
 
 @router.get("/runs/{run_id}/browser", response_class=HTMLResponse)
-def browser_page(request: Request, session: SessionDep, run_id: int) -> Response:
+def browser_page(request: Request, session: SessionDep, run_id: RowId) -> Response:
     require(session, Run, run_id)
     return page(request, "browser.html", "browser", run=run_id)
 

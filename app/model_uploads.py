@@ -25,7 +25,7 @@ from workers.model_loading import detect_format
 CHUNK = 1 << 20
 
 
-def _copy_limited(source: BinaryIO, target: Path) -> tuple[str, int]:
+def copy_limited(source: BinaryIO, target: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with target.open("wb") as stream:
@@ -52,10 +52,11 @@ def create_model(
 ) -> tuple[Model, bool]:
     """Store a new model, or return the existing one with the same sha256 (created=False)."""
     with storage.staged_file() as staged:
-        sha256, size = _copy_limited(upload, staged)
+        sha256, size = copy_limited(upload, staged)
         existing = session.scalars(select(Model).filter_by(sha256=sha256)).first()
         if existing is not None:
             return existing, False
+        session.rollback()  # hand the connection back to the pool while the file is parsed
         with staged.open("rb") as stream:
             file_format = detect_format(stream.read(8))
         if file_format is None:
@@ -64,7 +65,7 @@ def create_model(
                 f"{filename!r} is not a Keras model: expected a .keras zip "
                 "archive or an .h5 HDF5 file",
             )
-        with storage.staged_file(f".{file_format}") as named:
+        with storage.staged_file(f".{file_format}", filename) as named:
             shutil.copyfile(staged, named)
             summary = inspector.inspect(named, settings.inspect_timeout_s)
             model = Model(

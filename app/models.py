@@ -196,3 +196,23 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DriftVersion(Base):
+    """How often the divergence rows under one scope ('model:<id>', 'architecture:<sig>')
+    have changed; a cached aggregate is valid while its scope's version is unchanged."""
+
+    __tablename__ = "drift_versions"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DriftAggregate(Base):
+    """One aggregate drift answer, computed at `version` of its scope."""
+
+    __tablename__ = "drift_aggregates"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[Any] = mapped_column(JSON)

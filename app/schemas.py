@@ -6,18 +6,29 @@ outputs) are sent as the strings "inf" / "-inf", and the schema says so.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.models import AGGREGATE_METRICS
 
 # The metrics an aggregate query can summarise: every per-layer number but the counts.
 Metric = StrEnum("Metric", {name: name for name in AGGREGATE_METRICS})
 ModeName = Literal["accumulated", "isolated"]
+MAX_ROW_ID = 2**63 - 1
+DbId = Annotated[int, Field(ge=0, le=MAX_ROW_ID)]
 FloatOrInf = float | Literal["inf", "-inf", "nan"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite drops the zone of the UTC times we store; put it back so every answer is
+    RFC 3339 with an explicit offset, whichever database served it."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class LayerPublic(BaseModel):
@@ -43,7 +54,7 @@ class ModelPublic(BaseModel):
     backend_support: dict[str, str | None] = Field(
         description="Per backend: null when it can run the model, else the layer that stops it."
     )
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ModelsPublic(BaseModel):
@@ -75,14 +86,14 @@ class InputSetPublic(BaseModel):
     shapes: dict[str, list[int]]
     nonfinite: int
     sha256: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: int
-    input_set_id: int
+    model_id: DbId
+    input_set_id: DbId
     backends: list[str] | None = Field(
         default=None, description="Default: every backend available on this server."
     )
@@ -102,8 +113,8 @@ class BackendRunPublic(BaseModel):
     timings: dict[str, float]
     deterministic: bool | None
     repeat_spread: float | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 class RunPublic(BaseModel):
@@ -118,8 +129,8 @@ class RunPublic(BaseModel):
     status: str = Field(description="queued, running, done or failed")
     attempts: int
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None
     backend_runs: list[BackendRunPublic]
 
 
@@ -225,3 +236,10 @@ class BackendPublic(BaseModel):
 class BackendsPublic(BaseModel):
     count: int
     data: list[BackendPublic]
+
+
+class ErrorPublic(BaseModel):
+    """Every error answer: `detail` is a message naming the problem, or FastAPI's list of
+    field errors when a request does not match its schema."""
+
+    detail: str | list[dict[str, Any]]

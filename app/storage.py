@@ -9,15 +9,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from app.config import settings
+from app.config import MiB, settings
+from workers.inputs import npy_header
 
 
 def data_dir() -> Path:
@@ -32,15 +35,20 @@ def _folder(name: str) -> Path:
 
 
 @contextmanager
-def staged_file(suffix: str = "") -> Iterator[Path]:
-    """A temporary file inside the data directory (same filesystem: renames are atomic)."""
-    handle, name = tempfile.mkstemp(suffix=suffix, dir=_folder("tmp"))
-    os.close(handle)
-    path = Path(name)
+def staged_file(suffix: str = "", name: str | None = None) -> Iterator[Path]:
+    """A temporary file inside the data directory (same filesystem: renames are atomic).
+
+    With `name` the file carries that name, made safe, in a private folder, so what a
+    parser says about the file names the file the user sent.
+    """
+    folder = Path(tempfile.mkdtemp(dir=_folder("tmp")))
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").stem).lstrip(".")[:100]
+    path = folder / f"{stem or 'upload'}{suffix}"
+    path.touch()
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def model_path(sha256: str, file_format: str) -> Path:
@@ -84,6 +92,31 @@ def outputs_path(run_id: int, backend: str) -> Path:
     return _folder(f"outputs/{run_id}") / f"{backend}.npz"
 
 
+def capped_outputs(
+    outputs: dict[str, dict[str, np.ndarray]], max_bytes: int
+) -> tuple[dict[str, dict[str, np.ndarray]], str | None]:
+    """At most `max_bytes` of outputs: the same first samples of every layer, and a note.
+
+    Every layer keeps the same samples, so each stored sample is still a whole
+    forward pass that can be compared layer by layer with another backend's.
+    """
+    arrays = [array for layers in outputs.values() for array in layers.values()]
+    total = sum(array.nbytes for array in arrays)
+    if total <= max_bytes or not arrays:
+        return outputs, None
+    batch = min(array.shape[0] for array in arrays)
+    keep = max(1, batch * max_bytes // total)
+    capped = {
+        mode: {name: a[:keep] for name, a in layers.items()} for mode, layers in outputs.items()
+    }
+    note = (
+        f"outputs capped: stored the first {keep} of {batch} samples, since all "
+        f"{total / MiB:.0f} MiB are over DRIFTBENCH_MAX_STORED_OUTPUT_BYTES "
+        f"({max_bytes / MiB:.0f} MiB); divergence covers those samples"
+    )
+    return capped, note
+
+
 def store_outputs(run_id: int, backend: str, outputs: dict[str, dict[str, np.ndarray]]) -> Path:
     """Layer outputs keyed '<mode>/<layer>'; replaces what an earlier attempt stored."""
     target = outputs_path(run_id, backend)
@@ -105,6 +138,41 @@ def load_outputs(path: Path) -> dict[str, dict[str, np.ndarray]]:
             mode, layer = key.split("/", 1)
             outputs.setdefault(mode, {})[layer] = archive[key]
     return outputs
+
+
+def stored_shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Each stored array's shape by mode and layer, from the .npy headers alone."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as member:
+                shape, _ = npy_header(member, f"{path.name}[{name}]")
+            mode, layer = name.removesuffix(".npy").split("/", 1)
+            shapes.setdefault(mode, {})[layer] = shape
+    return shapes
+
+
+class StoredLayers(Mapping[str, np.ndarray]):
+    """One mode of a backend run's stored outputs, read a layer at a time on access.
+
+    Comparing a run then holds one layer per backend in memory instead of every
+    backend's whole run; `samples` trims each array to the samples all backends kept.
+    """
+
+    def __init__(self, path: Path, mode: str, layers: list[str], samples: int) -> None:
+        self.path, self.mode, self.layers, self.samples = path, mode, layers, samples
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        if layer not in self.layers:
+            raise KeyError(layer)
+        with np.load(self.path, allow_pickle=False) as archive:
+            return archive[f"{self.mode}/{layer}"][: self.samples]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
 
 
 def load_layer_output(path: Path, mode: str, layer: str) -> np.ndarray | None:

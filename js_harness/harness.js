@@ -1,9 +1,11 @@
 // The page side of driftbench's TF.js backends.
 //
-// Python opens this page in a fresh browser context per job, then calls
-// `driftbench.runJob(spec)`. Tensors never travel as JSON numbers: inputs are
-// fetched and outputs posted back as raw little-endian float32 bytes, so what
-// Python compares is bit for bit what TF.js computed.
+// Python keeps this page open per backend and calls `driftbench.runJob(spec)` for
+// each job; a job loads its model, runs it and disposes of it, so nothing but
+// TF.js's own state (the backend, compiled WebGL programs) carries over. Tensors
+// never travel as JSON numbers: inputs are fetched and outputs posted back as raw
+// little-endian float32 bytes, so what Python compares is bit for bit what TF.js
+// computed.
 'use strict';
 
 const WEBGL_FLAGS = [
@@ -117,9 +119,9 @@ async function runJob(spec) {
     let outputs = capture.predict(inputs.length === 1 ? inputs[0] : inputs,
                                   {batchSize: spec.batchSize});
     if (!Array.isArray(outputs)) outputs = [outputs];
-    for (let i = 0; i < outputs.length; i++) {
-      shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, outputs[i]));
-    }
+    // All read-backs and uploads in flight at once: a GPU backend overlaps them.
+    shapes.push(...await Promise.all(
+        outputs.map((output, i) => postFloat32(`${spec.jobUrl}/outputs/${i}`, output))));
     tf.dispose([inputs, outputs]);
   } else {
     for (let i = 0; i < spec.layers.length; i++) {
@@ -131,13 +133,17 @@ async function runJob(spec) {
   }
   const finished = performance.now();
   // After the compute, so weights a GPU backend uploaded are read back from its textures.
-  const roundTrip = await weightsRoundTrip(model, spec.modelUrl);
+  // Python asks for it once per model and backend: the same export loads the same way.
+  const roundTrip = spec.checkWeights ? await weightsRoundTrip(model, spec.modelUrl) : null;
+  const checked = performance.now();
+  model.dispose();
   return {
     shapes,
     environment: {
       ...(await environment(spec.backend)),
       weights_roundtrip: roundTrip,
-      page_ms: {model_load: loaded - started, compute: finished - computeStarted},
+      page_ms: {model_load: loaded - started, compute: finished - computeStarted,
+                weights_roundtrip: checked - finished},
     },
   };
 }

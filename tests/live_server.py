@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from app.bench.served import answers_healthz
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -68,8 +71,20 @@ class LiveServer(ManagedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
+        self.address_space_limit: int | None = None
+
+    def _limit_memory(self) -> None:
+        """In the child before exec: cap its address space, so a huge job fails with
+        MemoryError there instead of driving this machine into the kernel's OOM killer."""
+        if self.address_space_limit is not None:
+            limit = self.address_space_limit
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     def start(self, timeout_s: float = 90) -> None:
+        self.start_in_background()
+        self.wait_until_healthy(timeout_s)
+
+    def start_in_background(self) -> None:
         env = {
             **os.environ,
             "DRIFTBENCH_DATA_DIR": str(self.data_dir),
@@ -91,16 +106,18 @@ class LiveServer(ManagedProcess):
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_memory,
         )
+
+    def wait_until_healthy(self, timeout_s: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
+            if answers_healthz(self.url):
+                return
+            time.sleep(0.2)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
 
     def client(self) -> httpx.Client:

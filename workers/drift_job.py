@@ -9,7 +9,7 @@ to each layer; a backend that fails never stops the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ class BackendResult:
     reason: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, LayerOutputs] = field(default_factory=dict)
+    outputs: dict[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
     deterministic: bool | None = None
     repeat_spread: float | None = None
 
@@ -179,8 +179,25 @@ def run_backend(
     except BackendUnavailable as error:
         result.status, result.reason = "skipped", str(error)
     except Exception as error:  # a backend's own crash must not stop the other backends
-        result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
+        result.status, result.reason = "failed", failure_reason(error)
     return result
+
+
+def failure_reason(error: Exception) -> str:
+    """The error in one line a person can act on; allocation failures say so first.
+
+    TensorFlow's out-of-memory error carries a whole graph traceback; the line that
+    matters is the one naming the tensor it could not allocate.
+    """
+    text = str(error)
+    if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next(
+            (line for line in lines if "OOM when allocating" in line or "allocate" in line),
+            lines[0] if lines else type(error).__name__,
+        )
+        return f"out of memory: {detail.split(' on /job:')[0]}"
+    return f"{type(error).__name__}: {text}"
 
 
 def _report_nothing(_: str | BackendResult) -> None:

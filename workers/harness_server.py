@@ -19,6 +19,7 @@ NODE_MODULES = HARNESS_DIR / "node_modules" / "@tensorflow"
 STATIC_FILES = {
     "/harness.html": HARNESS_DIR / "harness.html",
     "/harness.js": HARNESS_DIR / "harness.js",
+    "/bare.html": HARNESS_DIR / "bare.html",
     "/tfjs/tf.min.js": NODE_MODULES / "tfjs" / "dist" / "tf.min.js",
     "/tfjs/tf-backend-wasm.min.js": NODE_MODULES
     / "tfjs-backend-wasm"

@@ -2,13 +2,17 @@
 
 Inputs are float32 because that is what every deployed backend is fed; NaN and Inf
 are allowed on purpose, since how a backend propagates them is part of its drift.
+An uploaded file's `.npy` headers are read and judged before numpy loads any data:
+numpy would otherwise allocate whatever size a hostile header declares.
 """
 
 from __future__ import annotations
 
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -75,10 +79,78 @@ def _as_float32(array: np.ndarray, label: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def load_input_file(path: Path, input_shapes: InputShapes) -> dict[str, np.ndarray]:
+def npy_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Shape and dtype from an `.npy` header, leaving `stream` at the first data byte."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise InputError(f"{label}: .npy format version {version} is not supported")
+    except ValueError as error:
+        raise InputError(f"{label}: not a readable .npy header ({error})") from error
+    return shape, dtype
+
+
+def _declared_npy_bytes(stream: IO[bytes], stored_bytes: int, label: str) -> int:
+    """The data size an `.npy` header declares, checked against the bytes really stored."""
+    shape, dtype = npy_header(stream, label)
+    if dtype.kind not in "fiub":
+        raise InputError(
+            f"{label}: dtype {dtype} is not numeric (object arrays are never unpickled)"
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    held = stored_bytes - stream.tell()
+    if declared != held:
+        raise InputError(
+            f"{label}: the header declares shape {shape} of {dtype} ({declared} bytes) "
+            f"but the file holds {held} bytes of data"
+        )
+    return declared
+
+
+def check_input_file(path: Path, max_bytes: int) -> None:
+    """Refuse lying or oversized `.npy`/`.npz` headers before any array is allocated."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                total = 0
+                for info in archive.infolist():
+                    with archive.open(info) as member:
+                        label = f"{path.name}[{info.filename}]"
+                        total += _declared_npy_bytes(member, info.file_size, label)
+        else:
+            with path.open("rb") as stream:
+                total = _declared_npy_bytes(stream, path.stat().st_size, path.name)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path.name}: not a readable .npy/.npz ({error})") from error
+    if total > max_bytes:
+        raise InputError(
+            f"{path.name}: the arrays declare {total} bytes, over the "
+            f"{max_bytes}-byte limit (DRIFTBENCH_MAX_INPUT_BYTES)"
+        )
+
+
+def check_generated_size(batch: int, input_shapes: InputShapes, max_bytes: int) -> None:
+    """Refuse a generator spec whose float32 arrays would be over the input limit."""
+    total = sum(
+        4 * batch * math.prod(_concrete_shape(shape, 1, name)[1:])
+        for name, shape in input_shapes.items()
+    )
+    if total > max_bytes:
+        raise InputError(
+            f"batch {batch} makes {total} bytes of float32 inputs, over the "
+            f"{max_bytes}-byte limit (DRIFTBENCH_MAX_INPUT_BYTES)"
+        )
+
+
+def load_input_file(path: Path, input_shapes: InputShapes, max_bytes: int) -> dict[str, np.ndarray]:
     """A `.npy` for a one-input model, or an `.npz` keyed by input layer name."""
     path = Path(path)
     names = list(input_shapes)
+    check_input_file(path, max_bytes)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:

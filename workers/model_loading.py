@@ -3,24 +3,30 @@
 Keras's own `safe_mode` only refuses Python lambdas, and only in `.keras` files.
 We read the raw config first and refuse a `Lambda` layer or any object that is not
 built into Keras (custom layers, registered functions) by name, so a hostile file
-is turned away before Keras deserialises a single object.
+is turned away before Keras deserialises a single object. A `.keras` zip is
+checked entry by entry before anything is unpacked (no `../` names, no bombs), and
+the parameters the config declares are counted before Keras allocates them, so a
+Dense layer with billions of units is refused by a limit instead of by the kernel.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.config import settings
 from workers.keras_env import import_keras
 from workers.model_graph import ModelGraph, graph_from_keras
 
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
+MAX_ZIP_ENTRIES = 10_000
 
 
 class ModelRefused(ValueError):
@@ -67,12 +73,40 @@ def model_format(path: Path) -> str:
     return kind
 
 
+def check_zip_entries(path: Path, archive: zipfile.ZipFile, max_unpacked_bytes: int) -> None:
+    """Refuse escaping names and bombs from the declared sizes alone.
+
+    Python's zipfile never inflates an entry past its declared size, so bounding
+    the declared sizes bounds what unpacking can cost.
+    """
+    entries = archive.infolist()
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise ModelRefused(
+            f"{path.name}: the archive holds {len(entries)} entries, over the "
+            f"limit of {MAX_ZIP_ENTRIES}"
+        )
+    for info in entries:
+        name = info.filename.replace("\\", "/")
+        if name.startswith("/") or ".." in name.split("/") or ":" in name.split("/")[0]:
+            raise ModelRefused(
+                f"{path.name}: zip entry {info.filename!r} points outside the archive"
+            )
+    unpacked = sum(info.file_size for info in entries)
+    if unpacked > max_unpacked_bytes:
+        packed = sum(info.compress_size for info in entries)
+        raise ModelRefused(
+            f"{path.name}: the archive unpacks to {unpacked} bytes from {packed}, over "
+            f"the {max_unpacked_bytes}-byte limit (DRIFTBENCH_MAX_UNPACKED_BYTES)"
+        )
+
+
 def read_model_config(path: Path) -> dict[str, Any]:
     """The model's raw serialised config, read without deserialising any object."""
     kind = model_format(path)
     try:
         if kind == "keras":
             with zipfile.ZipFile(path) as archive:
+                check_zip_entries(path, archive, settings.max_unpacked_bytes)
                 info = archive.getinfo("config.json")
                 if info.file_size > MAX_CONFIG_BYTES:
                     raise ModelRefused(
@@ -91,11 +125,53 @@ def read_model_config(path: Path) -> dict[str, Any]:
                     )
                 raw = h5.attrs["model_config"]
         config = json.loads(raw)
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as error:
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        OSError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+    ) as error:
         raise ModelRefused(f"{path.name}: unreadable {kind} model file ({error})") from error
-    if not isinstance(config, dict) or "config" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise ModelRefused(f"{path.name}: model config has no 'config' entry")
+    if not isinstance(config["config"].get("layers", []), list):
+        raise ModelRefused(f"{path.name}: the model config's 'layers' is not a list")
     return config
+
+
+def declared_parameter_count(path: Path, config: dict[str, Any], keras: Any) -> int:
+    """Parameters the config would create, counted without allocating them.
+
+    Inside a Keras StatelessScope that does not initialise on exit, building a
+    layer records each variable's shape and defers its initializer; the deferred
+    variables are then dropped from Keras's global list so nothing ever fills them.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.legacy.saving import saving_options, saving_utils
+
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            if model_format(path) == "h5":
+                with saving_options.keras_option_scope(use_legacy_config=True):
+                    model = saving_utils.model_from_config(config)
+            else:
+                model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+            return sum(math.prod(variable.shape) for variable in model.weights)
+    except Exception as error:
+        raise ModelRefused(f"{path.name}: the model config cannot be built ({error})") from error
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", [])
+
+
+def check_parameter_count(path: Path, config: dict[str, Any], keras: Any) -> None:
+    count = declared_parameter_count(path, config, keras)
+    if count > settings.max_model_params:
+        raise ModelRefused(
+            f"{path.name}: the model declares {count:,} parameters, over the limit of "
+            f"{settings.max_model_params:,} (DRIFTBENCH_MAX_MODEL_PARAMS); "
+            "nothing was allocated"
+        )
 
 
 def _builtin_layer_classes(keras: Any) -> frozenset[str]:
@@ -168,7 +244,9 @@ def load_keras_model(path: Path, keras: Any = None) -> Any:
     with another Keras backend, and the default is this process's TensorFlow Keras.
     """
     keras = keras or import_keras()
-    check_model_config(read_model_config(path), keras)
+    config = read_model_config(path)
+    check_model_config(config, keras)
+    check_parameter_count(path, config, keras)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:

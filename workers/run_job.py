@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete, select
 
-from app import storage
+from app import drift_cache, storage
 from app.config import settings
 from app.db import session_scope
 from app.models import BackendRun, InputSet, LayerDivergence, Model, Run, utcnow
@@ -48,13 +48,14 @@ def _record_start(run_id: int, backend: str) -> None:
 
 
 def _record_result(run_id: int, result: BackendResult) -> None:
-    path = storage.store_outputs(run_id, result.backend, result.outputs) if result.outputs else None
+    outputs, note = storage.capped_outputs(result.outputs, settings.max_stored_output_bytes)
+    path = storage.store_outputs(run_id, result.backend, outputs) if outputs else None
     with session_scope() as session:
         backend_run = session.scalars(
             select(BackendRun).filter_by(run_id=run_id, backend=result.backend)
         ).one()
         backend_run.status = result.status
-        backend_run.reason = result.reason
+        backend_run.reason = "; ".join(filter(None, (result.reason, note))) or None
         backend_run.environment = jsonable(result.environment)
         backend_run.timings = result.timings
         backend_run.deterministic = result.deterministic
@@ -99,6 +100,7 @@ def replace_divergences(run_id: int, against: str, comparisons: list[Comparison]
             )
         )
         session.add_all(divergence_rows(run, run.model, comparisons))
+        drift_cache.bump(session, run.model_id, run.model.architecture)
 
 
 def stored_graph(model: Model) -> ModelGraph:
@@ -110,16 +112,29 @@ def stored_results(run: Run) -> dict[str, BackendResult]:
 
     The reference's isolated outputs are its accumulated ones (each layer already
     received the reference's own inputs), so they are stored once and aliased here.
+    Backends whose outputs were capped hold fewer samples; all are compared over the
+    first samples every backend stored.
     """
+    shapes = {
+        backend_run.backend: storage.stored_shapes(
+            storage.outputs_path(run.id, backend_run.backend)
+        )
+        for backend_run in run.backend_runs
+        if backend_run.status == "done" and backend_run.outputs_path
+    }
+    samples = min(
+        (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
+    )
     results = {}
-    for backend_run in run.backend_runs:
-        if backend_run.status == "done" and backend_run.outputs_path:
-            outputs = storage.load_outputs(storage.outputs_path(run.id, backend_run.backend))
-            if backend_run.backend == run.reference:
-                outputs["isolated"] = outputs["accumulated"]
-            results[backend_run.backend] = BackendResult(
-                backend=backend_run.backend, status="done", outputs=outputs
-            )
+    for backend, stored in shapes.items():
+        path = storage.outputs_path(run.id, backend)
+        outputs = {
+            mode: storage.StoredLayers(path, mode, list(layers), samples)
+            for mode, layers in stored.items()
+        }
+        if backend == run.reference:
+            outputs["isolated"] = outputs["accumulated"]
+        results[backend] = BackendResult(backend=backend, status="done", outputs=outputs)
     return results
 
 
@@ -180,7 +195,9 @@ def _reference_feed(
     if not path.exists():
         return None
     outputs = storage.load_outputs(path)["accumulated"]
-    return layer_inputs_from(artifact.graph, inputs, outputs)
+    samples = min(array.shape[0] for array in outputs.values())  # fewer when capped
+    fed = {name: array[:samples] for name, array in inputs.items()}
+    return layer_inputs_from(artifact.graph, fed, outputs)
 
 
 def execute_backend(run_id: int, backend: str) -> str | None:

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.api.deps import SessionDep
+from app.api.deps import RowId, SessionDep
 from app.api.models import get_model_or_404
+from app.drift_cache import cached
 from app.drift_queries import depth_drift, model_layer_drift
 from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
 from workers.runners import DEFAULT_REFERENCE, runner_class
@@ -18,7 +19,7 @@ router = APIRouter(tags=["drift"])
 @router.get("/models/{model_id}/drift", response_model=ModelDriftPublic)
 def model_drift(
     session: SessionDep,
-    model_id: int,
+    model_id: RowId,
     backend: str,
     against: str = DEFAULT_REFERENCE,
     metric: Metric = Metric.rel_l2,
@@ -28,8 +29,14 @@ def model_drift(
     get_model_or_404(session, model_id)
     runner_class(backend)
     runner_class(against)
-    layers = model_layer_drift(
-        session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
+    scope = f"model:{model_id}"
+    layers = cached(
+        session,
+        scope,
+        f"{scope}|{backend}|{against}|{mode}|{metric}",
+        lambda: model_layer_drift(
+            session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
+        ),
     )
     return {
         "model_id": model_id,
@@ -53,13 +60,19 @@ def drift_by_depth(
     """Over every model with this architecture signature: drift per depth and its growth."""
     runner_class(backend)
     runner_class(against)
-    models, depths = depth_drift(
+    scope = f"architecture:{architecture}"
+    models, depths = cached(
         session,
-        architecture=architecture,
-        backend=backend,
-        against=against,
-        mode=mode,
-        metric=metric,
+        scope,
+        f"{scope}|{backend}|{against}|{mode}|{metric}",
+        lambda: depth_drift(
+            session,
+            architecture=architecture,
+            backend=backend,
+            against=against,
+            mode=mode,
+            metric=metric,
+        ),
     )
     return {
         "architecture": architecture,

@@ -7,18 +7,20 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from app import storage
-from app.api.deps import InspectorDep, SessionDep
+from app import drift_cache, storage
+from app.api.deps import InspectorDep, Limit, RowId, SessionDep, Skip
 from app.config import settings
 from app.errors import ApiError, not_found
-from app.model_uploads import create_model
+from app.model_uploads import copy_limited, create_model
 from app.models import InputSet, Model, Run
-from app.schemas import InputGenerate, InputSetPublic, ModelPublic, ModelsPublic
+from app.schemas import ErrorPublic, InputGenerate, InputSetPublic, ModelPublic, ModelsPublic
 from workers.inputs import (
-    InputError,
     InputRecipe,
+    check_generated_size,
     check_input_shapes,
     generate_inputs,
     load_input_file,
@@ -33,9 +35,9 @@ router = APIRouter(prefix="/models", tags=["models"])
     status_code=201,
     responses={
         200: {"model": ModelPublic, "description": "Same bytes already stored"},
-        413: {"description": "Upload over the size limit"},
-        415: {"description": "Not a .keras or .h5 file"},
-        422: {"description": "Unsafe or unparseable model"},
+        413: {"model": ErrorPublic, "description": "Upload over the size limit"},
+        415: {"model": ErrorPublic, "description": "Not a .keras or .h5 file"},
+        422: {"model": ErrorPublic, "description": "Unsafe or unparseable model"},
     },
 )
 def upload_model(
@@ -56,11 +58,9 @@ def upload_model(
 
 
 @router.get("", response_model=ModelsPublic)
-def list_models(session: SessionDep, skip: int = 0, limit: int = 100) -> dict[str, Any]:
+def list_models(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> dict[str, Any]:
     count = session.scalar(select(func.count()).select_from(Model)) or 0
-    models = session.scalars(
-        select(Model).order_by(Model.id).offset(max(skip, 0)).limit(min(max(limit, 0), 1000))
-    ).all()
+    models = session.scalars(select(Model).order_by(Model.id).offset(skip).limit(limit)).all()
     return {"count": count, "data": models}
 
 
@@ -72,18 +72,19 @@ def get_model_or_404(session: SessionDep, model_id: int) -> Model:
 
 
 @router.get("/{model_id}", response_model=ModelPublic)
-def read_model(session: SessionDep, model_id: int) -> Model:
+def read_model(session: SessionDep, model_id: RowId) -> Model:
     return get_model_or_404(session, model_id)
 
 
 @router.delete("/{model_id}", status_code=204)
-def delete_model(session: SessionDep, model_id: int) -> Response:
+def delete_model(session: SessionDep, model_id: RowId) -> Response:
     """Removes the model, its input sets, runs, results and their files."""
     model = get_model_or_404(session, model_id)
     run_ids = session.scalars(select(Run.id).filter_by(model_id=model_id)).all()
     if any(session.get(Run, run_id).status in ("queued", "running") for run_id in run_ids):
         raise ApiError(409, f"model {model_id} has runs in progress; delete it when they finish")
     path = storage.model_path(model.sha256, model.file_format)
+    drift_cache.bump(session, model.id, model.architecture)
     session.delete(model)
     session.commit()
     path.unlink(missing_ok=True)
@@ -146,22 +147,36 @@ INPUTS_BODY = {
 @router.post(
     "/{model_id}/inputs", response_model=InputSetPublic, status_code=201, openapi_extra=INPUTS_BODY
 )
-async def create_input_set(session: SessionDep, model_id: int, request: Request) -> InputSet:
-    """An uploaded .npy/.npz (multipart `file`) or a generator spec (JSON)."""
-    model = get_model_or_404(session, model_id)
-    shapes = _input_shapes(model)
+async def create_input_set(session: SessionDep, model_id: RowId, request: Request) -> InputSet:
+    """An uploaded .npy/.npz (multipart `file`) or a generator spec (JSON).
+
+    Only reading the body happens on the event loop; the database, numpy and the
+    files run on the thread pool, so one slow request never stalls the others.
+    """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
+        upload = (await request.form()).get("file")
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "multipart body needs a 'file' field holding a .npy or .npz")
-        with storage.staged_file(".npz") as staged:
-            staged.write_bytes(await upload.read())
-            inputs = load_input_file(staged, shapes)
-        return _store_input_set(session, model, "npy", {"filename": upload.filename}, inputs)
+        return await run_in_threadpool(_input_set_from_file, session, model_id, upload)
+    body = await request.body()
+    return await run_in_threadpool(_input_set_from_spec, session, model_id, body)
+
+
+def _input_set_from_file(session: Session, model_id: int, upload: UploadFile) -> InputSet:
+    model = get_model_or_404(session, model_id)
+    suffix = ".npz" if (upload.filename or "").endswith(".npz") else ".npy"
+    with storage.staged_file(suffix, upload.filename) as staged:
+        copy_limited(upload.file, staged)
+        inputs = load_input_file(staged, _input_shapes(model), settings.max_input_bytes)
+    return _store_input_set(session, model, "npy", {"filename": upload.filename}, inputs)
+
+
+def _input_set_from_spec(session: Session, model_id: int, body: bytes) -> InputSet:
+    model = get_model_or_404(session, model_id)
+    shapes = _input_shapes(model)
     try:
-        spec = InputGenerate.model_validate(json.loads(await request.body() or b"null"))
+        spec = InputGenerate.model_validate(json.loads(body or b"null"))
     except (ValueError, TypeError) as error:
         raise ApiError(
             422, f"expected a JSON generator spec or a multipart .npy upload: {error}"
@@ -171,10 +186,8 @@ async def create_input_set(session: SessionDep, model_id: int, request: Request)
             422,
             f"batch {spec.batch} is over the limit of {settings.max_batch} (DRIFTBENCH_MAX_BATCH)",
         )
-    try:
-        recipe = InputRecipe(**spec.model_dump())
-    except InputError as error:
-        raise ApiError(422, str(error)) from None
+    recipe = InputRecipe(**spec.model_dump())
+    check_generated_size(recipe.batch, shapes, settings.max_input_bytes)
     inputs = generate_inputs(recipe, shapes)
     check_input_shapes(inputs, shapes)
     return _store_input_set(session, model, spec.kind, spec.model_dump(), inputs)

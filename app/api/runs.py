@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select
 
 from app import storage
-from app.api.deps import SessionDep
+from app.api.deps import Limit, RowId, RowIdFilter, SessionDep, Skip
 from app.backend_status import backend_statuses
 from app.config import settings
 from app.errors import ApiError, not_found
@@ -65,15 +65,13 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
 
 @router.get("", response_model=RunsPublic)
 def list_runs(
-    session: SessionDep, model_id: int | None = None, skip: int = 0, limit: int = 100
+    session: SessionDep, model_id: RowIdFilter = None, skip: Skip = 0, limit: Limit = 100
 ) -> dict[str, Any]:
     query = select(Run)
     if model_id is not None:
         query = query.filter_by(model_id=model_id)
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(
-        query.order_by(Run.id.desc()).offset(max(skip, 0)).limit(min(max(limit, 0), 1000))
-    ).all()
+    runs = session.scalars(query.order_by(Run.id.desc()).offset(skip).limit(limit)).all()
     return {"count": count, "data": runs}
 
 
@@ -85,7 +83,7 @@ def get_run_or_404(session: SessionDep, run_id: int) -> Run:
 
 
 @router.get("/{run_id}", response_model=RunPublic)
-def read_run(session: SessionDep, run_id: int) -> Run:
+def read_run(session: SessionDep, run_id: RowId) -> Run:
     return get_run_or_404(session, run_id)
 
 
@@ -96,7 +94,7 @@ def read_run(session: SessionDep, run_id: int) -> Run:
 )
 def read_divergence(
     session: SessionDep,
-    run_id: int,
+    run_id: RowId,
     against: Annotated[str | None, Query(description="default: the run's reference")] = None,
     mode: ModeName = "accumulated",
     backend: str | None = None,
@@ -132,7 +130,7 @@ def read_divergence(
     },
 )
 def download_output(
-    session: SessionDep, run_id: int, backend: str, layer: str, mode: ModeName = "accumulated"
+    session: SessionDep, run_id: RowId, backend: str, layer: str, mode: ModeName = "accumulated"
 ) -> Response:
     run = get_run_or_404(session, run_id)
     backend_run = next((b for b in run.backend_runs if b.backend == backend), None)

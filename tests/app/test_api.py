@@ -221,9 +221,11 @@ def test_model_drift_aggregates_over_runs(client: httpx.Client, example: Any) ->
         assert wait_for_run(client, run_id)["status"] == "done"
         rows = client.get(f"/api/runs/{run_id}/divergence").json()["rows"]
         per_run.append({r["layer"]: r["max_abs"] for r in rows})
-    drift = client.get(
-        f"/api/models/{model_id}/drift", params={"backend": "numpy", "metric": "max_abs"}
-    ).json()
+        drift = client.get(
+            f"/api/models/{model_id}/drift", params={"backend": "numpy", "metric": "max_abs"}
+        ).json()
+        # answered again after each run: a kept answer never outlives a new run
+        assert {row["count"] for row in drift["layers"]} == {len(per_run)}
     assert len(drift["layers"]) == 12
     for row in drift["layers"]:
         values = sorted(run[row["layer"]] for run in per_run)
@@ -279,6 +281,8 @@ def test_delete_model_removes_files_and_results(
         "/api/runs", json={"model_id": model["id"], "input_set_id": input_id, "backends": ["numpy"]}
     ).json()["id"]
     assert wait_for_run(client, run_id)["status"] == "done"
+    depth = {"architecture": model["architecture"], "backend": "numpy"}
+    models_before = client.get("/api/drift/depth", params=depth).json()["models"]
     model_file = server.data_dir / "models" / f"{model['sha256']}.keras"
     outputs = server.data_dir / "outputs" / str(run_id)
     assert model_file.exists() and outputs.exists()
@@ -286,6 +290,7 @@ def test_delete_model_removes_files_and_results(
     assert client.get(f"/api/models/{model['id']}").status_code == 404
     assert client.get(f"/api/runs/{run_id}").status_code == 404
     assert not model_file.exists() and not outputs.exists()
+    assert client.get("/api/drift/depth", params=depth).json()["models"] == models_before - 1
     assert client.delete(f"/api/models/{model['id']}").status_code == 404
 
 

@@ -113,3 +113,28 @@ def test_no_chromium_survives_the_worker_process(tmp_path: Path) -> None:
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_warm_page_is_kept_per_key_and_replaced_after_a_failure() -> None:
+    host = BrowserHost(settings.chromium_path)
+    try:
+
+        async def count(page: Any, served: int) -> tuple[int, int]:
+            calls = await page.evaluate("window.calls = (window.calls || 0) + 1")
+            return calls, served
+
+        def run(key: str, job: Any = count) -> Any:
+            return host.run_in_page(key, "about:blank", job, timeout_s=30)
+
+        assert [run("a"), run("a"), run("b"), run("a")] == [(1, 1), (2, 2), (1, 1), (3, 3)]
+
+        async def throws(page: Any, served: int) -> None:
+            await page.evaluate("(() => { throw new Error('bad model'); })()")
+
+        with pytest.raises(BrowserJobFailed, match="bad model"):
+            run("a", throws)
+        assert run("a") == (1, 1)  # the failed page was closed, a fresh one opened
+        assert run("b") == (2, 2)
+        assert host.restarts == 0
+    finally:
+        host.close()

@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
+from app.config import settings
 from tests.conftest import randomize_weights
-from workers.model_loading import ModelRefused, load_artifact
+from workers.model_loading import (
+    ModelRefused,
+    declared_parameter_count,
+    load_artifact,
+    read_model_config,
+)
 
 
 def branching_model(keras: Any) -> Any:
@@ -136,4 +142,48 @@ def test_truncated_zip_is_refused(keras: Any, tmp_path: Path) -> None:
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ModelRefused, match="unreadable keras model file"):
+        load_artifact(path)
+
+
+@pytest.mark.parametrize("example_name", ["cifar_cnn", "dense10x50"])
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_declared_parameters_match_the_built_model(
+    keras: Any, example: Any, tmp_path: Path, example_name: str, suffix: str
+) -> None:
+    model = keras.saving.load_model(example(example_name).path, compile=False)
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    config = read_model_config(path)
+    assert declared_parameter_count(path, config, keras) == model.count_params()
+
+
+def test_parameter_limit_refuses_before_allocating(
+    keras: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)]).save(path)
+    monkeypatch.setattr(settings, "max_model_params", 19)
+    with pytest.raises(ModelRefused, match="declares 20 parameters, over the limit of 19"):
+        load_artifact(path)
+    monkeypatch.setattr(settings, "max_model_params", 20)
+    assert load_artifact(path).graph.layers[-1].param_count == 20
+
+
+def test_zip_entries_outside_the_archive_and_bombs_are_refused(
+    keras: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
+    original = path.read_bytes()
+    for name in ("../x.py", "/etc/cron.d/x", "assets/../../x", "C:/x"):
+        path.write_bytes(original)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(name, b"x")
+        with pytest.raises(ModelRefused, match="points outside the archive"):
+            load_artifact(path)
+    path.write_bytes(original)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", bytes(4 * 1024 * 1024))
+    monkeypatch.setattr(settings, "max_unpacked_bytes", 4 * 1024 * 1024)
+    with pytest.raises(ModelRefused, match=r"unpacks to \d+ bytes from \d+, over the 4194304"):
         load_artifact(path)

@@ -242,3 +242,24 @@ def test_missing_chromium_skips_tfjs_with_the_install_hint(
     assert "Chromium not found" in results["tfjs-webgl"].reason
     assert "apt-get install -y chromium" in results["tfjs-webgl"].reason
     assert results["keras-cpu"].status == "done"
+
+
+@pytest.mark.parametrize("backend", [*TFJS_FLOAT32, "tfjs-webgl-f16"])
+def test_a_warm_page_gives_the_numbers_of_a_fresh_one(
+    backend: str, example: Any, monkeypatch: Any
+) -> None:
+    from workers import browser_host
+
+    monkeypatch.setattr(browser_host, "PAGE_JOBS", 2)
+    artifact = example("conv3x3")
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
+    results = [
+        run_backend(backend, artifact, inputs, modes=(), repeats=1, reference_feed=None)
+        for _ in range(3)
+    ]
+    page_jobs = [result.environment["page_job"] for result in results]
+    assert 1 in page_jobs and 2 in page_jobs, page_jobs  # fresh and warm pages both ran
+    first = results[0].outputs["accumulated"]
+    for result in results[1:]:
+        for layer, values in result.outputs["accumulated"].items():
+            assert np.array_equal(values, first[layer], equal_nan=True), (backend, layer)

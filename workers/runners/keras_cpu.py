@@ -3,7 +3,8 @@
 The capture model is the loaded model with every layer's output made an output,
 so the numbers come from the same graph a user's `model.predict` runs, batched by
 `DRIFTBENCH_KERAS_BATCH_SIZE`. Whether oneDNN is on changes the kernels (and the
-rounding), so it is recorded.
+rounding), so it is recorded. The loaded models are kept per process, not per
+job: loading a model and tracing its predict function cost more than predicting.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -23,6 +27,41 @@ from workers.model_loading import ModelArtifact, load_keras_model
 from workers.runners.base import LayerInputs, LayerOutputs, Runner
 
 NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
+MODELS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and its all-layers capture model; `lock` keeps one job at a time on them."""
+
+    model: Any
+    capture: Any
+    lock: threading.Lock
+
+
+_loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+_loaded_lock = threading.Lock()
+
+
+def loaded_model(keras: Any, model: ModelArtifact) -> LoadedModel:
+    """The process's loaded copy of the model, kept for the last MODELS_KEPT models."""
+    with _loaded_lock:
+        if model.sha256 in _loaded:
+            _loaded.move_to_end(model.sha256)
+            return _loaded[model.sha256]
+    keras_model = load_keras_model(model.path)
+    names = [layer.name for layer in model.graph.compute_layers]
+    capture = keras.Model(
+        inputs=keras_model.inputs,
+        outputs=[keras_model.get_layer(name).output for name in names],
+    )
+    with _loaded_lock:
+        entry = _loaded.setdefault(
+            model.sha256, LoadedModel(keras_model, capture, threading.Lock())
+        )
+        while len(_loaded) > MODELS_KEPT:
+            _loaded.popitem(last=False)
+        return entry
 
 
 class KerasCpuRunner(Runner):
@@ -58,36 +97,17 @@ class KerasCpuRunner(Runner):
             )
         return None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._loaded: tuple[str, Any, Any] | None = None
-
     def activate_impl(self) -> None:
         self._keras = import_keras()
         import tensorflow as tf
 
         self._tf = tf
 
-    def deactivate_impl(self) -> None:
-        self._loaded = None
-
-    def _models(self, model: ModelArtifact) -> tuple[Any, Any]:
-        """The loaded model and its all-layers capture model, kept for the last sha256."""
-        if self._loaded is None or self._loaded[0] != model.sha256:
-            keras_model = load_keras_model(model.path)
-            names = [layer.name for layer in model.graph.compute_layers]
-            capture = self._keras.Model(
-                inputs=keras_model.inputs,
-                outputs=[keras_model.get_layer(name).output for name in names],
-            )
-            self._loaded = (model.sha256, keras_model, capture)
-        return self._loaded[1], self._loaded[2]
-
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
-        _, capture = self._models(model)
+        loaded = loaded_model(self._keras, model)
         feed = [inputs[layer.name] for layer in model.graph.inputs]
-        with self._tf.device("/CPU:0"):
-            outputs = capture.predict(
+        with loaded.lock, self._tf.device("/CPU:0"):
+            outputs = loaded.capture.predict(
                 feed if len(feed) > 1 else feed[0],
                 batch_size=settings.keras_batch_size,
                 verbose=0,
@@ -98,12 +118,12 @@ class KerasCpuRunner(Runner):
         return dict(zip(names, outputs, strict=True))
 
     def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
-        keras_model, _ = self._models(model)
+        loaded = loaded_model(self._keras, model)
         outputs: LayerOutputs = {}
-        with self._tf.device("/CPU:0"):
+        with loaded.lock, self._tf.device("/CPU:0"):
             for layer in model.graph.compute_layers:
                 feed = [self._tf.constant(x) for x in layer_inputs[layer.name]]
-                result = keras_model.get_layer(layer.name)(
+                result = loaded.model.get_layer(layer.name)(
                     feed if len(feed) > 1 else feed[0], training=False
                 )
                 outputs[layer.name] = np.asarray(result)

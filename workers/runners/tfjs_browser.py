@@ -1,10 +1,12 @@
 """`tfjs-cpu`, `tfjs-wasm`, `tfjs-webgl`, `tfjs-webgl-f16`: TF.js 4.22 in headless Chromium.
 
 The model is exported by our own exporter and served, with the harness page,
-from a local HTTP server; the process's one warm Chromium opens a clean context
-per job. TF.js's cpu backend is plain JavaScript arithmetic in float32; webgl
-runs shaders through SwiftShader here, and with WEBGL_FORCE_F16_TEXTURES it
-stores every tensor as float16, like phones whose GPUs only render half floats.
+from a local HTTP server; the process's one warm Chromium keeps one page per
+backend, where TF.js stays initialised (and WebGL's shaders compiled) between jobs;
+each job loads its model afresh and disposes of it afterwards. TF.js's cpu
+backend is plain JavaScript arithmetic in float32; webgl runs shaders through
+SwiftShader here, and with WEBGL_FORCE_F16_TEXTURES it stores every tensor as
+float16, like phones whose GPUs only render half floats.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from playwright.async_api import BrowserContext
+from playwright.async_api import Page
 
 from app.config import settings
 from workers.browser_host import (
@@ -43,6 +45,9 @@ from workers.tfjs_export import export_model, unsupported_reason
 TFJS_BUNDLE = STATIC_FILES["/tfjs/tf.min.js"]
 _shared: dict[str, Any] = {}
 _shared_lock = threading.Lock()
+# Weights read back from TF.js, per (model sha256, backend): the same export loads the
+# same way every time, so the page checks it on a backend's first job of a model only.
+_weights_checked: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def _server_and_exports() -> tuple[HarnessServer, Path]:
@@ -78,7 +83,7 @@ class TfjsRunner(Runner):
 
     def activate_impl(self) -> None:
         try:
-            self._host: BrowserHost = shared_host(settings.chromium_path)
+            self.host: BrowserHost = shared_host(settings.chromium_path)
         except BrowserUnavailable as error:
             raise BackendUnavailable(str(error)) from error
         self._server, self._exports = _server_and_exports()
@@ -86,7 +91,8 @@ class TfjsRunner(Runner):
     def layer_unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_reason(layer)
 
-    def _model_url(self, model: ModelArtifact) -> str:
+    def model_url(self, model: ModelArtifact) -> str:
+        """Where the page loads the model's TF.js export from (exported once per sha256)."""
         directory = self._exports / model.sha256
         if not (directory / "model.json").exists():
             export_model(model.graph, directory)
@@ -96,32 +102,44 @@ class TfjsRunner(Runner):
         self, model: ModelArtifact, mode: str, tensors: list[np.ndarray], spec_extra: dict[str, Any]
     ) -> LayerOutputs:
         names = [layer.name for layer in model.graph.compute_layers]
+        checked = _weights_checked.get((model.sha256, self.BACKEND))
         job_id = self._server.open_job([np.ascontiguousarray(t, "<f4").tobytes() for t in tensors])
         spec = {
             "backend": self.TFJS_BACKEND,
             "flags": self.FLAGS,
-            "modelUrl": self._model_url(model),
+            "modelUrl": self.model_url(model),
             "jobUrl": f"{self._server.url}/jobs/{job_id}",
             "mode": mode,
             "layers": names,
             "batchSize": settings.tfjs_batch_size,
+            "checkWeights": checked is None,
             **spec_extra,
         }
 
-        async def in_page(context: BrowserContext) -> dict[str, Any]:
-            page = await context.new_page()
-            await page.goto(f"{self._server.url}/harness.html")
-            return await page.evaluate("spec => window.driftbench.runJob(spec)", spec)
+        async def in_page(page: Page, served: int) -> dict[str, Any]:
+            result = await page.evaluate("spec => window.driftbench.runJob(spec)", spec)
+            return {**result, "page_job": served}
 
         try:
-            result = self._host.run(in_page, timeout_s=settings.browser_job_timeout_s)
+            result = self.host.run_in_page(
+                self.BACKEND,
+                f"{self._server.url}/harness.html",
+                in_page,
+                timeout_s=settings.browser_job_timeout_s,
+            )
         except BrowserJobFailed as error:
             raise BackendFailed(f"{self.BACKEND}: {error}") from error
         finally:
             channel = self._server.close_job(job_id)
+        if checked is None:
+            checked = _weights_checked[(model.sha256, self.BACKEND)] = result["environment"][
+                "weights_roundtrip"
+            ]
         self._environment = {
             **result["environment"],
-            "browser_restarts": self._host.restarts,
+            "weights_roundtrip": checked,
+            "browser_restarts": self.host.restarts,
+            "page_job": result["page_job"],
             "chromium": str(settings.chromium_path),
         }
         return {

@@ -1,0 +1,76 @@
+"""Every benchmark in one process run, the report as JSON and as a table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
+from app.bench.end_to_end import end_to_end
+from app.bench.figures import Figure, table
+from app.bench.memory import memory_figures
+from app.bench.queries import postgres_database, query_figures
+from app.bench.tfjs_pages import tfjs_figures
+
+PARTS = ("keras", "numpy", "tfjs", "e2e", "queries", "memory")
+
+
+def _queries(directory: Path, runs: int, postgres_admin_url: str) -> list[Figure]:
+    figures = query_figures(directory, "sqlite", None, runs, requests=60)
+    try:
+        with postgres_database(postgres_admin_url) as url:
+            figures += query_figures(directory, "postgresql", url, runs, requests=60)
+    except OSError as error:
+        figures.append(
+            Figure("queries on postgresql: not measured", 0.0, "", detail={"reason": str(error)})
+        )
+    return figures
+
+
+def run_bench(
+    parts: list[str],
+    out: Path,
+    *,
+    repeats: int,
+    runs: int,
+    postgres_admin_url: str,
+    progress: Callable[[str], None] = print,
+) -> list[Figure]:
+    """Run the chosen parts; write `out` (JSON) and return the figures."""
+    figures: list[Figure] = []
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="driftbench-bench-") as scratch:
+        directory = Path(scratch)
+        steps: dict[str, Callable[[], list[Figure]]] = {
+            "keras": lambda: [keras_vs_predict(directory, repeats)],
+            "numpy": lambda: numpy_vs_keras(directory, repeats),
+            "tfjs": lambda: (
+                tfjs_figures(directory, repeats, "dense10x50", 256)
+                + tfjs_figures(directory, repeats, "cifar_cnn", 8)
+            ),
+            "e2e": lambda: [end_to_end(directory, repeats)],
+            "queries": lambda: _queries(directory, runs, postgres_admin_url),
+            "memory": lambda: memory_figures(directory),
+        }
+        for part in parts:
+            started = time.perf_counter()
+            new = steps[part]()
+            seconds[part] = time.perf_counter() - started
+            figures += new
+            progress(table(new).split("\n", 2)[2])
+    report: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "parts_s": seconds,
+        "figures": [figure.as_dict() for figure in figures],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    return figures

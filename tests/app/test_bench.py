@@ -1,0 +1,36 @@
+"""`driftbench bench` end to end on a small scale: it measures through a live server on
+SQLite and PostgreSQL, reports each figure against its target, and says so in its
+exit status. (What the figures are is the benchmark's business, not a test's.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("driftbench")), "bench", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_bench_queries_report_every_figure_with_its_target(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = bench("--only", "queries", "--runs", "40", "--repeats", "2", "--json", str(out))
+    report = json.loads(out.read_text())
+    figures = {figure["name"]: figure for figure in report["figures"]}
+    timed = [f for f in figures.values() if f["target"] is not None]
+    assert {f["name"].rsplit(", ", 1)[1] for f in timed} == {"sqlite", "postgresql"}
+    assert len(timed) == 4 and all(f["unit"] == "ms" and f["target"] == 50.0 for f in timed)
+    for figure in timed:
+        assert 0 < figure["value"] < 60_000
+        assert figure["met"] == (figure["value"] <= 50.0)
+        assert figure["detail"]["rows_per_run"] == 20 and figure["detail"]["requests"] == 60
+        assert figure["name"] in done.stdout
+    assert done.returncode == (0 if all(f["met"] for f in timed) else 1), done.stdout
+
+
+def test_unknown_part_is_refused() -> None:
+    done = bench("--only", "keras,gpu")
+    assert done.returncode == 2 and "unknown part(s) ['gpu']" in done.stdout
