@@ -67,7 +67,7 @@ def create_model(
             )
         with storage.staged_file(f".{file_format}", filename) as named:
             shutil.copyfile(staged, named)
-            summary = inspector.inspect(named, settings.inspect_timeout_s)
+            summary = inspector.inspect(named, settings.inspect_timeout_s, key=sha256)
             model = Model(
                 sha256=sha256,
                 name=name or Path(filename).stem or summary["name"],

@@ -3,7 +3,8 @@
 A malformed or hostile file may hang or crash the Keras/h5py parser; doing it in a
 child process keeps the server alive, and a time limit keeps it responsive. The
 child stays warm between uploads (TensorFlow imports once) and is replaced when it
-times out or dies.
+times out or dies. Files are parsed one at a time; requests uploading the same
+bytes at once share one parse instead of queueing for their own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -64,6 +65,9 @@ class ModelInspector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._in_flight_lock = threading.Lock()
+        self.parses = 0
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -82,8 +86,31 @@ class ModelInspector:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def inspect(self, path: Path, timeout_s: float) -> dict[str, Any]:
+    def inspect(self, path: Path, timeout_s: float, key: str) -> dict[str, Any]:
+        """The model's summary; callers with the same `key` (the file's sha256) at the same
+        time get the result of one parse."""
+        with self._in_flight_lock:
+            shared = self._in_flight.get(key)
+            owner = shared is None
+            if shared is None:
+                shared = self._in_flight[key] = Future()
+        if not owner:
+            return shared.result()
+        try:
+            summary = self._parse(path, timeout_s)
+        except BaseException as error:
+            shared.set_exception(error)
+            raise
+        else:
+            shared.set_result(summary)
+            return summary
+        finally:
+            with self._in_flight_lock:
+                del self._in_flight[key]
+
+    def _parse(self, path: Path, timeout_s: float) -> dict[str, Any]:
         with self._lock:
+            self.parses += 1
             future = self._executor().submit(summarize_model, str(path))
             try:
                 summary = future.result(timeout=timeout_s)
