@@ -21,32 +21,40 @@ from sqlalchemy.orm import Session
 from app.models import DriftAggregate, DriftVersion
 
 
-def scopes(model_id: int, architecture: str) -> tuple[str, str]:
-    return f"model:{model_id}", f"architecture:{architecture}"
+def model_scope(model_id: int) -> str:
+    return f"model:{model_id}"
+
+
+def architecture_scope(architecture: str) -> str:
+    return f"architecture:{architecture}"
+
+
+def _increment(session: Session, scope: str) -> bool:
+    """Add one to the scope's version; False when the scope has no row yet."""
+    changed = session.execute(
+        update(DriftVersion)
+        .where(DriftVersion.scope == scope)
+        .values(version=DriftVersion.version + 1)
+    )
+    return changed.rowcount > 0
 
 
 def bump(session: Session, model_id: int, architecture: str) -> None:
     """Mark the model's and architecture's aggregates stale (call inside the write)."""
-    for scope in scopes(model_id, architecture):
-        changed = session.execute(
-            update(DriftVersion)
-            .where(DriftVersion.scope == scope)
-            .values(version=DriftVersion.version + 1)
-        )
-        if changed.rowcount == 0:
-            try:
-                with session.begin_nested():
-                    session.add(DriftVersion(scope=scope, version=1))
-            except IntegrityError:  # another writer created it first
-                session.execute(
-                    update(DriftVersion)
-                    .where(DriftVersion.scope == scope)
-                    .values(version=DriftVersion.version + 1)
-                )
+    for scope in (model_scope(model_id), architecture_scope(architecture)):
+        if _increment(session, scope):
+            continue
+        try:
+            with session.begin_nested():
+                session.add(DriftVersion(scope=scope, version=1))
+        except IntegrityError:  # another writer created it first
+            _increment(session, scope)
 
 
-def cached(session: Session, scope: str, key: str, compute: Callable[[], Any]) -> Any:
-    """The stored answer for `key` if its scope has not changed since, else `compute()`."""
+def cached(session: Session, scope: str, query: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+    """The stored answer to `query` within `scope` if the scope has not changed since it
+    was computed, else `compute()`."""
+    key = "|".join((scope, *query))
     row = session.get(DriftVersion, scope)
     version = row.version if row is not None else 0
     stored = session.get(DriftAggregate, key)

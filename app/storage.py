@@ -163,10 +163,10 @@ class StoredLayers(Mapping[str, np.ndarray]):
         self.path, self.mode, self.layers, self.samples = path, mode, layers, samples
 
     def __getitem__(self, layer: str) -> np.ndarray:
-        if layer not in self.layers:
+        array = load_layer_output(self.path, self.mode, layer)
+        if array is None:
             raise KeyError(layer)
-        with np.load(self.path, allow_pickle=False) as archive:
-            return archive[f"{self.mode}/{layer}"][: self.samples]
+        return array[: self.samples]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.layers)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import secrets
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from app.bench.served import answers_healthz
+from app.bench.served import postgres_database as bench_postgres_database
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -30,16 +30,8 @@ def free_port() -> int:
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """A new, empty database on the local PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"driftbench_test_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with bench_postgres_database(POSTGRES_ADMIN_URL, prefix="driftbench_test") as url:
+        yield url
 
 
 class ManagedProcess:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from app.api.deps import RowId, SessionDep
 from app.api.models import get_model_or_404
-from app.drift_cache import cached
+from app.drift_cache import architecture_scope, cached, model_scope
 from app.drift_queries import depth_drift, model_layer_drift
 from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
 from workers.runners import DEFAULT_REFERENCE, runner_class
@@ -29,11 +29,10 @@ def model_drift(
     get_model_or_404(session, model_id)
     runner_class(backend)
     runner_class(against)
-    scope = f"model:{model_id}"
     layers = cached(
         session,
-        scope,
-        f"{scope}|{backend}|{against}|{mode}|{metric}",
+        model_scope(model_id),
+        (backend, against, mode, metric),
         lambda: model_layer_drift(
             session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
         ),
@@ -60,11 +59,10 @@ def drift_by_depth(
     """Over every model with this architecture signature: drift per depth and its growth."""
     runner_class(backend)
     runner_class(against)
-    scope = f"architecture:{architecture}"
     models, depths = cached(
         session,
-        scope,
-        f"{scope}|{backend}|{against}|{mode}|{metric}",
+        architecture_scope(architecture),
+        (backend, against, mode, metric),
         lambda: depth_drift(
             session,
             architecture=architecture,

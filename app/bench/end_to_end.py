@@ -12,7 +12,7 @@ import httpx
 
 from app.bench.backend_jobs import bare_predict, example_job
 from app.bench.figures import Figure, median, ratio, timed
-from app.bench.served import served_app
+from app.bench.served import run_body, served_app
 from app.bench.tfjs_pages import TFJS_BACKENDS, bare_page
 from workers.model_loading import ModelArtifact
 from workers.runners import DEFAULT_REFERENCE, runner_class
@@ -64,13 +64,7 @@ def end_to_end(directory: Path, repeats: int) -> Figure:
         served_app(directory / "e2e") as served,
         httpx.Client(base_url=served.url, timeout=600) as client,
     ):
-        with artifact.path.open("rb") as stream:
-            model_id = client.post("/api/models", files={"file": (artifact.path.name, stream)})
-        model_id = model_id.json()["id"]
-        input_id = client.post(
-            f"/api/models/{model_id}/inputs", json={"kind": "uniform", "batch": BATCH}
-        ).json()["id"]
-        body = {"model_id": model_id, "input_set_id": input_id, "backends": backends}
+        _, body = run_body(client, artifact.path, BATCH, backends)
         measured = timed(lambda: run_to_done(client, body), repeats)
     figure = ratio(
         f"POST /api/runs to done vs sum of bare backends ({MODEL}, batch {BATCH}, "

@@ -10,7 +10,7 @@ import httpx
 from app.bench.backend_jobs import example_job
 from app.bench.end_to_end import cpu_backends, run_to_done
 from app.bench.figures import Figure
-from app.bench.served import served_app
+from app.bench.served import run_body, served_app
 from app.config import MiB, settings
 
 MODEL, BATCH = "cifar_cnn", 256
@@ -20,14 +20,8 @@ def memory_figures(directory: Path) -> list[Figure]:
     artifact, _ = example_job(MODEL, 1, directory)
     data_dir = directory / "memory"
     with served_app(data_dir) as served, httpx.Client(base_url=served.url, timeout=900) as client:
-        with artifact.path.open("rb") as stream:
-            model_id = client.post("/api/models", files={"file": ("cifar_cnn.keras", stream)})
-        model_id = model_id.json()["id"]
-        input_id = client.post(
-            f"/api/models/{model_id}/inputs", json={"kind": "uniform", "batch": BATCH}
-        ).json()["id"]
+        _, body = run_body(client, artifact.path, BATCH, cpu_backends())
         idle = served.peak_rss_mib()
-        body = {"model_id": model_id, "input_set_id": input_id, "backends": cpu_backends()}
         seconds = run_to_done(client, body)
         peak = served.peak_rss_mib()
         run = client.get("/api/runs?limit=1").json()["data"][0]

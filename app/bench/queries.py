@@ -7,10 +7,7 @@ endpoints are timed from a client like any other.
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +20,12 @@ from app import drift_cache
 from app.bench.backend_jobs import example_job
 from app.bench.end_to_end import run_to_done
 from app.bench.figures import Figure, percentile, timed
-from app.bench.served import served_app
+from app.bench.served import run_body, served_app
 from app.db import make_engine
 from app.models import LayerDivergence, Run
 
 BACKENDS = ["keras-cpu", "numpy"]
 CHUNK = 500
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A new database next to `admin_url`'s, dropped afterwards."""
-    import psycopg
-
-    name = f"driftbench_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _columns(row: LayerDivergence) -> dict[str, Any]:
@@ -100,13 +81,7 @@ def query_figures(
         served_app(data_dir, url) as served,
         httpx.Client(base_url=served.url, timeout=600) as client,
     ):
-        with artifact.path.open("rb") as stream:
-            model = client.post("/api/models", files={"file": ("dense10x50.keras", stream)})
-        model = model.json()
-        input_id = client.post(
-            f"/api/models/{model['id']}/inputs", json={"kind": "uniform", "batch": 8}
-        ).json()["id"]
-        body = {"model_id": model["id"], "input_set_id": input_id, "backends": BACKENDS}
+        model, body = run_body(client, artifact.path, 8, BACKENDS)
         run_to_done(client, body)
         started = time.perf_counter()
         store_copies(url or f"sqlite:///{data_dir.resolve() / 'driftbench.db'}", 1, runs - 1)

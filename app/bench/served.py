@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,6 +29,35 @@ def answers_healthz(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def postgres_database(admin_url: str, prefix: str = "driftbench_bench") -> Iterator[str]:
+    """A new, empty database next to `admin_url`'s (a psycopg URL), dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_body(
+    client: httpx.Client, model_path: Path, batch: int, backends: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Upload the model and seeded uniform inputs over HTTP; the model as stored and the
+    `POST /api/runs` body for those backends."""
+    with model_path.open("rb") as stream:
+        model = client.post("/api/models", files={"file": (model_path.name, stream)}).json()
+    input_id = client.post(
+        f"/api/models/{model['id']}/inputs", json={"kind": "uniform", "batch": batch}
+    ).json()["id"]
+    return model, {"model_id": model["id"], "input_set_id": input_id, "backends": backends}
 
 
 @dataclass(frozen=True)

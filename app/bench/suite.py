@@ -14,7 +14,8 @@ from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
 from app.bench.end_to_end import end_to_end
 from app.bench.figures import Figure, table
 from app.bench.memory import memory_figures
-from app.bench.queries import postgres_database, query_figures
+from app.bench.queries import query_figures
+from app.bench.served import postgres_database
 from app.bench.tfjs_pages import tfjs_figures
 
 PARTS = ("keras", "numpy", "tfjs", "e2e", "queries", "memory")
