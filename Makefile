@@ -10,9 +10,9 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium demo test lint bench clean
+.PHONY: install chromium redis-server demo test lint bench clean
 
-install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium
+install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
 chromium:
 	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+# The Celery tests start a private redis-server of their own on a unix socket.
+redis-server:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
 
 demo: install
 	$(BIN)/driftbench demo

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.config import settings
+from app.config import MiB, settings
 from app.report import drift_report
 from app.tables import amplification_line, backend_line, comparison_table
 from workers.drift_job import MODES, Mode, compare, run_backends
@@ -144,21 +146,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings.data_dir / "examples")
 
 
+def write_port_file(path: Path, port: int) -> None:
+    """Tell whoever started `serve --port 0` which port it got. Written to a temporary
+    file and renamed into place, so a reader polling `path` never sees half a number."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(f"{port}\n")
+    temporary.replace(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bind the listening socket here and hand it to uvicorn: with `--port 0` the OS picks
+    a free port at bind time, and only this process can report it (a port found free
+    earlier and bound later may have been taken in between)."""
     import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
 
     from app.db import DatabaseUnavailable, wait_for_database
 
     settings.host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    host = settings.host
     try:
         wait_for_database(settings.db_startup_timeout_s)
     except DatabaseUnavailable as error:
         print(f"driftbench serve: {error}", file=sys.stderr)
         return 2
-    uvicorn.run("app.main:app", host=host, port=port, log_level=args.log_level)
-    return 0
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        listener = socket.create_server((settings.host, port), family=family)
+    except OSError as error:
+        print(
+            f"driftbench serve: cannot listen on {settings.host}:{port}: {error}", file=sys.stderr
+        )
+        return 1
+    host, bound_port = listener.getsockname()[:2]
+    if args.port_file is not None:
+        write_port_file(args.port_file, bound_port)
+    url_host = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"driftbench serve: listening on http://{url_host}:{bound_port}", file=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config("app.main:app", log_level=args.log_level))
+    server.run(sockets=[listener])
+    # What `uvicorn.run` would return for a server whose start-up failed.
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def queue_list(text: str) -> list[str]:
@@ -175,9 +203,6 @@ def queue_list(text: str) -> list[str]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker for the given queues, announcing its backends while it runs."""
-    import os
-    import socket
-
     from workers.celery_app import celery
     from workers.worker_registry import Heartbeat
 
@@ -224,6 +249,29 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     upgrade_database()
     print(f"database at {settings.resolved_database_url} is at the latest schema")
+    return 0
+
+
+def cmd_outputs_expire(args: argparse.Namespace) -> int:
+    """One retention sweep, as the server does hourly; for cron, or a server that is off."""
+    from app.migrate import upgrade_database
+    from app.retention import expire_outputs
+
+    days = settings.output_retention_days
+    if days is None:
+        print(
+            "driftbench outputs expire: set DRIFTBENCH_OUTPUT_RETENTION_DAYS to the age in "
+            "days past which a run's layer outputs are deleted",
+            file=sys.stderr,
+        )
+        return 2
+    upgrade_database()
+    expired = expire_outputs(days)
+    print(
+        f"deleted the layer outputs of {expired.runs} run(s) finished more than {days} days "
+        f"ago ({expired.backend_runs} backend runs): {expired.bytes} bytes "
+        f"({expired.bytes / MiB:.1f} MiB); their metrics and divergence rows remain"
+    )
     return 0
 
 
@@ -287,7 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="start the HTTP API (applies migrations first)")
     serve.add_argument("--host", help=f"bind address (default {settings.host})")
-    serve.add_argument("--port", type=int, help=f"port (default {settings.port})")
+    serve.add_argument("--port", type=int, help=f"port (default {settings.port}; 0: any free port)")
+    serve.add_argument(
+        "--port-file", type=Path, help="once listening, write the bound port here (for --port 0)"
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
 
@@ -311,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply Alembic migrations")
     upgrade.set_defaults(handler=cmd_db_upgrade)
+
+    outputs = commands.add_parser("outputs", help="stored layer outputs")
+    outputs_commands = outputs.add_subparsers(dest="outputs_command", required=True)
+    expire = outputs_commands.add_parser(
+        "expire",
+        help="delete the layer outputs of runs older than DRIFTBENCH_OUTPUT_RETENTION_DAYS",
+    )
+    expire.set_defaults(handler=cmd_outputs_expire)
 
     demo = commands.add_parser(
         "demo", help="start the service, run dense10x50 on every backend, print the drift"

@@ -4,6 +4,7 @@ The app, the workers and (later) Alembic read the same `settings` object, so a
 threshold or a path never has two sources of truth.
 """
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from workers.metrics import VerdictThresholds
 
 MiB = 1024 * 1024
+
+
+def half_of_physical_memory() -> int:
+    """Leaves the other half to the server, the database and a second job process."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 class Settings(BaseSettings):
@@ -33,7 +39,8 @@ class Settings(BaseSettings):
     )
     executor: Literal["local", "celery"] = Field(
         default="local",
-        description="'local': jobs run in a worker pool inside the server process.",
+        description="'local': jobs run in job processes the server supervises; 'celery': "
+        "on `driftbench worker` processes through the broker.",
     )
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -46,12 +53,28 @@ class Settings(BaseSettings):
         "keep it above DRIFTBENCH_BACKEND_TIME_LIMIT_S.",
     )
     backend_time_limit_s: int = Field(
-        default=900, ge=1, description="Hard time limit of one backend job on a Celery worker."
+        default=900,
+        ge=1,
+        description="Time limit of one job (a backend, or a run's comparison) in its job "
+        "process, in both executors; over it the process is stopped and the backend failed.",
+    )
+    job_memory_limit_bytes: int = Field(
+        default_factory=lambda: half_of_physical_memory(),
+        ge=64 * MiB,
+        description="Most resident memory a job process (with its children, e.g. Chromium) "
+        "may use; over it the process is stopped and the backend failed. Default: half of "
+        "this machine's memory.",
     )
     worker_heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a Celery worker re-announces its backends."
     )
-    local_workers: int = Field(default=1, ge=1, le=16, description="Threads of the local pool.")
+    local_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Runs the embedded executor works on at once; each capability (cpu, "
+        "browser, gpu) keeps up to this many warm job processes.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `driftbench serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535)
     auth: Literal["auto", "required", "off"] = Field(
@@ -78,6 +101,12 @@ class Settings(BaseSettings):
         default=256 * MiB,
         ge=1,
         description="Most layer outputs stored per backend run; over it, the first samples.",
+    )
+    output_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete the stored layer outputs of runs finished more than this many "
+        "days ago (their metrics and divergence rows stay); unset: keep them forever.",
     )
     inspect_timeout_s: float = Field(
         default=120.0, gt=0, description="Time limit for parsing an uploaded model file."
@@ -119,6 +148,11 @@ class Settings(BaseSettings):
     gpu_allow_cpu_for_tests: bool = Field(
         default=False,
         description="Test-only: let keras-gpu run on the CPU when no GPU is visible.",
+    )
+    test_job_gate_dir: Path | None = Field(
+        default=None,
+        description="Test-only: each backend job announces its process here and waits for a "
+        "release file, so a test can crash it provably mid-job.",
     )
     tfjs_batch_size: int = Field(default=256, ge=1, description="batchSize of TF.js predict.")
 

@@ -21,12 +21,6 @@ from workers.examples import write_example
 POLL_S = 0.5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_done(client: httpx.Client, run_id: int, timeout_s: float = 900) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -38,18 +32,18 @@ def _wait_done(client: httpx.Client, run_id: int, timeout_s: float = 900) -> dic
 
 
 def run_demo(example_dir: Any) -> int:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config("app.main:app", host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
+    # Bound here, on a port the OS picks, and handed to the server thread: a port found
+    # free first and bound later could be taken by another process in between.
+    listener = socket.create_server(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config("app.main:app", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            return 1
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
     try:
+        while not server.started:
+            if not thread.is_alive():
+                return 1
+            time.sleep(0.05)
         with httpx.Client(base_url=base, timeout=600) as client:
             path = write_example("dense10x50", example_dir)
             with path.open("rb") as stream:
@@ -98,3 +92,4 @@ def run_demo(example_dir: Any) -> int:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        listener.close()

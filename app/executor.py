@@ -1,6 +1,8 @@
 """Where runs execute: the embedded pool (default) and the start-up recovery of stopped runs.
 
-`DRIFTBENCH_EXECUTOR=local` runs jobs on threads inside the server process; the
+`DRIFTBENCH_EXECUTOR=local` works on runs from threads of the server process and
+runs every job in a warm job process the server supervises (workers/job_process.py):
+a crash or an out-of-memory kill fails one backend, never the server, and the
 browser and TensorFlow stay warm between jobs. `DRIFTBENCH_EXECUTOR=celery` sends
 them to `driftbench worker` processes through the broker. Runs that were queued or running
 when the server stopped are re-run on the next start, or marked failed once they
@@ -10,7 +12,7 @@ have used up `DRIFTBENCH_JOB_ATTEMPTS`, so none stays "running" forever.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sqlalchemy import select
@@ -18,7 +20,8 @@ from sqlalchemy import select
 from app.config import settings
 from app.db import session_scope
 from app.models import Run, utcnow
-from workers.run_job import execute_run
+from workers.job_process import JobProcesses
+from workers.run_job import execute_run, job_limits
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,15 @@ class Executor(Protocol):
 
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftbench-job")
-        self.futures: dict[int, Future[None]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftbench-run")
+        self._processes = JobProcesses(workers, job_limits())
 
     def submit(self, run_id: int) -> None:
-        self.futures[run_id] = self._pool.submit(execute_run, run_id)
+        self._pool.submit(execute_run, run_id, self._processes)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._processes.close()
 
 
 def recover_interrupted_runs(executor: Executor) -> list[int]:

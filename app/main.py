@@ -16,6 +16,7 @@ from app.db import session_factory
 from app.errors import install_error_handlers
 from app.executor import make_executor, recover_interrupted_runs
 from app.migrate import upgrade_database
+from app.retention import OutputRetention
 from workers.model_inspection import ModelInspector
 
 
@@ -26,11 +27,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.executor = make_executor()
     if settings.executor == "local":
         recover_interrupted_runs(app.state.executor)
+    retention = OutputRetention(settings.output_retention_days)
+    retention.start()
     try:
         yield
     finally:
         app.state.executor.shutdown()
         app.state.inspector.close()
+        retention.stop()
 
 
 def create_app() -> FastAPI:

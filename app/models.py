@@ -112,6 +112,10 @@ class BackendRun(Base):
     deterministic: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     repeat_spread: Mapped[float | None] = mapped_column(Float, nullable=True)
     outputs_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # When the retention sweep deleted the outputs file (outputs_path is then NULL).
+    outputs_expired_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

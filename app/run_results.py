@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import settings
-from app.errors import ApiError
+from app.errors import ApiError, OutputsExpired
 from app.models import METRIC_COLUMNS, LayerDivergence, Run
 from app.report import jsonable
 from workers.drift_job import DRIFT_VERDICTS, compare
@@ -55,6 +55,9 @@ def ensure_comparison(session: Session, run: Run, against: str) -> None:
     )
     if exists is not None or run.status != "done":
         return
+    expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
+    if expired:
+        raise OutputsExpired(expired[0])
     comparisons = compare(
         stored_graph(run.model),
         stored_results(run),

@@ -115,6 +115,10 @@ class BackendRunPublic(BaseModel):
     repeat_spread: float | None
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
+    outputs_expired_at: UtcDateTime | None = Field(
+        description="When its layer outputs were deleted (DRIFTBENCH_OUTPUT_RETENTION_DAYS); "
+        "its metrics remain, tensor downloads answer 410."
+    )
 
 
 class RunPublic(BaseModel):

@@ -1,7 +1,8 @@
 """The content-addressed data directory: model files, input sets and layer outputs.
 
 Every write goes to a temporary file first and is renamed into place, so a failed
-request or a killed job never leaves a half-written file where a reader looks.
+request or a killed job never leaves a half-written file where a reader looks; a
+full disk removes that file and raises StorageFull, leaving earlier files as they were.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import MiB, settings
+from app.errors import StorageFull
 from workers.inputs import npy_header
 
 
@@ -35,20 +37,40 @@ def _folder(name: str) -> Path:
 
 
 @contextmanager
-def staged_file(suffix: str = "", name: str | None = None) -> Iterator[Path]:
+def _reporting_full_disk(path: Path) -> Iterator[None]:
+    """A full disk while writing `path` becomes StorageFull. Callers enter it outside
+    their staged file, so the free space it reports is what is left once that is gone."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in StorageFull.ERRNOS:
+            raise
+        root = data_dir()
+        raise StorageFull(error.errno, path, root, shutil.disk_usage(root).free) from error
+
+
+@contextmanager
+def staged_file(
+    suffix: str = "", name: str | None = None, destination: Path | None = None
+) -> Iterator[Path]:
     """A temporary file inside the data directory (same filesystem: renames are atomic).
 
     With `name` the file carries that name, made safe, in a private folder, so what a
-    parser says about the file names the file the user sent.
+    parser says about the file names the file the user sent. Every write into the data
+    directory goes through one: a full disk raises StorageFull naming `destination`
+    (the file this one is to become) or else the staged file, which is removed.
     """
-    folder = Path(tempfile.mkdtemp(dir=_folder("tmp")))
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").stem).lstrip(".")[:100]
+    tmp = _folder("tmp")
+    with _reporting_full_disk(destination or tmp):
+        folder = Path(tempfile.mkdtemp(dir=tmp))
     path = folder / f"{stem or 'upload'}{suffix}"
-    path.touch()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with _reporting_full_disk(destination or path):
+        try:
+            path.touch()
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def model_path(sha256: str, file_format: str) -> Path:
@@ -66,7 +88,7 @@ def inputs_path(sha256: str) -> Path:
 
 
 def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
-    with staged_file(".npz") as staged:
+    with staged_file(".npz", destination=target) as staged:
         with staged.open("wb") as stream:
             np.savez(stream, **arrays)
         os.replace(staged, target)
@@ -181,5 +203,9 @@ def load_layer_output(path: Path, mode: str, layer: str) -> np.ndarray | None:
         return archive[key] if key in archive.files else None
 
 
-def remove_run_outputs(run_id: int) -> None:
-    shutil.rmtree(data_dir() / "outputs" / str(run_id), ignore_errors=True)
+def remove_run_outputs(run_id: int) -> int:
+    """Delete every layer output a run stored; returns the bytes they took."""
+    folder = data_dir() / "outputs" / str(run_id)
+    size = sum(path.stat().st_size for path in folder.glob("*.npz"))
+    shutil.rmtree(folder, ignore_errors=True)
+    return size

@@ -1,11 +1,11 @@
-"""A real `driftbench serve` process on a free port, against SQLite or a fresh PostgreSQL db."""
+"""A real `driftbench serve` process on a port it binds itself, against SQLite or a fresh
+PostgreSQL db."""
 
 from __future__ import annotations
 
+import itertools
 import os
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from app.bench.served import answers_healthz
 from app.bench.served import postgres_database as bench_postgres_database
+from app.bench.served import wait_until_serving
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Numbers the log (and port) files of the servers and workers of one test session.
+_file_numbers = itertools.count(1)
 
 
 @contextmanager
@@ -55,22 +51,25 @@ class ManagedProcess:
 
 
 class LiveServer(ManagedProcess):
+    """`driftbench serve --port 0`: every start binds a new port, read from the port file
+    the server writes, so `url` changes across a kill() and start()."""
+
     def __init__(self, data_dir: Path, database_url: str | None, **settings: str) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"server-{self.port}.log"
-        self.address_space_limit: int | None = None
+        number = next(_file_numbers)
+        self.log_path = data_dir / f"server-{number}.log"
+        self.port_file = data_dir / f"server-{number}.port"
+        self._url: str | None = None
 
-    def _limit_memory(self) -> None:
-        """In the child before exec: cap its address space, so a huge job fails with
-        MemoryError there instead of driving this machine into the kernel's OOM killer."""
-        if self.address_space_limit is not None:
-            limit = self.address_space_limit
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    @property
+    def url(self) -> str:
+        """Where the running server answers; known once start() has returned."""
+        if self._url is None:
+            raise RuntimeError("the server has not reported its port yet: start() it first")
+        return self._url
 
     def start(self, timeout_s: float = 90) -> None:
         self.start_in_background()
@@ -85,32 +84,28 @@ class LiveServer(ManagedProcess):
         if self.database_url:
             env["DRIFTBENCH_DATABASE_URL"] = self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._url = None
+        self.port_file.unlink(missing_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("driftbench")),
                 "serve",
                 "--port",
-                str(self.port),
+                "0",
+                "--port-file",
+                str(self.port_file),
                 "--log-level",
                 "warning",
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=self._limit_memory,
         )
 
     def wait_until_healthy(self, timeout_s: float) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            if answers_healthz(self.url):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+        self._url = wait_until_serving(self.process, self.port_file, self.log_path, timeout_s)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120)
@@ -132,7 +127,7 @@ class LiveWorker(ManagedProcess):
     def __init__(self, data_dir: Path, env: dict[str, str], queues: str) -> None:
         self.env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(data_dir), **env}
         self.queues = queues
-        self.log_path = data_dir / f"worker-{queues.replace(',', '-')}-{free_port()}.log"
+        self.log_path = data_dir / f"worker-{queues.replace(',', '-')}-{next(_file_numbers)}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LiveWorker:
@@ -152,23 +147,6 @@ class LiveWorker(ManagedProcess):
             stderr=subprocess.STDOUT,
         )
         return self
-
-
-def wait_until_backend_running(
-    client: httpx.Client, run_id: int, backend: str, timeout_s: float = 120
-) -> None:
-    """Return once the run's backend job has started: the moment to crash something."""
-    deadline = time.monotonic() + timeout_s
-    status: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        status = {
-            b["backend"]: b["status"]
-            for b in client.get(f"/api/runs/{run_id}").json()["backend_runs"]
-        }
-        if status[backend] == "running":
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{backend} of run {run_id} never ran within {timeout_s} s: {status}")
 
 
 def wait_until_available(client: httpx.Client, backends: list[str], timeout_s: float = 90) -> None:

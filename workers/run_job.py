@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from app import drift_cache, storage
 from app.config import settings
 from app.db import session_scope
+from app.errors import StorageFull
 from app.models import BackendRun, InputSet, LayerDivergence, Model, Run, utcnow
 from app.report import jsonable
 from workers.drift_job import (
@@ -28,8 +29,11 @@ from workers.drift_job import (
     layer_inputs_from,
     run_backend,
 )
+from workers.job_gate import hold_job
+from workers.job_process import JobFailed, JobLimits, JobProcessDied, JobProcesses
 from workers.model_graph import ModelGraph, graph_from_summary
 from workers.model_loading import ModelArtifact, load_artifact
+from workers.runners import runner_class
 from workers.runners.base import LayerInputs
 
 FINAL_STATUSES = ("done", "failed", "unsupported", "skipped")
@@ -47,21 +51,32 @@ def _record_start(run_id: int, backend: str) -> None:
         backend_run.started_at = utcnow()
 
 
-def _record_result(run_id: int, result: BackendResult) -> None:
+def _record_result(run_id: int, result: BackendResult) -> str:
+    """Store the outputs and the result; returns the status recorded.
+
+    Outputs that do not fit on the disk fail the backend with that reason (the other
+    backends and the run go on); a stale file of an earlier attempt goes too.
+    """
     outputs, note = storage.capped_outputs(result.outputs, settings.max_stored_output_bytes)
-    path = storage.store_outputs(run_id, result.backend, outputs) if outputs else None
+    status, reason = result.status, result.reason
+    try:
+        path = storage.store_outputs(run_id, result.backend, outputs) if outputs else None
+    except StorageFull as error:
+        storage.outputs_path(run_id, result.backend).unlink(missing_ok=True)
+        path, note, status, reason = None, None, "failed", error.detail
     with session_scope() as session:
         backend_run = session.scalars(
             select(BackendRun).filter_by(run_id=run_id, backend=result.backend)
         ).one()
-        backend_run.status = result.status
-        backend_run.reason = "; ".join(filter(None, (result.reason, note))) or None
+        backend_run.status = status
+        backend_run.reason = "; ".join(filter(None, (reason, note))) or None
         backend_run.environment = jsonable(result.environment)
         backend_run.timings = result.timings
         backend_run.deterministic = result.deterministic
         backend_run.repeat_spread = result.repeat_spread
         backend_run.outputs_path = str(path) if path else None
         backend_run.finished_at = utcnow()
+    return status
 
 
 def divergence_rows(run: Run, model: Model, comparisons: list[Comparison]) -> list[LayerDivergence]:
@@ -225,6 +240,7 @@ def execute_backend(run_id: int, backend: str) -> str | None:
             backend_run.finished_at = utcnow()
             return backend_run.status
     _record_start(run_id, backend)
+    hold_job(settings.test_job_gate_dir, run_id, backend)
     artifact = _artifact(plan.model_path)
     inputs = storage.load_inputs(plan.inputs_sha256)
     is_reference = backend == plan.reference
@@ -241,8 +257,7 @@ def execute_backend(run_id: int, backend: str) -> str | None:
         repeats=plan.repeats,
         reference_feed=feed,
     )
-    _record_result(run_id, result)
-    return result.status
+    return _record_result(run_id, result)
 
 
 def finalize_run(run_id: int) -> None:
@@ -267,23 +282,78 @@ def finalize_run(run_id: int) -> None:
             run.finished_at = utcnow()
 
 
-def fail_run(run_id: int, error: BaseException) -> None:
-    log.error("run %s failed: %s", run_id, error)
+def fail_run(run_id: int, reason: str) -> None:
+    log.error("run %s failed: %s", run_id, reason)
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is not None:
-            run.status, run.error = "failed", f"{type(error).__name__}: {error}"
+            run.status, run.error = "failed", reason
             run.finished_at = utcnow()
 
 
-def execute_run(run_id: int) -> None:
-    """The embedded executor's job: reference, the other backends, then the comparison."""
+def record_failure(run_id: int, backend: str, reason: str) -> None:
+    """A backend job that ended outside its runner (its process died, the job raised).
+
+    A backend that had already finished keeps its result (the process died after it
+    was stored); otherwise any outputs file it left without a database record goes.
+    """
+    with session_scope() as session:
+        backend_run = session.scalars(
+            select(BackendRun).filter_by(run_id=run_id, backend=backend)
+        ).one_or_none()
+        if backend_run is None or backend_run.status in FINAL_STATUSES:
+            return
+        storage.outputs_path(run_id, backend).unlink(missing_ok=True)
+        backend_run.status, backend_run.reason = "failed", reason
+        backend_run.outputs_path = None
+        backend_run.finished_at = utcnow()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a job process is sent: one backend of a run, or (no backend) the comparison."""
+
+    run_id: int
+    backend: str | None = None
+
+
+def perform(job: Job) -> str | None:
+    """Runs in a job process: the job's final status (None if its run is gone)."""
+    if job.backend is None:
+        finalize_run(job.run_id)
+        return "done"
+    return execute_backend(job.run_id, job.backend)
+
+
+def job_limits() -> JobLimits:
+    return JobLimits(settings.job_memory_limit_bytes, settings.backend_time_limit_s)
+
+
+def supervised_backend(processes: JobProcesses, run_id: int, backend: str) -> str | None:
+    """One backend job in a job process of its capability; a failure becomes its reason."""
+    try:
+        return processes.run(runner_class(backend).QUEUE, Job(run_id, backend), backend).result
+    except (JobFailed, JobProcessDied) as error:
+        record_failure(run_id, backend, str(error))
+        return "failed"
+
+
+def supervised_finalize(processes: JobProcesses, run_id: int) -> None:
+    try:
+        processes.run("cpu", Job(run_id), f"comparison of run {run_id}")
+    except (JobFailed, JobProcessDied) as error:
+        fail_run(run_id, str(error))
+
+
+def execute_run(run_id: int, processes: JobProcesses) -> None:
+    """The embedded executor's job: reference, the other backends, then the comparison,
+    each in a supervised job process, so a crash fails one backend and the run goes on."""
     try:
         plan = start_run(run_id)
         if plan is None:
             return
         for backend in (plan.reference, *plan.backends):
-            execute_backend(run_id, backend)
-        finalize_run(run_id)
+            supervised_backend(processes, run_id, backend)
+        supervised_finalize(processes, run_id)
     except Exception as error:
-        fail_run(run_id, error)
+        fail_run(run_id, f"{type(error).__name__}: {error}")

@@ -1,23 +1,41 @@
 """Celery tasks: they take ids, re-read the database, and call the same job functions
-as the embedded executor (start_run, execute_backend, finalize_run)."""
+as the embedded executor (start_run, supervised_backend, supervised_finalize).
+
+The worker process is the supervisor: each job runs in its warm job process, so a
+job that crashes or is killed fails its backend once, with the reason, and the task
+is acknowledged; only a worker that dies itself gets its job delivered again.
+"""
 
 from __future__ import annotations
 
+from functools import cache
+
+from celery.signals import worker_shutdown
 from sqlalchemy import update
 
-from app.config import settings
 from app.db import session_scope
-from app.models import BackendRun, Run
+from app.models import Run
 from workers.celery_app import BACKEND_TASK, FINALIZE_TASK, START_TASK, celery
-from workers.run_job import FINAL_STATUSES, execute_backend, fail_run, finalize_run, start_run
+from workers.job_process import JobProcesses
+from workers.run_job import (
+    FINAL_STATUSES,
+    job_limits,
+    start_run,
+    supervised_backend,
+    supervised_finalize,
+)
+
+
+@cache
+def job_processes() -> JobProcesses:
+    """This worker's job processes (one per capability: the worker takes one job at a time)."""
+    processes = JobProcesses(1, job_limits())
+    worker_shutdown.connect(lambda **_: processes.close(), weak=False)
+    return processes
 
 
 def _enqueue_backend(run_id: int, backend: str) -> None:
-    backend_task.apply_async(
-        args=(run_id, backend),
-        time_limit=settings.backend_time_limit_s,
-        soft_time_limit=max(1, settings.backend_time_limit_s - 10),
-    )
+    backend_task.delay(run_id, backend)
 
 
 @celery.task(name=START_TASK)
@@ -41,15 +59,7 @@ def _claim_finalization(run_id: int) -> bool:
 
 @celery.task(name=BACKEND_TASK)
 def backend_task(run_id: int, backend: str) -> None:
-    try:
-        execute_backend(run_id, backend)
-    except Exception as error:
-        with session_scope() as session:
-            session.execute(
-                update(BackendRun)
-                .where(BackendRun.run_id == run_id, BackendRun.backend == backend)
-                .values(status="failed", reason=f"{type(error).__name__}: {error}")
-            )
+    supervised_backend(job_processes(), run_id, backend)
     with session_scope() as session:
         run = session.get(Run, run_id)
         others = (
@@ -69,7 +79,4 @@ def backend_task(run_id: int, backend: str) -> None:
 
 @celery.task(name=FINALIZE_TASK)
 def finalize_task(run_id: int) -> None:
-    try:
-        finalize_run(run_id)
-    except Exception as error:
-        fail_run(run_id, error)
+    supervised_finalize(job_processes(), run_id)

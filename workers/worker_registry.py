@@ -20,8 +20,18 @@ from workers.runners import RUNNERS
 KEY_PREFIX = "driftbench:worker:"
 
 
+def redis_py_url(broker_url: str) -> str:
+    """The broker URL as redis-py reads it. Celery (kombu) spells Redis on a unix socket
+    `redis+socket:///path/redis.sock`, redis-py `unix:///path/redis.sock`; TCP URLs are
+    the same for both."""
+    scheme = "redis+socket://"
+    if broker_url.startswith(scheme):
+        return "unix://" + broker_url.removeprefix(scheme)
+    return broker_url
+
+
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url)
+    return redis.Redis.from_url(redis_py_url(settings.broker_url))
 
 
 def worker_record(queues: list[str]) -> dict[str, Any]:

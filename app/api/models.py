@@ -27,6 +27,10 @@ from workers.inputs import (
 )
 
 router = APIRouter(prefix="/models", tags=["models"])
+STORAGE_FULL = {
+    "model": ErrorPublic,
+    "description": "No space left in the data directory; nothing was stored",
+}
 
 
 @router.post(
@@ -38,6 +42,7 @@ router = APIRouter(prefix="/models", tags=["models"])
         413: {"model": ErrorPublic, "description": "Upload over the size limit"},
         415: {"model": ErrorPublic, "description": "Not a .keras or .h5 file"},
         422: {"model": ErrorPublic, "description": "Unsafe or unparseable model"},
+        507: STORAGE_FULL,
     },
 )
 def upload_model(
@@ -145,7 +150,11 @@ INPUTS_BODY = {
 
 
 @router.post(
-    "/{model_id}/inputs", response_model=InputSetPublic, status_code=201, openapi_extra=INPUTS_BODY
+    "/{model_id}/inputs",
+    response_model=InputSetPublic,
+    status_code=201,
+    responses={507: STORAGE_FULL},
+    openapi_extra=INPUTS_BODY,
 )
 async def create_input_set(session: SessionDep, model_id: RowId, request: Request) -> InputSet:
     """An uploaded .npy/.npz (multipart `file`) or a generator spec (JSON).

@@ -14,13 +14,24 @@ from app import storage
 from app.api.deps import Limit, RowId, RowIdFilter, SessionDep, Skip
 from app.backend_status import backend_statuses
 from app.config import settings
-from app.errors import ApiError, not_found
+from app.errors import ApiError, OutputsExpired, not_found
 from app.models import BackendRun, InputSet, Model, Run
 from app.run_results import divergence_rows, drift_starts, ensure_comparison, row_dict, rows_csv
-from app.schemas import DivergencePublic, ModeName, RunCreate, RunPublic, RunsPublic
+from app.schemas import (
+    DivergencePublic,
+    ErrorPublic,
+    ModeName,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+)
 from workers.runners import runner_class
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+OUTPUTS_EXPIRED = {
+    "model": ErrorPublic,
+    "description": "The layer outputs this needs were deleted (DRIFTBENCH_OUTPUT_RETENTION_DAYS)",
+}
 
 
 @router.post("", response_model=RunPublic, status_code=202)
@@ -90,7 +101,7 @@ def read_run(session: SessionDep, run_id: RowId) -> Run:
 @router.get(
     "/{run_id}/divergence",
     response_model=DivergencePublic,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, 410: OUTPUTS_EXPIRED},
 )
 def read_divergence(
     session: SessionDep,
@@ -126,7 +137,8 @@ def read_divergence(
         200: {
             "content": {"application/octet-stream": {}},
             "description": "the layer's output as a .npy file",
-        }
+        },
+        410: OUTPUTS_EXPIRED,
     },
 )
 def download_output(
@@ -136,6 +148,8 @@ def download_output(
     backend_run = next((b for b in run.backend_runs if b.backend == backend), None)
     if backend_run is None:
         raise not_found(f"backend of run {run_id}", backend)
+    if backend_run.outputs_expired_at is not None:
+        raise OutputsExpired(backend_run)
     if backend_run.status != "done" or backend_run.outputs_path is None:
         raise ApiError(
             409, f"backend {backend} of run {run_id} has no outputs (status {backend_run.status})"

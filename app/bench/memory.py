@@ -24,6 +24,7 @@ def memory_figures(directory: Path) -> list[Figure]:
         idle = served.peak_rss_mib()
         seconds = run_to_done(client, body)
         peak = served.peak_rss_mib()
+        jobs = served.job_processes_peak_rss_mib()
         run = client.get("/api/runs?limit=1").json()["data"][0]
     stored = {
         path.stem: path.stat().st_size / MiB
@@ -38,10 +39,17 @@ def memory_figures(directory: Path) -> list[Figure]:
     return [
         Figure(
             f"peak RSS of the embedded server running {MODEL}, batch {BATCH}, "
-            f"{len(run['backend_runs'])} backends",
+            f"{len(run['backend_runs'])} backends (its job processes apart)",
             peak,
             "MiB",
             detail={"idle_peak_mib": idle, "run_s": seconds},
+        ),
+        Figure(
+            f"peak RSS of the job processes and their children in that run, summed "
+            f"({len(jobs)} processes)",
+            sum(jobs.values()),
+            "MiB",
+            detail={"peak_mib_by_pid": jobs},
         ),
         Figure(
             f"largest stored outputs of one backend run (cap {cap:.0f} MiB)",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -16,11 +15,7 @@ from typing import Any
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from workers.process_tree import descendants
 
 
 def answers_healthz(url: str) -> bool:
@@ -29,6 +24,33 @@ def answers_healthz(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _log_tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:] if log_path.exists() else "(no log)"
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes], port_file: Path, log_path: Path, timeout_s: float
+) -> str:
+    """The URL of a `driftbench serve --port 0 --port-file port_file` child, once it
+    answers /healthz. The port is the one the server reports having bound: choosing a free
+    port here and passing it on would race with any other process taking it meanwhile.
+    A server that exits or does not come up in time is reported with its log's tail."""
+    deadline = time.monotonic() + timeout_s
+    url: str | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with status {process.returncode}: {_log_tail(log_path)}"
+            )
+        if url is None and port_file.exists():
+            url = f"http://127.0.0.1:{int(port_file.read_text())}"
+        if url is not None and answers_healthz(url):
+            return url
+        time.sleep(0.1)
+    awaited = f"answer {url}/healthz" if url else f"write its port to {port_file}"
+    raise RuntimeError(f"server did not {awaited} within {timeout_s:g} s: {_log_tail(log_path)}")
 
 
 @contextmanager
@@ -67,10 +89,18 @@ class Served:
 
     def peak_rss_mib(self) -> float:
         """The server process's high-water resident memory (VmHWM), in MiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmHWM for process {self.pid}")
+        return peak_rss_mib(self.pid)
+
+    def job_processes_peak_rss_mib(self) -> dict[int, float]:
+        """The same for each live descendant (job processes, their Chromium), by pid."""
+        return {pid: peak_rss_mib(pid) for pid in descendants(self.pid)}
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @contextmanager
@@ -78,25 +108,27 @@ def served_app(
     data_dir: Path, database_url: str | None = None, **settings: str
 ) -> Iterator[Served]:
     """A server in embedded mode with its own data dir and settings; stopped on exit."""
-    port = _free_port()
     env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(data_dir), "DRIFTBENCH_AUTH": "off"}
     if database_url:
         env["DRIFTBENCH_DATABASE_URL"] = database_url
     env.update({f"DRIFTBENCH_{name.upper()}": value for name, value in settings.items()})
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "server.log").open("ab")
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    log_path, port_file = data_dir / "server.log", data_dir / "server.port"
+    port_file.unlink(missing_ok=True)
+    log = log_path.open("ab")
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the bench server did not start; see {data_dir / 'server.log'}")
-            if answers_healthz(url):
-                break
-            time.sleep(0.1)
-        yield Served(url, process.pid)
+        yield Served(wait_until_serving(process, port_file, log_path, timeout_s=120), process.pid)
     finally:
         process.terminate()
         try:

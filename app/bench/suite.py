@@ -13,12 +13,13 @@ from typing import Any
 from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
 from app.bench.end_to_end import end_to_end
 from app.bench.figures import Figure, table
+from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
 from app.bench.served import postgres_database
 from app.bench.tfjs_pages import tfjs_figures
 
-PARTS = ("keras", "numpy", "tfjs", "e2e", "queries", "memory")
+PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory")
 
 
 def _queries(directory: Path, runs: int, postgres_admin_url: str) -> list[Figure]:
@@ -55,6 +56,7 @@ def run_bench(
                 + tfjs_figures(directory, repeats, "cifar_cnn", 8)
             ),
             "e2e": lambda: [end_to_end(directory, repeats)],
+            "isolation": lambda: isolation_figures(directory, repeats),
             "queries": lambda: _queries(directory, runs, postgres_admin_url),
             "memory": lambda: memory_figures(directory),
         }

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import random
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,32 +15,71 @@ import httpx
 import pytest
 import redis
 
+from tests.held_jobs import hold, parent_pid, release, wait_until_gone, wait_until_held
 from tests.live_server import (
     LiveServer,
     LiveWorker,
     postgres_database,
     wait_for_run,
     wait_until_available,
-    wait_until_backend_running,
 )
+from tests.polling import wait_for
+from workers.worker_registry import redis_py_url
 
 WITHIN_ROUNDING = {"identical", "rounding"}
+# No TCP port, nothing saved to disk, in the foreground (so terminate() stops it).
+REDIS_OPTIONS = ("--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no")
 
 
 @pytest.fixture
-def cluster_env() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database and an empty Redis database for one cluster."""
-    redis_db = random.randint(1, 15)
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
-    redis.Redis.from_url(broker).flushdb()
+def redis_broker() -> Iterator[str]:
+    """The broker URL of a redis-server of the test's own, on a unix socket: a shared
+    Redis could hold other users' queues and heartbeats in any database number we pick."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed: `make install` (apt-get install redis-server)")
+    # A unix socket path holds at most 107 bytes: a short /tmp directory, not tmp_path.
+    with tempfile.TemporaryDirectory(prefix="driftbench-redis-") as directory:
+        socket_path, log_path = Path(directory) / "redis.sock", Path(directory) / "redis.log"
+        broker = f"redis+socket://{socket_path}"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [executable, *REDIS_OPTIONS, "--unixsocket", str(socket_path), "--dir", directory],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        client = redis.Redis.from_url(redis_py_url(broker))
+
+        def answers_ping() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with status {process.returncode}: "
+                    f"{log_path.read_text()[-2000:]}"
+                )
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_for(answers_ping, timeout_s=30, what=f"redis-server to answer PING at {broker}")
+            yield broker
+        finally:
+            client.close()
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def cluster_env(redis_broker: str) -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database and a private Redis for one cluster."""
     with postgres_database() as url:
         yield {
             "DRIFTBENCH_EXECUTOR": "celery",
-            "DRIFTBENCH_BROKER_URL": broker,
+            "DRIFTBENCH_BROKER_URL": redis_broker,
             "DRIFTBENCH_DATABASE_URL": url,
             "DRIFTBENCH_WORKER_HEARTBEAT_S": "2",
         }
-    redis.Redis.from_url(broker).flushdb()
 
 
 def start_api(data_dir: Path, env: dict[str, str]) -> LiveServer:
@@ -115,7 +158,12 @@ def test_cpu_and_browser_workers_serve_a_run(
 def test_killed_worker_job_is_redelivered_and_stored_once(
     cluster_env: dict[str, str], example: Any, tmp_path: Path
 ) -> None:
-    env = {**cluster_env, "DRIFTBENCH_BROKER_VISIBILITY_TIMEOUT_S": "5"}
+    gate = tmp_path / "gate"
+    env = {
+        **cluster_env,
+        "DRIFTBENCH_BROKER_VISIBILITY_TIMEOUT_S": "5",
+        "DRIFTBENCH_TEST_JOB_GATE_DIR": str(gate),
+    }
     data_dir = tmp_path / "shared"
     server = start_api(data_dir, env)
     first = LiveWorker(data_dir, env, "cpu").start()
@@ -123,13 +171,16 @@ def test_killed_worker_job_is_redelivered_and_stored_once(
     try:
         with server.client() as client:
             wait_until_available(client, ["numpy-f64"])
-            model_id, input_id = upload(client, example("cifar_cnn").path, 256)
+            model_id, input_id = upload(client, example("cifar_cnn").path, 8)
+            hold(gate, "numpy-f64")
             run_id = client.post(
                 "/api/runs",
                 json={"model_id": model_id, "input_set_id": input_id, "backends": ["numpy"]},
             ).json()["id"]
-            wait_until_backend_running(client, run_id, "numpy-f64")
+            job_pid = wait_until_held(gate, run_id, "numpy-f64")
             first.kill()
+            wait_until_gone(job_pid)
+            release(gate, "numpy-f64")
             second = LiveWorker(data_dir, env, "cpu").start()
             run = wait_for_run(client, run_id, timeout_s=300)
             assert run["status"] == "done", run
@@ -145,4 +196,55 @@ def test_killed_worker_job_is_redelivered_and_stored_once(
         first.kill()
         if second is not None:
             second.stop()
+        server.stop()
+
+
+def test_crashed_job_fails_once_and_the_worker_lives_on(
+    cluster_env: dict[str, str], example: Any, tmp_path: Path
+) -> None:
+    """The worker supervises its job process: a segfault there fails the backend with the
+    reason and the task is acknowledged, so the broker never delivers it again."""
+    gate = tmp_path / "gate"
+    env = {
+        **cluster_env,
+        "DRIFTBENCH_BROKER_VISIBILITY_TIMEOUT_S": "5",
+        "DRIFTBENCH_TEST_JOB_GATE_DIR": str(gate),
+    }
+    data_dir = tmp_path / "shared"
+    server = start_api(data_dir, env)
+    worker = LiveWorker(data_dir, env, "cpu").start()
+    broker = redis.Redis.from_url(redis_py_url(env["DRIFTBENCH_BROKER_URL"]))
+    try:
+        with server.client() as client:
+            wait_until_available(client, ["numpy", "keras-cpu"])
+            model_id, input_id = upload(client, example("regression").path, 4)
+            body = {"model_id": model_id, "input_set_id": input_id, "backends": ["keras-cpu"]}
+            hold(gate, "keras-cpu")
+            run_id = client.post("/api/runs", json=body).json()["id"]
+            job_pid = wait_until_held(gate, run_id, "keras-cpu")
+            assert worker.process is not None
+            worker_pid = worker.process.pid
+            assert parent_pid(job_pid) == worker_pid
+            os.kill(job_pid, signal.SIGSEGV)
+            release(gate, "keras-cpu")
+            run = wait_for_run(client, run_id)
+            wait_for(
+                lambda: broker.hlen("unacked") == 0,
+                timeout_s=30,
+                what="the broker to hold no unacknowledged job",
+            )
+            following = wait_for_run(client, client.post("/api/runs", json=body).json()["id"])
+            crashed = client.get(f"/api/runs/{run_id}").json()
+        assert worker.process.poll() is None and worker.process.pid == worker_pid
+        keras_cpu = next(b for b in crashed["backend_runs"] if b["backend"] == "keras-cpu")
+        assert run["status"] == "done", run
+        assert keras_cpu["status"] == "failed"
+        assert keras_cpu["reason"] == "crashed: keras-cpu job process killed by SIGSEGV (signal 11)"
+        assert keras_cpu["attempts"] == 1
+        assert following["status"] == "done"
+        assert {b["status"] for b in following["backend_runs"]} == {"done"}
+    finally:
+        release(gate, "keras-cpu")
+        broker.close()
+        worker.stop()
         server.stop()

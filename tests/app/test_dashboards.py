@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from app.config import settings
+from tests.app.test_retention import backdate, expire_outputs_cli
 from tests.live_server import LiveServer, wait_for_run
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
@@ -219,4 +220,43 @@ def test_run_page_updates_while_the_run_is_in_progress(stored: dict, browser: An
     )
     page.wait_for_function("document.getElementById('chart').data !== undefined")
     assert {t["name"] for t in traces(page)} == {"tfjs-cpu", "numpy"}
+    assert problems == []
+
+
+def test_pages_of_a_run_whose_outputs_expired(stored: dict, browser: Any) -> None:
+    """The metrics still draw; the per-value view says the layer outputs are gone."""
+    client: httpx.Client = stored["client"]
+    server: LiveServer = stored["server"]
+    model_id = stored["model"]["id"]
+    input_id = client.post(f"/api/models/{model_id}/inputs", json={"kind": "ones"}).json()["id"]
+    run_id = client.post(
+        "/api/runs",
+        json={
+            "model_id": model_id,
+            "input_set_id": input_id,
+            "backends": ["keras-cpu", "tfjs-cpu"],
+        },
+    ).json()["id"]
+    assert wait_for_run(client, run_id)["status"] == "done"
+    # The browser view's comparison, made while the arrays were still there.
+    assert client.get(f"/api/runs/{run_id}/divergence?against=keras-cpu").status_code == 200
+    backdate(f"sqlite:///{server.data_dir / 'driftbench.db'}", run_id, days=2)
+    assert expire_outputs_cli(server.data_dir, output_retention_days="1").returncode == 0
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}")
+    assert page.locator("#divergence tbody tr").count() == 2 * 10
+    assert page.locator("#against option").all_inner_texts() == ["numpy-f64"]
+    assert page.locator("#backends").inner_text().count("outputs expired") == 3
+    assert page.locator("#error").is_hidden()
+    assert problems == []
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}/browser")
+    assert {t["name"] for t in traces(page)} == {"tfjs-cpu"}
+    assert (
+        page.locator("#error")
+        .inner_text()
+        .startswith("outputs expired: the layer outputs of keras-cpu were deleted on ")
+    )
+    assert page.locator("#layer").is_disabled()
+    assert page.evaluate("document.getElementById('scatter').data === undefined")
     assert problems == []

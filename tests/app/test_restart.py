@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session
 
 from app.models import Run
-from tests.live_server import LiveServer, wait_for_run, wait_until_backend_running
+from tests.held_jobs import hold, release, wait_until_gone, wait_until_held
+from tests.live_server import LiveServer, wait_for_run
 
 
 def upload_and_queue(client: httpx.Client, path: Path, backends: list[str], batch: int) -> int:
@@ -25,13 +26,17 @@ def upload_and_queue(client: httpx.Client, path: Path, backends: list[str], batc
 
 
 def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path) -> None:
-    server = LiveServer(tmp_path / "data", None)
+    gate = tmp_path / "gate"
+    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
     server.start()
     try:
+        hold(gate, "tfjs-cpu")
         with server.client() as client:
             run_id = upload_and_queue(client, example("cifar_cnn").path, ["numpy", "tfjs-cpu"], 64)
-            wait_until_backend_running(client, run_id, "tfjs-cpu")
+            job_pid = wait_until_held(gate, run_id, "tfjs-cpu")
         server.kill()
+        wait_until_gone(job_pid)
+        release(gate, "tfjs-cpu")
         server.start()
         with server.client() as client:
             run = wait_for_run(client, run_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, free_port, postgres_database
+from tests.live_server import LiveServer, postgres_database
+from tests.polling import wait_for
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -28,9 +28,19 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
 
 
 @contextmanager
-def tcp_forwarder(port: int, target_port: int) -> Iterator[None]:
-    """127.0.0.1:port relayed to 127.0.0.1:target_port: a database that appears late."""
-    listener = socket.create_server(("127.0.0.1", port))
+def refusing_port() -> Iterator[socket.socket]:
+    """A local port that refuses connections: bound but not listening. Unlike a port
+    closed again after finding it free, nothing else can take it while the block runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+@contextmanager
+def tcp_forwarder(listener: socket.socket, target_port: int) -> Iterator[None]:
+    """Start listening on the bound `listener` and relay every connection to
+    127.0.0.1:target_port: a database that appears late."""
+    listener.listen()
     listener.settimeout(0.2)
     stopping = threading.Event()
 
@@ -51,18 +61,18 @@ def tcp_forwarder(port: int, target_port: int) -> Iterator[None]:
     finally:
         stopping.set()
         thread.join()
-        listener.close()
 
 
 def test_unreachable_database_is_retried_then_a_clear_error(tmp_path: Path) -> None:
-    port = free_port()
-    server = LiveServer(
-        tmp_path,
-        f"postgresql+psycopg://postgres:secret@127.0.0.1:{port}/driftbench",
-        db_startup_timeout_s="3",
-    )
-    with pytest.raises(RuntimeError, match="server exited"):
-        server.start(timeout_s=60)
+    with refusing_port() as database:
+        port = database.getsockname()[1]
+        server = LiveServer(
+            tmp_path,
+            f"postgresql+psycopg://postgres:secret@127.0.0.1:{port}/driftbench",
+            db_startup_timeout_s="3",
+        )
+        with pytest.raises(RuntimeError, match="server exited"):
+            server.start(timeout_s=60)
     assert server.process is not None and server.process.returncode == 2
     log = server.log_path.read_text()
     assert log.count("unreachable (") >= 2  # retried, with the driver's reason each time
@@ -72,17 +82,21 @@ def test_unreachable_database_is_retried_then_a_clear_error(tmp_path: Path) -> N
 
 
 def test_server_waits_for_a_database_that_comes_up_late(tmp_path: Path) -> None:
-    port = free_port()
-    with postgres_database() as url:
-        late_url = url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    with postgres_database() as url, refusing_port() as database:
+        late_url = url.replace("127.0.0.1:5432", f"127.0.0.1:{database.getsockname()[1]}")
         server = LiveServer(tmp_path, late_url, db_startup_timeout_s="60")
         try:
             server.start_in_background()
-            time.sleep(3)
-            with tcp_forwarder(port, 5432):
+            wait_for(
+                lambda: "unreachable (" in server.log_path.read_text(),
+                timeout_s=60,
+                what="the server to log a failed attempt to reach the database",
+            )
+            with tcp_forwarder(database, 5432):
                 server.wait_until_healthy(timeout_s=90)
                 assert httpx.get(f"{server.url}/api/models").json()["count"] == 0
+                # The port read from --port-file is the one the server says it bound.
+                assert f"listening on {server.url}\n" in server.log_path.read_text()
                 server.stop()
         finally:
             server.stop()
-    assert "unreachable (" in server.log_path.read_text()

@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.config import settings
+from tests.polling import wait_for
 from workers.browser_host import BrowserHost, BrowserJobFailed, shared_host
 from workers.drift_job import run_backends
 from workers.inputs import InputRecipe, generate_inputs
@@ -66,7 +66,6 @@ def test_browser_killed_mid_job_is_restarted_and_the_job_completes(example: Any)
     inputs = generate_inputs(InputRecipe("uniform", batch=32, seed=0), artifact.graph.input_shapes)
     host = shared_host(settings.chromium_path)
     restarts_before, started_before = host.restarts, host.jobs_started
-    old_pids = chromium_processes()
     outcome: dict[str, Any] = {}
     worker = threading.Thread(
         target=lambda: outcome.update(
@@ -74,10 +73,14 @@ def test_browser_killed_mid_job_is_restarted_and_the_job_completes(example: Any)
         )
     )
     worker.start()
-    deadline = time.monotonic() + 60
-    while host.jobs_started == started_before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    # Kill as soon as the job is in its page: waiting any longer lets a fast job finish
+    # first, and then there is nothing to restart.
+    wait_for(
+        lambda: host.jobs_started > started_before,
+        timeout_s=120,
+        what="the tfjs-cpu job to start in the browser",
+    )
+    killed_pids = chromium_processes()
     os.kill(browser_main_pid(), signal.SIGKILL)
     worker.join(timeout=600)
     result = outcome["tfjs-cpu"]
@@ -85,8 +88,11 @@ def test_browser_killed_mid_job_is_restarted_and_the_job_completes(example: Any)
     assert host.restarts == restarts_before + 1
     assert result.environment["browser_restarts"] == host.restarts
     assert result.outputs["accumulated"]["dense_2"].shape == (32, 10)
-    time.sleep(1)
-    assert [pid for pid in old_pids if alive(pid)] == []
+    wait_for(
+        lambda: not any(alive(pid) for pid in killed_pids),
+        timeout_s=10,
+        what=f"every process of the killed browser to exit: {killed_pids}",
+    )
 
 
 def test_no_chromium_survives_the_worker_process(tmp_path: Path) -> None:
@@ -109,10 +115,11 @@ def test_no_chromium_survives_the_worker_process(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
     pids = [int(pid) for pid in completed.stdout.split()]
     assert pids, "the worker should have had a running Chromium"
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [pid for pid in pids if alive(pid)] == []
+    wait_for(
+        lambda: not any(alive(pid) for pid in pids),
+        timeout_s=10,
+        what=f"the worker's Chromium processes to exit with it: {pids}",
+    )
 
 
 def test_warm_page_is_kept_per_key_and_replaced_after_a_failure() -> None:

@@ -159,7 +159,8 @@ async function runPage() {
       const tr = document.createElement('tr');
       cell(tr, b.backend);
       cell(tr, b.status);
-      cell(tr, b.reason || '');
+      const expired = b.outputs_expired_at && `outputs expired ${b.outputs_expired_at.slice(0, 10)}`;
+      cell(tr, [b.reason, expired].filter(Boolean).join('; '));
       cell(tr, b.deterministic === null ? '' : (b.deterministic ? 'bit-for-bit' : 'NOT deterministic'));
       cell(tr, b.repeat_spread === null ? '' : String(b.repeat_spread));
       const trip = b.environment.weights_roundtrip;
@@ -208,7 +209,11 @@ async function runPage() {
   };
 
   const redraw = async () => {
-    const done = run.backend_runs.filter((b) => b.status === 'done').map((b) => b.backend);
+    // A new reference is compared from stored outputs: once those expired, only the
+    // run's own reference (compared when it finished) is left to choose.
+    const done = run.backend_runs
+      .filter((b) => b.status === 'done' && (!b.outputs_expired_at || b.backend === run.reference))
+      .map((b) => b.backend);
     if (done.length > 0) {
       fillSelect(against, done, run.reference);
     }
@@ -243,7 +248,10 @@ function parseNpy(buffer) {
 
 async function fetchLayer(id, backend, layer) {
   const response = await fetch(`/api/runs/${id}/outputs/${backend}/${encodeURIComponent(layer)}`);
-  if (!response.ok) throw new Error(`outputs of ${backend}/${layer}: HTTP ${response.status}`);
+  if (!response.ok) {
+    const payload = await response.json().catch(() => ({}));
+    throw new Error(`outputs of ${backend}/${layer}: ${payload.detail || `HTTP ${response.status}`}`);
+  }
   return parseNpy(await response.arrayBuffer());
 }
 
@@ -286,9 +294,18 @@ async function browserPage() {
                                          title: {text: `${layer}: browser − keras-cpu`}});
   };
   metric.onchange = () => redrawChart().then(ready).catch(showError);
-  layerSelect.onchange = () => redrawLayer().then(ready).catch(showError);
   await redrawChart();
-  await redrawLayer();
+  const expired = run.backend_runs.find((b) => b.outputs_expired_at
+    && (b.backend === 'keras-cpu' || browsers.includes(b.backend)));
+  if (expired) {
+    // The metrics above are rows in the database; the per-value views need the arrays.
+    layerSelect.disabled = true;
+    showError(new Error(`outputs expired: the layer outputs of ${expired.backend} were deleted `
+      + `on ${expired.outputs_expired_at.slice(0, 10)}, so there are no values to plot per layer`));
+  } else {
+    layerSelect.onchange = () => redrawLayer().then(ready).catch(showError);
+    await redrawLayer();
+  }
   ready();
 }
 

@@ -1,0 +1,54 @@
+"""The main of a job process: warm up once, then run the jobs its supervisor sends.
+
+Everything a job keeps warm (TensorFlow imported, loaded Keras models with their
+traced predict, the Chromium pages, exported models) lives here, so it survives
+from job to job; a native crash or an out-of-memory kill ends only this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from workers.process_lifetime import die_with_parent
+
+
+def offer_to_the_oom_killer() -> None:
+    """When the machine runs out of memory, the kernel should kill a job, not the server.
+
+    Raising one's own oom_score_adj needs no privilege; the server keeps its own score.
+    """
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
+
+
+def warm_up(capability: str) -> None:
+    """Pay the imports before the first job: the first job then costs what later ones do."""
+    if capability == "cpu":
+        from workers.keras_env import import_keras
+
+        import_keras()
+    from workers import run_job  # noqa: F401  (the database and storage layers)
+
+
+def serve(connection: Connection, capability: str, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
+    # Ctrl-C on the server reaches the whole process group; the supervisor stops jobs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    offer_to_the_oom_killer()
+    warm_up(capability)
+    from workers.drift_job import failure_reason
+    from workers.run_job import perform
+
+    connection.send({"ready": os.getpid()})
+    while (job := connection.recv()) is not None:
+        started = time.perf_counter()
+        try:
+            answer = {"result": perform(job), "seconds": time.perf_counter() - started}
+        except Exception as error:  # reported to the supervisor, which fails only this job
+            answer = {"error": failure_reason(error)}
+        connection.send(answer)

@@ -1,0 +1,212 @@
+"""Supervised job processes: a job that crashes, runs out of memory or hangs ends itself only.
+
+driftbench runs untrusted models through native code (TensorFlow, oneDNN, BLAS,
+Chromium). Under oneDNN a failed allocation is a segfault, not an exception, and
+the kernel's OOM killer takes whatever process is largest; so no job runs in the
+process that serves the API or takes Celery tasks. Each capability (cpu, browser,
+gpu) keeps warm job processes; the supervisor sends one job at a time, watches
+the process's resident memory (its children's included: Chromium) and the time,
+and stops it over DRIFTBENCH_JOB_MEMORY_LIMIT_BYTES or DRIFTBENCH_BACKEND_TIME_LIMIT_S.
+A dead process is replaced by the next job; the reason becomes the job's failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from workers.job_child import serve
+from workers.process_tree import descendants
+
+WATCH_INTERVAL_S = 0.1
+TREE_REFRESH_S = 1.0
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 10.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    memory_bytes: int
+    time_s: float
+
+
+@dataclass(frozen=True)
+class JobAnswer:
+    """A job's result, with the seconds the job took inside its process (what the same
+    call would cost without isolation) and as the supervisor saw it (pipe and watch)."""
+
+    result: Any
+    job_s: float
+    supervised_s: float
+
+
+class JobProcessDied(Exception):
+    """The job's process ended (signal, exit, memory or time limit); the message says how."""
+
+
+class JobFailed(Exception):
+    """The job raised in its process; the process lives on. The message is the reason."""
+
+
+def resident_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def death_reason(label: str, exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        reason = f"crashed: {label} job process killed by {name} (signal {number})"
+        if number == signal.SIGKILL:
+            reason += ", sent by the kernel's out-of-memory killer or by a person"
+        return reason
+    return f"crashed: {label} job process exited with code {exitcode}"
+
+
+class JobProcess:
+    """One warm child process of one capability, running one job at a time."""
+
+    def __init__(self, capability: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.capability = capability
+        self.connection, child_end = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=serve,
+            args=(child_end, capability, os.getpid()),
+            daemon=True,
+            name=f"driftbench-job-{capability}",
+        )
+        self.process.start()
+        child_end.close()
+        self.pid: int = self.process.pid  # type: ignore[assignment]
+        if not self.connection.poll(START_TIMEOUT_S):
+            self.stop()
+            raise JobProcessDied(
+                f"crashed: the {capability} job process did not start within "
+                f"{START_TIMEOUT_S:.0f} s"
+            )
+        try:
+            self.connection.recv()
+        except EOFError:
+            self.process.join(STOP_TIMEOUT_S)
+            raise JobProcessDied(
+                death_reason(f"{capability} start-up", self.process.exitcode)
+            ) from None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def run(self, job: Any, label: str, limits: JobLimits) -> JobAnswer:
+        """The job's answer, or JobFailed (it raised) or JobProcessDied (the process ended)."""
+        started = time.monotonic()
+        self.connection.send(job)
+        tree: list[int] = []
+        tree_read = 0.0
+        while not self.connection.poll(WATCH_INTERVAL_S):
+            now = time.monotonic()
+            if not self.process.is_alive():
+                break
+            if now - tree_read > TREE_REFRESH_S:
+                tree, tree_read = descendants(self.pid), now
+            resident = resident_bytes(self.pid) + sum(resident_bytes(pid) for pid in tree)
+            if resident > limits.memory_bytes:
+                self.kill()
+                raise JobProcessDied(
+                    f"out of memory: the {label} job process exceeded "
+                    f"DRIFTBENCH_JOB_MEMORY_LIMIT_BYTES ({limits.memory_bytes}) with "
+                    f"{resident / 1e9:.1f} GB resident and was stopped"
+                )
+            if now - started > limits.time_s:
+                self.kill()
+                raise JobProcessDied(
+                    f"timed out: the {label} job ran longer than "
+                    f"DRIFTBENCH_BACKEND_TIME_LIMIT_S ({limits.time_s:.0f} s) and its "
+                    "process was stopped"
+                )
+        try:
+            answer = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(STOP_TIMEOUT_S)
+            raise JobProcessDied(death_reason(label, self.process.exitcode)) from None
+        if "error" in answer:
+            raise JobFailed(answer["error"])
+        return JobAnswer(answer["result"], answer["seconds"], time.monotonic() - started)
+
+    def kill(self) -> None:
+        """SIGKILL the process and whatever it started (Chromium would outlive it)."""
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.join(STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.connection.send(None)
+            self.process.join(STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.kill()
+        self.connection.close()
+
+
+class JobProcesses:
+    """Up to `per_capability` warm job processes for each capability, started on demand."""
+
+    def __init__(self, per_capability: int, limits: JobLimits) -> None:
+        self.limits = limits
+        self._per_capability = per_capability
+        self._idle: dict[str, list[JobProcess]] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _slot(self, capability: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._slots.setdefault(
+                capability, threading.BoundedSemaphore(self._per_capability)
+            )
+
+    def run(self, capability: str, job: Any, label: str) -> JobAnswer:
+        """Run `job` in a warm process of `capability`; a dead process is not reused."""
+        with self._slot(capability):
+            with self._lock:
+                idle = self._idle.setdefault(capability, [])
+                process = idle.pop() if idle else None
+            if process is None or not process.alive:
+                process = JobProcess(capability)
+            try:
+                return process.run(job, label, self.limits)
+            finally:
+                self._put_back(capability, process)
+
+    def _put_back(self, capability: str, process: JobProcess) -> None:
+        with self._lock:
+            keep = process.alive and not self._closed
+            if keep:
+                self._idle[capability].append(process)
+        if not keep:
+            process.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            processes = [p for idle in self._idle.values() for p in idle]
+            self._idle.clear()
+        for process in processes:
+            process.stop()
