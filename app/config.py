@@ -4,6 +4,7 @@ The app, the workers and (later) Alembic read the same `settings` object, so a
 threshold or a path never has two sources of truth.
 """
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -16,9 +17,17 @@ from workers.metrics import VerdictThresholds
 MiB = 1024 * 1024
 
 
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def half_of_physical_memory() -> int:
-    """Leaves the other half to the server, the database and a second job process."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    """Half of what this machine, or the container it runs in (its cgroup's limit),
+    has: a job that takes more is stopped before the kernel's OOM killer acts."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit_file in CGROUP_MEMORY_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            memory = min(memory, int(Path(limit_file).read_text()))
+    return memory // 2
 
 
 class Settings(BaseSettings):
@@ -50,7 +59,7 @@ class Settings(BaseSettings):
         default=1800,
         ge=1,
         description="A job held by a worker that died is re-delivered after this long; "
-        "keep it above DRIFTBENCH_BACKEND_TIME_LIMIT_S.",
+        "keep it above DRIFTBENCH_BACKEND_TIME_LIMIT_S plus a job process's start (a minute).",
     )
     backend_time_limit_s: int = Field(
         default=900,
@@ -59,7 +68,7 @@ class Settings(BaseSettings):
         "process, in both executors; over it the process is stopped and the backend failed.",
     )
     job_memory_limit_bytes: int = Field(
-        default_factory=lambda: half_of_physical_memory(),
+        default_factory=half_of_physical_memory,
         ge=64 * MiB,
         description="Most resident memory a job process (with its children, e.g. Chromium) "
         "may use; over it the process is stopped and the backend failed. Default: half of "

@@ -35,7 +35,7 @@ class Executor(Protocol):
 class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftbench-run")
-        self._processes = JobProcesses(workers, job_limits())
+        self._processes = JobProcesses(job_limits())
 
     def submit(self, run_id: int) -> None:
         self._pool.submit(execute_run, run_id, self._processes)

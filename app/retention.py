@@ -51,6 +51,7 @@ def expire_outputs(retention_days: int, stop: threading.Event | None = None) -> 
             select(Run.id)
             .join(Run.backend_runs)
             .where(
+                Run.status.in_(("done", "failed")),
                 Run.finished_at < now - timedelta(days=retention_days),
                 BackendRun.outputs_path.is_not(None),
             )

@@ -55,6 +55,7 @@ def ensure_comparison(session: Session, run: Run, against: str) -> None:
     )
     if exists is not None or run.status != "done":
         return
+    # The backend asked for is named first when its own outputs are the ones gone.
     expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
     if expired:
         raise OutputsExpired(expired[0])

@@ -111,7 +111,8 @@ def load_inputs(sha256: str) -> dict[str, np.ndarray]:
 
 
 def outputs_path(run_id: int, backend: str) -> Path:
-    return _folder(f"outputs/{run_id}") / f"{backend}.npz"
+    """Where a backend run's layer outputs are (or would be) stored; creates nothing."""
+    return data_dir() / "outputs" / str(run_id) / f"{backend}.npz"
 
 
 def capped_outputs(
@@ -142,6 +143,8 @@ def capped_outputs(
 def store_outputs(run_id: int, backend: str, outputs: dict[str, dict[str, np.ndarray]]) -> Path:
     """Layer outputs keyed '<mode>/<layer>'; replaces what an earlier attempt stored."""
     target = outputs_path(run_id, backend)
+    with _reporting_full_disk(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     _write_npz(
         target,
         {

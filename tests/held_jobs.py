@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.polling import wait_for
 from workers.job_gate import hold_path, started_path
+from workers.process_tree import is_running
 
 
 def hold(gate_dir: Path, backend: str) -> None:
@@ -28,21 +29,7 @@ def wait_until_gone(pid: int, timeout_s: float = 30) -> None:
     """A job process outlives a killed supervisor by up to a second (it polls its parent);
     released before it is gone, it would go on with its job."""
     wait_for(
-        lambda: not running(pid),
+        lambda: not is_running(pid),
         timeout_s,
         f"job process {pid} to exit after its supervisor was killed",
     )
-
-
-def running(pid: int) -> bool:
-    """True while the process exists and is not a zombie (which runs nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rfind(")") + 2 :].split()[1])

@@ -37,8 +37,10 @@ def warm_up(capability: str) -> None:
 
 def serve(connection: Connection, capability: str, parent_pid: int) -> None:
     die_with_parent(parent_pid)
-    # Ctrl-C on the server reaches the whole process group; the supervisor stops jobs.
+    # Ctrl-C or a service manager's SIGTERM reaches the whole process group: the
+    # supervisor stops its jobs itself, leaving unfinished ones to be run again.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     offer_to_the_oom_killer()
     warm_up(capability)
     from workers.drift_job import failure_reason

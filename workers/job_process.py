@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.job_child import serve
-from workers.process_tree import descendants
+from workers.process_tree import descendants, identities, kill_all
 
 WATCH_INTERVAL_S = 0.1
 TREE_REFRESH_S = 1.0
@@ -55,6 +55,11 @@ class JobProcessDied(Exception):
 
 class JobFailed(Exception):
     """The job raised in its process; the process lives on. The message is the reason."""
+
+
+class ShuttingDown(Exception):
+    """The supervisor is closing: the job was not run, or was stopped unfinished, and is
+    left for the next start (a run's recovery, or the broker's re-delivery) to run again."""
 
 
 def resident_bytes(pid: int) -> int:
@@ -94,119 +99,134 @@ class JobProcess:
         self.process.start()
         child_end.close()
         self.pid: int = self.process.pid  # type: ignore[assignment]
-        if not self.connection.poll(START_TIMEOUT_S):
+        # What the process started, as last seen: killed with it, even once re-parented.
+        self._tree: dict[int, str] = {}
+        try:
+            ready = self.connection.poll(START_TIMEOUT_S) and self.connection.recv()
+        except (EOFError, OSError):
+            ready = None
+        if not ready:
             self.stop()
             raise JobProcessDied(
-                f"crashed: the {capability} job process did not start within "
+                death_reason(f"{capability} start-up", self.process.exitcode)
+                if self.process.exitcode is not None
+                else f"crashed: the {capability} job process did not start within "
                 f"{START_TIMEOUT_S:.0f} s"
             )
-        try:
-            self.connection.recv()
-        except EOFError:
-            self.process.join(STOP_TIMEOUT_S)
-            raise JobProcessDied(
-                death_reason(f"{capability} start-up", self.process.exitcode)
-            ) from None
 
     @property
     def alive(self) -> bool:
         return self.process.is_alive()
 
     def run(self, job: Any, label: str, limits: JobLimits) -> JobAnswer:
-        """The job's answer, or JobFailed (it raised) or JobProcessDied (the process ended)."""
+        """The job's answer, or JobFailed (it raised) or JobProcessDied (the process ended,
+        or was stopped over a limit; either way it is dead when this returns)."""
         started = time.monotonic()
-        self.connection.send(job)
-        tree: list[int] = []
-        tree_read = 0.0
-        while not self.connection.poll(WATCH_INTERVAL_S):
-            now = time.monotonic()
-            if not self.process.is_alive():
-                break
-            if now - tree_read > TREE_REFRESH_S:
-                tree, tree_read = descendants(self.pid), now
-            resident = resident_bytes(self.pid) + sum(resident_bytes(pid) for pid in tree)
-            if resident > limits.memory_bytes:
-                self.kill()
-                raise JobProcessDied(
-                    f"out of memory: the {label} job process exceeded "
-                    f"DRIFTBENCH_JOB_MEMORY_LIMIT_BYTES ({limits.memory_bytes}) with "
-                    f"{resident / 1e9:.1f} GB resident and was stopped"
-                )
-            if now - started > limits.time_s:
-                self.kill()
-                raise JobProcessDied(
-                    f"timed out: the {label} job ran longer than "
-                    f"DRIFTBENCH_BACKEND_TIME_LIMIT_S ({limits.time_s:.0f} s) and its "
-                    "process was stopped"
-                )
         try:
+            self.connection.send(job)
+            tree_read = 0.0
+            while not self.connection.poll(WATCH_INTERVAL_S):
+                now = time.monotonic()
+                if not self.process.is_alive():
+                    break
+                if now - tree_read > TREE_REFRESH_S:
+                    self._tree, tree_read = identities(descendants(self.pid)), now
+                resident = resident_bytes(self.pid) + sum(map(resident_bytes, self._tree))
+                if resident > limits.memory_bytes:
+                    raise JobProcessDied(
+                        f"out of memory: the {label} job process exceeded "
+                        f"DRIFTBENCH_JOB_MEMORY_LIMIT_BYTES ({limits.memory_bytes}) with "
+                        f"{resident / 1e9:.1f} GB resident and was stopped"
+                    )
+                if now - started > limits.time_s:
+                    raise JobProcessDied(
+                        f"timed out: the {label} job ran longer than "
+                        f"DRIFTBENCH_BACKEND_TIME_LIMIT_S ({limits.time_s:.0f} s) and its "
+                        "process was stopped"
+                    )
             answer = self.connection.recv()
         except (EOFError, OSError):
-            self.process.join(STOP_TIMEOUT_S)
+            self.kill()
             raise JobProcessDied(death_reason(label, self.process.exitcode)) from None
+        except JobProcessDied:
+            self.kill()
+            raise
         if "error" in answer:
             raise JobFailed(answer["error"])
         return JobAnswer(answer["result"], answer["seconds"], time.monotonic() - started)
 
     def kill(self) -> None:
-        """SIGKILL the process and whatever it started (Chromium would outlive it)."""
-        for pid in [self.pid, *descendants(self.pid)]:
+        """SIGKILL the process and whatever it started (Chromium would outlive it), also
+        what it had started before it died and its children were re-parented."""
+        tree = dict(self._tree)
+        if self.process.is_alive():  # not yet reaped: the pid is still this process's
+            tree.update(identities(descendants(self.pid)))
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(self.pid, signal.SIGKILL)
+        kill_all(tree)
         self.process.join(STOP_TIMEOUT_S)
+        self.connection.close()
 
     def stop(self) -> None:
+        """Ask the process to exit after its current job; kill it if it does not."""
         if self.process.is_alive():
-            with contextlib.suppress(BrokenPipeError, OSError):
+            with contextlib.suppress(OSError):
                 self.connection.send(None)
             self.process.join(STOP_TIMEOUT_S)
-        if self.process.is_alive():
-            self.kill()
-        self.connection.close()
+        self.kill()
 
 
 class JobProcesses:
-    """Up to `per_capability` warm job processes for each capability, started on demand."""
+    """Warm job processes per capability, started on demand: one per job running at once
+    (the embedded executor's run threads, a Celery worker's one task), kept when idle."""
 
-    def __init__(self, per_capability: int, limits: JobLimits) -> None:
+    def __init__(self, limits: JobLimits) -> None:
         self.limits = limits
-        self._per_capability = per_capability
         self._idle: dict[str, list[JobProcess]] = {}
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._busy: set[JobProcess] = set()
         self._lock = threading.Lock()
         self._closed = False
 
-    def _slot(self, capability: str) -> threading.BoundedSemaphore:
+    def _take(self, capability: str) -> JobProcess:
         with self._lock:
-            return self._slots.setdefault(
-                capability, threading.BoundedSemaphore(self._per_capability)
-            )
+            if self._closed:
+                raise ShuttingDown(f"job processes are closing; {capability} job not started")
+            idle = self._idle.setdefault(capability, [])
+            process = idle.pop() if idle else None
+        if process is not None and not process.alive:
+            process.stop()
+            process = None
+        process = process or JobProcess(capability)
+        with self._lock:
+            self._busy.add(process)
+        return process
 
     def run(self, capability: str, job: Any, label: str) -> JobAnswer:
-        """Run `job` in a warm process of `capability`; a dead process is not reused."""
-        with self._slot(capability):
+        """Run `job` in a warm process of `capability`; a process that died is replaced."""
+        process = self._take(capability)
+        try:
+            return process.run(job, label, self.limits)
+        except JobProcessDied:
+            if self._closed:
+                raise ShuttingDown(f"{label} job stopped unfinished: shutting down") from None
+            raise
+        finally:
             with self._lock:
-                idle = self._idle.setdefault(capability, [])
-                process = idle.pop() if idle else None
-            if process is None or not process.alive:
-                process = JobProcess(capability)
-            try:
-                return process.run(job, label, self.limits)
-            finally:
-                self._put_back(capability, process)
-
-    def _put_back(self, capability: str, process: JobProcess) -> None:
-        with self._lock:
-            keep = process.alive and not self._closed
-            if keep:
-                self._idle[capability].append(process)
-        if not keep:
-            process.stop()
+                self._busy.discard(process)
+                keep = process.alive and not self._closed
+                if keep:
+                    self._idle[capability].append(process)
+            if not keep:
+                process.stop()
 
     def close(self) -> None:
+        """Stop every job process, busy ones included: their jobs end as ShuttingDown."""
         with self._lock:
             self._closed = True
             processes = [p for idle in self._idle.values() for p in idle]
             self._idle.clear()
+            busy = list(self._busy)
         for process in processes:
             process.stop()
+        for process in busy:
+            process.kill()

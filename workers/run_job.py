@@ -30,7 +30,13 @@ from workers.drift_job import (
     run_backend,
 )
 from workers.job_gate import hold_job
-from workers.job_process import JobFailed, JobLimits, JobProcessDied, JobProcesses
+from workers.job_process import (
+    JobFailed,
+    JobLimits,
+    JobProcessDied,
+    JobProcesses,
+    ShuttingDown,
+)
 from workers.model_graph import ModelGraph, graph_from_summary
 from workers.model_loading import ModelArtifact, load_artifact
 from workers.runners import runner_class
@@ -75,6 +81,7 @@ def _record_result(run_id: int, result: BackendResult) -> str:
         backend_run.deterministic = result.deterministic
         backend_run.repeat_spread = result.repeat_spread
         backend_run.outputs_path = str(path) if path else None
+        backend_run.outputs_expired_at = None  # a re-run stores them anew
         backend_run.finished_at = utcnow()
     return status
 
@@ -291,8 +298,9 @@ def fail_run(run_id: int, reason: str) -> None:
             run.finished_at = utcnow()
 
 
-def record_failure(run_id: int, backend: str, reason: str) -> None:
-    """A backend job that ended outside its runner (its process died, the job raised).
+def record_failure(run_id: int, backend: str, reason: str) -> str | None:
+    """A backend job that ended outside its runner (its process died, the job raised);
+    returns the backend's status as recorded (None if its run is gone).
 
     A backend that had already finished keeps its result (the process died after it
     was stored); otherwise any outputs file it left without a database record goes.
@@ -302,11 +310,12 @@ def record_failure(run_id: int, backend: str, reason: str) -> None:
             select(BackendRun).filter_by(run_id=run_id, backend=backend)
         ).one_or_none()
         if backend_run is None or backend_run.status in FINAL_STATUSES:
-            return
+            return None if backend_run is None else backend_run.status
         storage.outputs_path(run_id, backend).unlink(missing_ok=True)
         backend_run.status, backend_run.reason = "failed", reason
         backend_run.outputs_path = None
         backend_run.finished_at = utcnow()
+        return backend_run.status
 
 
 @dataclass(frozen=True)
@@ -334,8 +343,7 @@ def supervised_backend(processes: JobProcesses, run_id: int, backend: str) -> st
     try:
         return processes.run(runner_class(backend).QUEUE, Job(run_id, backend), backend).result
     except (JobFailed, JobProcessDied) as error:
-        record_failure(run_id, backend, str(error))
-        return "failed"
+        return record_failure(run_id, backend, str(error))
 
 
 def supervised_finalize(processes: JobProcesses, run_id: int) -> None:
@@ -347,7 +355,8 @@ def supervised_finalize(processes: JobProcesses, run_id: int) -> None:
 
 def execute_run(run_id: int, processes: JobProcesses) -> None:
     """The embedded executor's job: reference, the other backends, then the comparison,
-    each in a supervised job process, so a crash fails one backend and the run goes on."""
+    each in a supervised job process, so a crash fails one backend and the run goes on.
+    A run cut short by a server stop stays as it is, for the next start to run again."""
     try:
         plan = start_run(run_id)
         if plan is None:
@@ -355,5 +364,10 @@ def execute_run(run_id: int, processes: JobProcesses) -> None:
         for backend in (plan.reference, *plan.backends):
             supervised_backend(processes, run_id, backend)
         supervised_finalize(processes, run_id)
+    except ShuttingDown as stopping:
+        log.info("run %s left for the next start: %s", run_id, stopping)
     except Exception as error:
-        fail_run(run_id, f"{type(error).__name__}: {error}")
+        try:
+            fail_run(run_id, f"{type(error).__name__}: {error}")
+        except Exception:  # the database itself failed (a full disk): say so in the log
+            log.exception("run %s failed and could not be marked failed", run_id)

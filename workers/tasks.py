@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from functools import cache
 
+from celery.exceptions import Reject
 from celery.signals import worker_shutdown
 from sqlalchemy import update
 
 from app.db import session_scope
 from app.models import Run
 from workers.celery_app import BACKEND_TASK, FINALIZE_TASK, START_TASK, celery
-from workers.job_process import JobProcesses
+from workers.job_process import JobProcesses, ShuttingDown
 from workers.run_job import (
     FINAL_STATUSES,
     job_limits,
@@ -29,7 +30,7 @@ from workers.run_job import (
 @cache
 def job_processes() -> JobProcesses:
     """This worker's job processes (one per capability: the worker takes one job at a time)."""
-    processes = JobProcesses(1, job_limits())
+    processes = JobProcesses(job_limits())
     worker_shutdown.connect(lambda **_: processes.close(), weak=False)
     return processes
 
@@ -59,7 +60,10 @@ def _claim_finalization(run_id: int) -> bool:
 
 @celery.task(name=BACKEND_TASK)
 def backend_task(run_id: int, backend: str) -> None:
-    supervised_backend(job_processes(), run_id, backend)
+    try:
+        supervised_backend(job_processes(), run_id, backend)
+    except ShuttingDown as stopping:
+        raise Reject(str(stopping), requeue=True) from None
     with session_scope() as session:
         run = session.get(Run, run_id)
         others = (
@@ -79,4 +83,7 @@ def backend_task(run_id: int, backend: str) -> None:
 
 @celery.task(name=FINALIZE_TASK)
 def finalize_task(run_id: int) -> None:
-    supervised_finalize(job_processes(), run_id)
+    try:
+        supervised_finalize(job_processes(), run_id)
+    except ShuttingDown as stopping:
+        raise Reject(str(stopping), requeue=True) from None

@@ -80,11 +80,16 @@ def isolation_figures(directory: Path, repeats: int) -> list[Figure]:
             _, body = run_body(client, artifact.path, batch, [BACKEND])
             run_to_done(client, body)
             runs[name] = client.get("/api/runs?limit=1").json()["data"][0]["id"]
-    engine = make_engine(f"sqlite:///{data_dir.resolve() / 'driftbench.db'}")
+    database_url = f"sqlite:///{data_dir.resolve() / 'driftbench.db'}"
+    engine = make_engine(database_url)
     figures = []
     try:
         for onednn in ONEDNN:
-            with environment(DRIFTBENCH_DATA_DIR=str(data_dir), DRIFTBENCH_ONEDNN=onednn):
+            with environment(
+                DRIFTBENCH_DATA_DIR=str(data_dir),
+                DRIFTBENCH_DATABASE_URL=database_url,
+                DRIFTBENCH_ONEDNN=onednn,
+            ):
                 process = JobProcess("cpu")
             try:
                 for name, batch in MODELS:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from tests.held_jobs import hold, parent_pid, release, wait_until_gone, wait_until_held
+from tests.held_jobs import hold, release, wait_until_gone, wait_until_held
 from tests.live_server import (
     LiveServer,
     LiveWorker,
@@ -24,6 +24,7 @@ from tests.live_server import (
     wait_until_available,
 )
 from tests.polling import wait_for
+from workers.process_tree import parent_of
 from workers.worker_registry import redis_py_url
 
 WITHIN_ROUNDING = {"identical", "rounding"}
@@ -155,15 +156,20 @@ def test_cpu_and_browser_workers_serve_a_run(
         server.stop()
 
 
-def test_killed_worker_job_is_redelivered_and_stored_once(
-    cluster_env: dict[str, str], example: Any, tmp_path: Path
-) -> None:
-    gate = tmp_path / "gate"
-    env = {
+@pytest.fixture
+def held_env(cluster_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """A cluster whose jobs can be held mid-run, and re-delivered 5 s after a worker dies."""
+    return {
         **cluster_env,
         "DRIFTBENCH_BROKER_VISIBILITY_TIMEOUT_S": "5",
-        "DRIFTBENCH_TEST_JOB_GATE_DIR": str(gate),
+        "DRIFTBENCH_TEST_JOB_GATE_DIR": str(tmp_path / "gate"),
     }
+
+
+def test_killed_worker_job_is_redelivered_and_stored_once(
+    held_env: dict[str, str], example: Any, tmp_path: Path
+) -> None:
+    env, gate = held_env, Path(held_env["DRIFTBENCH_TEST_JOB_GATE_DIR"])
     data_dir = tmp_path / "shared"
     server = start_api(data_dir, env)
     first = LiveWorker(data_dir, env, "cpu").start()
@@ -200,16 +206,11 @@ def test_killed_worker_job_is_redelivered_and_stored_once(
 
 
 def test_crashed_job_fails_once_and_the_worker_lives_on(
-    cluster_env: dict[str, str], example: Any, tmp_path: Path
+    held_env: dict[str, str], example: Any, tmp_path: Path
 ) -> None:
     """The worker supervises its job process: a segfault there fails the backend with the
     reason and the task is acknowledged, so the broker never delivers it again."""
-    gate = tmp_path / "gate"
-    env = {
-        **cluster_env,
-        "DRIFTBENCH_BROKER_VISIBILITY_TIMEOUT_S": "5",
-        "DRIFTBENCH_TEST_JOB_GATE_DIR": str(gate),
-    }
+    env, gate = held_env, Path(held_env["DRIFTBENCH_TEST_JOB_GATE_DIR"])
     data_dir = tmp_path / "shared"
     server = start_api(data_dir, env)
     worker = LiveWorker(data_dir, env, "cpu").start()
@@ -224,14 +225,14 @@ def test_crashed_job_fails_once_and_the_worker_lives_on(
             job_pid = wait_until_held(gate, run_id, "keras-cpu")
             assert worker.process is not None
             worker_pid = worker.process.pid
-            assert parent_pid(job_pid) == worker_pid
+            assert parent_of(job_pid) == worker_pid
             os.kill(job_pid, signal.SIGSEGV)
             release(gate, "keras-cpu")
             run = wait_for_run(client, run_id)
             wait_for(
-                lambda: broker.hlen("unacked") == 0,
+                lambda: broker.hlen("unacked") == 0 and broker.llen("cpu") == 0,
                 timeout_s=30,
-                what="the broker to hold no unacknowledged job",
+                what="the broker to hold no unacknowledged or queued job",
             )
             following = wait_for_run(client, client.post("/api/runs", json=body).json()["id"])
             crashed = client.get(f"/api/runs/{run_id}").json()

@@ -20,8 +20,10 @@ import httpx
 import pytest
 
 from tests.app.test_restart import upload_and_queue
-from tests.held_jobs import hold, parent_pid, release, wait_until_held
+from tests.held_jobs import hold, release, wait_until_held
 from tests.live_server import LiveServer, wait_for_run
+from tests.polling import wait_for
+from workers.process_tree import chromium_processes, is_running, parent_of
 
 MEMORY_LIMIT = 2 * 1024**3  # a warm keras-cpu job process holds about 0.7 GB
 TIME_LIMIT_S = 30  # pages fault in at about 0.25 GB/s on small VMs
@@ -112,7 +114,9 @@ def assert_service_unharmed(served: FaultyServer, before: dict[str, Any], run_id
         following = wait_for_run(
             client, upload_and_queue(client, served.small_model, ["numpy", "keras-cpu"], 4)
         )
+        verdicts = {row["verdict"] for row in divergence(client, following["id"])[1]["rows"]}
     assert following["status"] == "done", following
+    assert verdicts <= {"identical", "rounding"}, verdicts
     assert {b["status"] for b in following["backend_runs"]} == {"done"}
     keras_cpu = next(b for b in following["backend_runs"] if b["backend"] == "keras-cpu")
     assert keras_cpu["environment"]["onednn"] is (served.onednn == "on")
@@ -127,9 +131,13 @@ def run_with_held_keras(served: FaultyServer, client: httpx.Client) -> tuple[int
     hold(served.gate, "keras-cpu")
     run_id = upload_and_queue(client, served.small_model, ["numpy", "keras-cpu"], 4)
     pid = wait_until_held(served.gate, run_id, "keras-cpu")
+    # As if the job had stored its outputs file and died before recording it.
+    orphan = served.data_dir / "outputs" / str(run_id) / "keras-cpu.npz"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"half a job")
     assert served.server.process is not None
     assert pid != served.server.process.pid
-    assert parent_pid(pid) == served.server.process.pid
+    assert parent_of(pid) == served.server.process.pid
     return run_id, pid
 
 
@@ -195,3 +203,38 @@ def test_out_of_memory_job_fails_with_the_reason(
         f"DRIFTBENCH_JOB_MEMORY_LIMIT_BYTES ({MEMORY_LIMIT}) with "
     )
     assert_service_unharmed(served, before, run["id"])
+
+
+def test_killed_browser_job_process_leaves_no_chromium_behind(example: Any, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
+    server.start()
+    model = example("regression").path
+    try:
+        with server.client() as client:
+            warm = wait_for_run(client, upload_and_queue(client, model, ["tfjs-cpu"], 4))
+            assert warm["status"] == "done", warm
+            hold(gate, "tfjs-cpu")
+            run_id = upload_and_queue(client, model, ["tfjs-cpu"], 4)
+            pid = wait_until_held(gate, run_id, "tfjs-cpu")
+            browser = chromium_processes(pid)
+            assert browser, "the warm browser job process should hold a Chromium"
+            os.kill(pid, signal.SIGKILL)
+            release(gate, "tfjs-cpu")
+            run = wait_for_run(client, run_id)
+            wait_for(
+                lambda: not any(is_running(chromium) for chromium in browser),
+                timeout_s=30,
+                what=f"the killed job process's Chromium {browser} to exit",
+            )
+            following = wait_for_run(client, upload_and_queue(client, model, ["tfjs-cpu"], 4))
+    finally:
+        release(gate, "tfjs-cpu")
+        server.stop()
+    assert backend_outcome(run)["tfjs-cpu"] == (
+        "failed",
+        "crashed: tfjs-cpu job process killed by SIGKILL (signal 9), "
+        "sent by the kernel's out-of-memory killer or by a person",
+    )
+    assert following["status"] == "done"
+    assert backend_outcome(following)["tfjs-cpu"] == ("done", None)
