@@ -88,7 +88,6 @@ class JobProcess:
 
     def __init__(self, capability: str) -> None:
         context = multiprocessing.get_context("spawn")
-        self.capability = capability
         self.connection, child_end = context.Pipe()
         self.process: BaseProcess = context.Process(
             target=serve,
@@ -196,7 +195,13 @@ class JobProcesses:
         if process is not None and not process.alive:
             process.stop()
             process = None
-        process = process or JobProcess(capability)
+        if process is None:
+            try:
+                process = JobProcess(capability)
+            except OSError as error:  # no process could be spawned (EAGAIN, ENOMEM, EMFILE)
+                raise JobProcessDied(
+                    f"crashed: the {capability} job process could not start: {error}"
+                ) from error
         with self._lock:
             self._busy.add(process)
         return process

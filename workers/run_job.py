@@ -339,16 +339,12 @@ def job_limits() -> JobLimits:
 
 
 def supervised_backend(processes: JobProcesses, run_id: int, backend: str) -> str | None:
-    """One backend job in a job process of its capability; a failure becomes its reason,
-    whatever it was (a process that would not start too), so the run goes on."""
+    """One backend job in a job process of its capability; a failure becomes its reason
+    (a process that would not start too), so the run goes on."""
     try:
         return processes.run(runner_class(backend).QUEUE, Job(run_id, backend), backend).result
     except (JobFailed, JobProcessDied) as error:
         return record_failure(run_id, backend, str(error))
-    except ShuttingDown:
-        raise
-    except Exception as error:
-        return record_failure(run_id, backend, f"{type(error).__name__}: {error}")
 
 
 def supervised_finalize(processes: JobProcesses, run_id: int) -> None:

@@ -23,16 +23,14 @@ from app.bench.backend_jobs import example_job
 from app.bench.end_to_end import run_to_done
 from app.bench.figures import Figure, median, ratio
 from app.bench.served import run_body, served_app
-from app.config import half_of_physical_memory
 from app.db import make_engine
 from app.models import BackendRun
-from workers.job_process import JobAnswer, JobLimits, JobProcess
-from workers.run_job import Job
+from workers.job_process import JobAnswer, JobProcess
+from workers.run_job import Job, job_limits
 
 MODELS = (("dense10x50", 256), ("cifar_cnn", 64))
 BACKEND = "keras-cpu"
 ONEDNN = ("on", "off")
-LIMITS = JobLimits(memory_bytes=half_of_physical_memory(), time_s=900)
 
 
 @contextmanager
@@ -65,7 +63,7 @@ def supervised_jobs(
     answers = []
     for _ in range(count):
         requeue(engine, run_id)
-        answers.append(process.run(Job(run_id, BACKEND), BACKEND, LIMITS))
+        answers.append(process.run(Job(run_id, BACKEND), BACKEND, job_limits()))
     if any(answer.result != "done" for answer in answers):
         raise RuntimeError(f"bench job {BACKEND} of run {run_id} did not finish: {answers}")
     return answers
