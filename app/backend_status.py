@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config import settings
-from workers.runners import RUNNERS
+from app.core.config import settings
+from workers.backends.registry import REGISTRY
 
 
 def backend_statuses() -> dict[str, dict[str, Any]]:
@@ -14,4 +14,5 @@ def backend_statuses() -> dict[str, dict[str, Any]]:
         from workers.worker_registry import cluster_backends
 
         return cluster_backends()
-    return {backend: runner.status() for backend, runner in RUNNERS.items()}
+    options = settings.engine_options()
+    return {backend: entry.runner_class().status(options) for backend, entry in REGISTRY.items()}

@@ -9,24 +9,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app import dashboards
 from app.api import api_router
-from app.config import settings
-from app.db import session_factory
-from app.errors import install_error_handlers
-from app.executor import make_executor, recover_interrupted_runs
-from app.migrate import upgrade_database
-from app.retention import OutputRetention
-from workers.model_inspection import ModelInspector
+from app.api.errors import install_error_handlers
+from app.core.config import settings
+from app.core.db import session_factory
+from app.core.migrate import upgrade_database
+from app.data.retention import OutputRetention
+from app.executor import make_executor, resume_interrupted_runs
+from app.web import dashboards
+from workers.inspection import ModelInspector
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     upgrade_database()
-    app.state.inspector = ModelInspector()
+    app.state.inspector = ModelInspector(settings.engine_options())
     app.state.executor = make_executor()
     if settings.executor == "local":
-        recover_interrupted_runs(app.state.executor)
+        resume_interrupted_runs(app.state.executor)
     retention = OutputRetention(settings.output_retention_days)
     retention.start()
     try:

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from app.models import AGGREGATE_METRICS
+from workers.engine.metrics import AGGREGATE_METRICS, METRIC_FIELDS
+from workers.engine.status import BackendStatus, RunStatus
 
 # The metrics an aggregate query can summarise: every per-layer number but the counts.
 Metric = StrEnum("Metric", {name: name for name in AGGREGATE_METRICS})
@@ -102,11 +103,27 @@ class RunCreate(BaseModel):
     repeats: Annotated[int, Field(ge=1)] = 1
 
 
+class ComparisonCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    against: str = Field(description="The backend every other finished backend is compared with")
+
+
+class ComparisonPublic(BaseModel):
+    run_id: int
+    against: str
+
+
+class ComparisonsPublic(BaseModel):
+    run_id: int
+    against: list[str] = Field(description="Backends the run's rows are stored against")
+
+
 class BackendRunPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     backend: str
-    status: str = Field(description="queued, running, done, failed, unsupported or skipped")
+    status: BackendStatus
     attempts: int
     reason: str | None
     environment: dict[str, Any]
@@ -130,7 +147,9 @@ class RunPublic(BaseModel):
     reference: str
     modes: list[str]
     repeats: int
-    status: str = Field(description="queued, running, done or failed")
+    status: RunStatus = Field(
+        description="`finalizing`: every backend finished, the comparison is being stored"
+    )
     attempts: int
     error: str | None
     created_at: UtcDateTime
@@ -143,34 +162,32 @@ class RunsPublic(BaseModel):
     data: list[RunPublic]
 
 
-class DivergenceRow(BaseModel):
+class DivergenceKey(BaseModel):
     backend: str
     against: str
     mode: str
     layer: str
     class_name: str
     depth: int
-    n: int
-    n_diff: int
-    frac_diff: float
-    max_abs: float
-    mean_abs: float
-    rmse: float
-    rel_l2: FloatOrInf
-    max_rel: FloatOrInf
-    max_ulp: int
-    median_ulp: float
-    cosine: float
-    sqnr_db: FloatOrInf
-    p50_abs: float
-    p90_abs: float
-    p99_abs: float
-    argmax_agree: float | None
-    nonfinite_candidate: int
-    nonfinite_reference: int
-    nonfinite_mismatch: int
-    histogram: dict[str, list[float]]
-    verdict: str
+
+
+def _metric_type(metric: Any) -> Any:
+    kind = str(metric.type)
+    if metric.metadata["unbounded"]:
+        return FloatOrInf
+    base: Any = int if kind.startswith("int") else float
+    return base | None if "None" in kind else base
+
+
+# One row of a divergence table: where it is, then every metric of workers/engine/metrics.py
+# `Divergence` in the record's own order, the histogram and the verdict.
+DivergenceRow = create_model(
+    "DivergenceRow",
+    __base__=DivergenceKey,
+    **{metric.name: (_metric_type(metric), ...) for metric in METRIC_FIELDS},  # type: ignore[call-overload]
+    histogram=(dict[str, list[float]], ...),
+    verdict=(str, ...),
+)
 
 
 class DriftStart(BaseModel):

@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from app.db import engine
-from app.models import Base
+from app.core.db import engine
+from app.data.orm import Base
 
 target_metadata = Base.metadata
 

@@ -1,35 +1,37 @@
-"""Shared fixtures: one TensorFlow import and one warm keras-cpu runner per test session."""
+"""Shared fixtures: one TensorFlow import and one pool of warm runners (TensorFlow, the
+browser) per test session. Helpers that are not fixtures live in tests/support.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from workers.keras_env import import_keras
-from workers.model_loading import ModelArtifact, load_artifact
+from app.core.config import settings
+from workers.backends.pool import RunnerPool
+from workers.engine.keras_env import import_keras
+from workers.engine.loading import ModelArtifact, load_artifact
+from workers.engine.options import EngineOptions
 
 
 @pytest.fixture(scope="session")
-def keras() -> Any:
-    return import_keras()
+def engine_options() -> EngineOptions:
+    """The engine's options as the service would build them from this environment."""
+    return settings.engine_options()
 
 
-def randomize_weights(model: Any, seed: int) -> None:
-    """Seeded weights with every entry non-trivial (BN variances kept positive)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        for variable in layer.weights:
-            shape = tuple(variable.shape)
-            if variable.name == "moving_variance":
-                value = rng.uniform(0.5, 1.5, shape)
-            else:
-                fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 4
-                value = rng.normal(0.0, 1.0 / np.sqrt(max(fan_in, 1)), shape)
-            variable.assign(value.astype(np.float32))
+@pytest.fixture(scope="session")
+def keras(engine_options: EngineOptions) -> Any:
+    return import_keras(engine_options.onednn)
+
+
+@pytest.fixture(scope="session")
+def runner_pool(engine_options: EngineOptions) -> Iterator[RunnerPool]:
+    """Every backend's runner, activated on first use and kept warm for the session."""
+    with RunnerPool(engine_options) as pool:
+        yield pool
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def save_model(tmp_path: Path) -> Callable[..., ModelArtifact]:
 @pytest.fixture(scope="session")
 def example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ModelArtifact]:
     """An example model by name, built once per test session."""
-    from workers.examples import write_example
+    from workers.engine.examples import write_example
 
     directory = tmp_path_factory.mktemp("examples")
     built: dict[str, ModelArtifact] = {}

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from app.cli import build_parser
-from app.config import Settings
+from app.cli.main import build_parser
+from app.core.config import Settings
+from workers.backends.registry import REGISTRY
 from workers.celery_app import QUEUES
-from workers.runners import RUNNERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_every_backend_queue_is_served_and_every_served_queue_exists(
         if service["command"][1] == "worker":
             served.update(args.queues)
     assert served <= set(QUEUES)
-    assert {runner.QUEUE for runner in RUNNERS.values()} <= served
+    assert {entry.queue for entry in REGISTRY.values()} <= served
     assert "gpu" in served
 
 

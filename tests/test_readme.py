@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -12,14 +12,14 @@ from typing import Any
 
 from celery import Celery
 
-from app.config import settings
-from workers.runners import runner_class
+from app.core.config import settings
+from workers.backends.registry import CAPABILITIES, backend_entry
 
 START_TASK = "driftbench.start_run"
 BACKEND_TASK = "driftbench.backend_run"
 FINALIZE_TASK = "driftbench.finalize_run"
 TASK_QUEUES = {START_TASK: "cpu", FINALIZE_TASK: "cpu"}
-QUEUES = ("cpu", "browser", "gpu")
+QUEUES = CAPABILITIES
 
 
 def route_task(
@@ -28,7 +28,7 @@ def route_task(
     """Backend jobs go to their backend's queue; the rest by name."""
     if name == BACKEND_TASK:
         backend = kwargs.get("backend") if kwargs else args[1]
-        return {"queue": runner_class(backend).QUEUE}
+        return {"queue": backend_entry(backend).queue}
     return {"queue": TASK_QUEUES.get(name, "cpu")}
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from app.config import settings
-from workers.runners import RUNNERS
+from app.core.config import settings
+from workers.backends.registry import REGISTRY
 
 KEY_PREFIX = "driftbench:worker:"
 
@@ -35,8 +35,11 @@ def _client() -> redis.Redis:
 
 
 def worker_record(queues: list[str]) -> dict[str, Any]:
+    options = settings.engine_options()
     backends = {
-        backend: runner.status() for backend, runner in RUNNERS.items() if runner.QUEUE in queues
+        backend: entry.runner_class().status(options)
+        for backend, entry in REGISTRY.items()
+        if entry.queue in queues
     }
     return {"host": socket.gethostname(), "queues": queues, "backends": backends}
 
@@ -76,8 +79,8 @@ def cluster_backends() -> dict[str, dict[str, Any]]:
     """Per backend: available on some live worker, else why not."""
     workers = live_workers()
     status: dict[str, dict[str, Any]] = {}
-    for backend, runner in RUNNERS.items():
-        serving = [w for w in workers if runner.QUEUE in w["queues"]]
+    for backend, entry in REGISTRY.items():
+        serving = [w for w in workers if entry.queue in w["queues"]]
         reports = [w["backends"].get(backend, {}) for w in serving]
         usable = [r for r in reports if r.get("available")]
         if usable:
@@ -96,6 +99,6 @@ def cluster_backends() -> dict[str, dict[str, Any]]:
             status[backend] = {
                 "available": False,
                 "versions": {},
-                "reason": f"no live worker serves queue {runner.QUEUE!r}",
+                "reason": f"no live worker serves queue {entry.queue!r}",
             }
     return status

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from app.api import backends, drift, models, runs
-from app.auth import authorize
+from app.api.auth import authorize
 from app.schemas import ErrorPublic
 
 ERRORS = {

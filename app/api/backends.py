@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from app.backend_status import backend_statuses
 from app.schemas import BackendsPublic
-from workers.runners import RUNNERS
+from workers.backends.registry import REGISTRY
 
 router = APIRouter(prefix="/backends", tags=["backends"])
 
@@ -18,7 +18,7 @@ def list_backends() -> dict[str, Any]:
     """Embedded executor: this server's own backends; Celery: what live workers announce."""
     statuses = backend_statuses()
     data = [
-        {"id": backend, "queue": runner.QUEUE, **statuses[backend]}
-        for backend, runner in RUNNERS.items()
+        {"id": backend, "queue": entry.queue, **statuses[backend]}
+        for backend, entry in REGISTRY.items()
     ]
     return {"count": len(data), "data": data}

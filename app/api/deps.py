@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
-from app.db import get_session
+from app.core.db import get_session
 from app.schemas import MAX_ROW_ID
-from workers.model_inspection import ModelInspector
+from workers.inspection import ModelInspector
 
 SessionDep = Annotated[Session, Depends(get_session)]
 

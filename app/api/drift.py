@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RowId, SessionDep
-from app.api.models import get_model_or_404
-from app.drift_cache import architecture_scope, cached, model_scope
-from app.drift_queries import depth_drift, model_layer_drift
+from app.data.drift_cache import architecture_scope, cached, model_scope
+from app.data.drift_queries import depth_drift, model_layer_drift
+from app.data.uploads import get_model
 from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
-from workers.runners import DEFAULT_REFERENCE, runner_class
+from workers.backends.registry import DEFAULT_REFERENCE, backend_entry
 
 router = APIRouter(tags=["drift"])
 
@@ -26,9 +26,9 @@ def model_drift(
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
     """Per layer over all runs of the model: count, mean, median, p95 and max of the metric."""
-    get_model_or_404(session, model_id)
-    runner_class(backend)
-    runner_class(against)
+    get_model(session, model_id)
+    backend_entry(backend)
+    backend_entry(against)
     layers = cached(
         session,
         model_scope(model_id),
@@ -57,8 +57,8 @@ def drift_by_depth(
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
     """Over every model with this architecture signature: drift per depth and its growth."""
-    runner_class(backend)
-    runner_class(against)
+    backend_entry(backend)
+    backend_entry(against)
     models, depths = cached(
         session,
         architecture_scope(architecture),

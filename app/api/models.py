@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import drift_cache, storage
 from app.api.deps import InspectorDep, Limit, RowId, SessionDep, Skip
-from app.config import settings
-from app.errors import ApiError, not_found
-from app.model_uploads import copy_limited, create_model
-from app.models import InputSet, Model, Run
+from app.core.config import settings
+from app.core.errors import InvalidRequest
+from app.data import storage, uploads
+from app.data.orm import InputSet, StoredModel
 from app.schemas import ErrorPublic, InputGenerate, InputSetPublic, ModelPublic, ModelsPublic
-from workers.inputs import (
+from workers.engine.inputs import (
     InputRecipe,
     check_generated_size,
     check_input_shapes,
@@ -52,9 +49,9 @@ def upload_model(
     file: Annotated[UploadFile, File(description=".keras or .h5 model file")],
     name: Annotated[str | None, Form(max_length=200)] = None,
     tags: Annotated[str | None, Form(description="comma-separated tags")] = None,
-) -> Model:
+) -> StoredModel:
     tag_list = [tag.strip() for tag in (tags or "").split(",") if tag.strip()]
-    model, created = create_model(
+    model, created = uploads.create_model(
         session, inspector, file.file, file.filename or "model", name, tag_list
     )
     if not created:
@@ -64,66 +61,20 @@ def upload_model(
 
 @router.get("", response_model=ModelsPublic)
 def list_models(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> dict[str, Any]:
-    count = session.scalar(select(func.count()).select_from(Model)) or 0
-    models = session.scalars(select(Model).order_by(Model.id).offset(skip).limit(limit)).all()
+    count, models = uploads.list_models(session, skip=skip, limit=limit)
     return {"count": count, "data": models}
 
 
-def get_model_or_404(session: SessionDep, model_id: int) -> Model:
-    model = session.get(Model, model_id)
-    if model is None:
-        raise not_found("model", model_id)
-    return model
-
-
 @router.get("/{model_id}", response_model=ModelPublic)
-def read_model(session: SessionDep, model_id: RowId) -> Model:
-    return get_model_or_404(session, model_id)
+def read_model(session: SessionDep, model_id: RowId) -> StoredModel:
+    return uploads.get_model(session, model_id)
 
 
 @router.delete("/{model_id}", status_code=204)
 def delete_model(session: SessionDep, model_id: RowId) -> Response:
     """Removes the model, its input sets, runs, results and their files."""
-    model = get_model_or_404(session, model_id)
-    run_ids = session.scalars(select(Run.id).filter_by(model_id=model_id)).all()
-    if any(session.get(Run, run_id).status in ("queued", "running") for run_id in run_ids):
-        raise ApiError(409, f"model {model_id} has runs in progress; delete it when they finish")
-    path = storage.model_path(model.sha256, model.file_format)
-    drift_cache.bump(session, model.id, model.architecture)
-    session.delete(model)
-    session.commit()
-    path.unlink(missing_ok=True)
-    for run_id in run_ids:
-        storage.remove_run_outputs(run_id)
+    uploads.delete_model(session, model_id=model_id)
     return Response(status_code=204)
-
-
-def _input_shapes(model: Model) -> dict[str, tuple[int | None, ...]]:
-    return {
-        layer["name"]: tuple(layer["output_shape"])
-        for layer in model.layers
-        if layer["class_name"] == "InputLayer"
-    }
-
-
-def _store_input_set(
-    session: SessionDep,
-    model: Model,
-    kind: str,
-    params: dict[str, Any],
-    inputs: dict[str, np.ndarray],
-) -> InputSet:
-    input_set = InputSet(
-        model_id=model.id,
-        kind=kind,
-        params=params,
-        shapes={name: list(array.shape) for name, array in inputs.items()},
-        nonfinite=int(sum(np.count_nonzero(~np.isfinite(a)) for a in inputs.values())),
-        sha256=storage.store_inputs(inputs),
-    )
-    session.add(input_set)
-    session.commit()
-    return input_set
 
 
 INPUTS_BODY = {
@@ -166,37 +117,40 @@ async def create_input_set(session: SessionDep, model_id: RowId, request: Reques
     if content_type.startswith("multipart/form-data"):
         upload = (await request.form()).get("file")
         if upload is None or isinstance(upload, str):
-            raise ApiError(422, "multipart body needs a 'file' field holding a .npy or .npz")
+            raise InvalidRequest("multipart body needs a 'file' field holding a .npy or .npz")
         return await run_in_threadpool(_input_set_from_file, session, model_id, upload)
     body = await request.body()
     return await run_in_threadpool(_input_set_from_spec, session, model_id, body)
 
 
 def _input_set_from_file(session: Session, model_id: int, upload: UploadFile) -> InputSet:
-    model = get_model_or_404(session, model_id)
+    model = uploads.get_model(session, model_id)
     suffix = ".npz" if (upload.filename or "").endswith(".npz") else ".npy"
     with storage.staged_file(suffix, upload.filename) as staged:
-        copy_limited(upload.file, staged)
-        inputs = load_input_file(staged, _input_shapes(model), settings.max_input_bytes)
-    return _store_input_set(session, model, "npy", {"filename": upload.filename}, inputs)
+        uploads.copy_limited(upload.file, staged)
+        inputs = load_input_file(staged, uploads.input_shapes(model), settings.max_input_bytes)
+    return uploads.create_input_set(
+        session, model=model, kind="npy", params={"filename": upload.filename}, inputs=inputs
+    )
 
 
 def _input_set_from_spec(session: Session, model_id: int, body: bytes) -> InputSet:
-    model = get_model_or_404(session, model_id)
-    shapes = _input_shapes(model)
+    model = uploads.get_model(session, model_id)
+    shapes = uploads.input_shapes(model)
     try:
         spec = InputGenerate.model_validate(json.loads(body or b"null"))
     except (ValueError, TypeError) as error:
-        raise ApiError(
-            422, f"expected a JSON generator spec or a multipart .npy upload: {error}"
+        raise InvalidRequest(
+            f"expected a JSON generator spec or a multipart .npy upload: {error}"
         ) from None
     if spec.batch > settings.max_batch:
-        raise ApiError(
-            422,
-            f"batch {spec.batch} is over the limit of {settings.max_batch} (DRIFTBENCH_MAX_BATCH)",
+        raise InvalidRequest(
+            f"batch {spec.batch} is over the limit of {settings.max_batch} (DRIFTBENCH_MAX_BATCH)"
         )
     recipe = InputRecipe(**spec.model_dump())
     check_generated_size(recipe.batch, shapes, settings.max_input_bytes)
     inputs = generate_inputs(recipe, shapes)
     check_input_shapes(inputs, shapes)
-    return _store_input_set(session, model, spec.kind, spec.model_dump(), inputs)
+    return uploads.create_input_set(
+        session, model=model, kind=spec.kind, params=spec.model_dump(), inputs=inputs
+    )

@@ -1,4 +1,5 @@
-"""/api/runs: start runs, read their status, divergences and layer outputs."""
+"""/api/runs: start runs, read their status, divergences and layer outputs, and ask for
+comparisons against other backends."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import func, select
 
-from app import storage
 from app.api.deps import Limit, RowId, RowIdFilter, SessionDep, Skip
 from app.backend_status import backend_statuses
-from app.config import settings
-from app.errors import ApiError, OutputsExpired, not_found
-from app.models import BackendRun, InputSet, Model, Run
-from app.run_results import divergence_rows, drift_starts, ensure_comparison, row_dict, rows_csv
+from app.core.config import settings
+from app.core.errors import Conflict, InvalidRequest, NotFound, OutputsExpired
+from app.data import divergences, runs, storage, uploads
+from app.data.orm import Run
 from app.schemas import (
+    ComparisonCreate,
+    ComparisonPublic,
+    ComparisonsPublic,
     DivergencePublic,
     ErrorPublic,
     ModeName,
@@ -25,7 +28,9 @@ from app.schemas import (
     RunPublic,
     RunsPublic,
 )
-from workers.runners import runner_class
+from workers import jobs
+from workers.backends.registry import backend_entry
+from workers.engine.status import BackendStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 OUTPUTS_EXPIRED = {
@@ -37,12 +42,8 @@ OUTPUTS_EXPIRED = {
 @router.post("", response_model=RunPublic, status_code=202)
 def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
     """Queue a run; 202 with its id. Backends default to every available one."""
-    model = session.get(Model, body.model_id)
-    if model is None:
-        raise not_found("model", body.model_id)
-    input_set = session.get(InputSet, body.input_set_id)
-    if input_set is None or input_set.model_id != model.id:
-        raise not_found(f"input set of model {model.id}", body.input_set_id)
+    model = uploads.get_model(session, body.model_id)
+    input_set = uploads.get_input_set(session, model=model, input_set_id=body.input_set_id)
     statuses = backend_statuses()
     backends = (
         body.backends
@@ -50,26 +51,23 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
         else [backend for backend, status in statuses.items() if status["available"]]
     )
     for backend in [body.reference, *backends]:
-        runner_class(backend)
+        backend_entry(backend)
         if settings.executor == "celery" and not statuses[backend]["available"]:
-            raise ApiError(422, f"backend {backend} cannot run: {statuses[backend]['reason']}")
+            raise InvalidRequest(f"backend {backend} cannot run: {statuses[backend]['reason']}")
     if body.repeats > settings.max_repeats:
-        raise ApiError(
-            422,
+        raise InvalidRequest(
             f"repeats {body.repeats} is over the limit of {settings.max_repeats} "
-            "(DRIFTBENCH_MAX_REPEATS)",
+            "(DRIFTBENCH_MAX_REPEATS)"
         )
-    ordered = list(dict.fromkeys([body.reference, *backends]))
-    run = Run(
-        model_id=model.id,
-        input_set_id=input_set.id,
+    run = runs.create_run(
+        session,
+        model=model,
+        input_set=input_set,
         reference=body.reference,
-        modes=list(dict.fromkeys(body.modes)),
+        backends=backends,
+        modes=list(body.modes),
         repeats=body.repeats,
-        backend_runs=[BackendRun(backend=backend) for backend in ordered],
     )
-    session.add(run)
-    session.commit()
     request.app.state.executor.submit(run.id)
     return run
 
@@ -78,30 +76,44 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
 def list_runs(
     session: SessionDep, model_id: RowIdFilter = None, skip: Skip = 0, limit: Limit = 100
 ) -> dict[str, Any]:
-    query = select(Run)
-    if model_id is not None:
-        query = query.filter_by(model_id=model_id)
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(query.order_by(Run.id.desc()).offset(skip).limit(limit)).all()
-    return {"count": count, "data": runs}
-
-
-def get_run_or_404(session: SessionDep, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise not_found("run", run_id)
-    return run
+    count, found = runs.list_runs(session, model_id=model_id, skip=skip, limit=limit)
+    return {"count": count, "data": found}
 
 
 @router.get("/{run_id}", response_model=RunPublic)
 def read_run(session: SessionDep, run_id: RowId) -> Run:
-    return get_run_or_404(session, run_id)
+    return runs.get_run(session, run_id)
+
+
+@router.get("/{run_id}/comparisons", response_model=ComparisonsPublic)
+def list_comparisons(session: SessionDep, run_id: RowId) -> dict[str, Any]:
+    """The backends this run has been compared against (its reference once it is done)."""
+    runs.get_run(session, run_id)
+    return {"run_id": run_id, "against": divergences.compared_against(session, run_id)}
+
+
+@router.post(
+    "/{run_id}/comparisons",
+    response_model=ComparisonPublic,
+    status_code=201,
+    responses={409: {"model": ErrorPublic, "description": "The run has not finished"}},
+)
+async def create_comparison(run_id: RowId, body: ComparisonCreate) -> dict[str, Any]:
+    """Compare every finished backend of a finished run with `against`, from the stored
+    outputs, and store the rows (replacing an earlier comparison with the same backend);
+    then read them with GET /divergence?against=..."""
+    backend_entry(body.against)
+    await run_in_threadpool(jobs.compare_on_request, run_id, body.against)
+    return {"run_id": run_id, "against": body.against}
 
 
 @router.get(
     "/{run_id}/divergence",
     response_model=DivergencePublic,
-    responses={200: {"content": {"text/csv": {}}}, 410: OUTPUTS_EXPIRED},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        409: {"model": ErrorPublic, "description": "Not compared against that backend yet"},
+    },
 )
 def read_divergence(
     session: SessionDep,
@@ -112,22 +124,21 @@ def read_divergence(
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     """One row per backend x layer with every metric and the verdict, and where drift starts."""
-    run = get_run_or_404(session, run_id)
+    run = runs.get_run(session, run_id)
     against = against or run.reference
     for name in filter(None, (against, backend)):
-        runner_class(name)
+        backend_entry(name)
     if mode not in run.modes:
-        raise ApiError(422, f"run {run_id} did not run mode {mode!r} (modes: {run.modes})")
-    ensure_comparison(session, run, against)
-    rows = divergence_rows(session, run, against=against, mode=mode, backend=backend)
+        raise InvalidRequest(f"run {run_id} did not run mode {mode!r} (modes: {run.modes})")
+    rows = divergences.read_rows(session, run, against=against, mode=mode, backend=backend)
     if format == "csv":
-        return PlainTextResponse(rows_csv(rows), media_type="text/csv")
+        return PlainTextResponse(divergences.rows_csv(rows), media_type="text/csv")
     return {
         "run_id": run.id,
         "against": against,
         "mode": mode,
-        "drift_start": drift_starts(rows),
-        "rows": [row_dict(row) for row in rows],
+        "drift_start": divergences.drift_starts(rows),
+        "rows": [divergences.row_dict(row) for row in rows],
     }
 
 
@@ -144,19 +155,21 @@ def read_divergence(
 def download_output(
     session: SessionDep, run_id: RowId, backend: str, layer: str, mode: ModeName = "accumulated"
 ) -> Response:
-    run = get_run_or_404(session, run_id)
+    run = runs.get_run(session, run_id)
     backend_run = next((b for b in run.backend_runs if b.backend == backend), None)
     if backend_run is None:
-        raise not_found(f"backend of run {run_id}", backend)
+        raise NotFound(f"backend of run {run_id}", backend)
     if backend_run.outputs_expired_at is not None:
-        raise OutputsExpired(backend_run)
-    if backend_run.status != "done" or backend_run.outputs_path is None:
-        raise ApiError(
-            409, f"backend {backend} of run {run_id} has no outputs (status {backend_run.status})"
+        raise OutputsExpired(
+            run_id, backend, backend_run.outputs_expired_at, settings.output_retention_days
+        )
+    if backend_run.status != BackendStatus.DONE or backend_run.outputs_path is None:
+        raise Conflict(
+            f"backend {backend} of run {run_id} has no outputs (status {backend_run.status})"
         )
     array = storage.load_layer_output(storage.outputs_path(run.id, backend), mode, layer)
     if array is None:
-        raise not_found(f"{mode} output of layer", repr(layer))
+        raise NotFound(f"{mode} output of layer", repr(layer))
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     filename = f"run{run_id}-{backend}-{layer}-{mode}.npy"

@@ -7,64 +7,65 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from app.bench.backend_jobs import bare_predict, example_job
 from app.bench.figures import Figure, median, ratio, timed
-from app.bench.served import run_body, served_app
-from app.bench.tfjs_pages import TFJS_BACKENDS, bare_page
-from workers.model_loading import ModelArtifact
-from workers.runners import DEFAULT_REFERENCE, runner_class
+from app.bench.tfjs_pages import TFJS_BACKENDS, bare_page, tfjs_runner
+from app.service_process import DriftbenchClient, LiveServer
+from workers.backends.pool import RunnerPool
+from workers.backends.registry import DEFAULT_REFERENCE, runner_class
+from workers.engine.loading import ModelArtifact
+from workers.engine.options import EngineOptions
 
 MODEL, BATCH = "dense10x50", 256
 POLL_S = 0.01
 
 
-def cpu_backends() -> list[str]:
+def cpu_backends(options: EngineOptions) -> list[str]:
     candidates = ["keras-cpu", "numpy", *TFJS_BACKENDS]
-    return [name for name in candidates if runner_class(name).availability() is None]
+    return [name for name in candidates if runner_class(name).availability(options) is None]
 
 
-def bare_backend(backend: str, artifact: ModelArtifact, inputs: dict) -> Callable[[], None]:
+def served(data_dir: Path, database_url: str | None = None) -> LiveServer:
+    """The service as the benchmarks measure it: `driftbench serve`, embedded mode, its own
+    data dir, no tokens (loopback)."""
+    return LiveServer(data_dir, database_url, auth="off")
+
+
+def bare_backend(
+    pool: RunnerPool, backend: str, artifact: ModelArtifact, inputs: dict[str, Any]
+) -> Callable[[], None]:
     """The least work that gives one backend's final numbers for these inputs."""
     if backend == "keras-cpu":
-        return bare_predict(artifact, inputs)
-    runner = runner_class(backend)()
-    runner.activate()
+        return bare_predict(artifact, inputs, pool.options)
     if backend.startswith("tfjs-"):
         shape = list(next(iter(inputs.values())).shape)
-        return bare_page(runner, runner.model_url(artifact), shape)  # type: ignore[attr-defined]
+        return bare_page(tfjs_runner(pool, backend), artifact, shape)
+    runner = pool.runner(backend)
     return lambda: runner.run(artifact, inputs)
 
 
-def run_to_done(client: httpx.Client, body: dict) -> float:
+def run_to_done(client: DriftbenchClient, body: dict[str, Any]) -> float:
+    """Seconds from `POST /api/runs` to the run being done on every backend."""
     started = time.perf_counter()
-    run_id = client.post("/api/runs", json=body).json()["id"]
-    while True:
-        run = client.get(f"/api/runs/{run_id}").json()
-        if run["status"] in ("done", "failed"):
-            break
-        time.sleep(POLL_S)
+    run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)
     elapsed = time.perf_counter() - started
     failed = [b["backend"] for b in run["backend_runs"] if b["status"] != "done"]
     if run["status"] != "done" or failed:
-        raise RuntimeError(f"bench run {run_id} did not finish cleanly: {run}")
+        raise RuntimeError(f"bench run {run['id']} did not finish cleanly: {run}")
     return elapsed
 
 
-def end_to_end(directory: Path, repeats: int) -> Figure:
-    artifact, inputs = example_job(MODEL, BATCH, directory)
-    backends = cpu_backends()
+def end_to_end(directory: Path, repeats: int, pool: RunnerPool) -> Figure:
+    artifact, inputs = example_job(MODEL, BATCH, directory, pool.options)
+    backends = cpu_backends(pool.options)
     bare = {
-        name: median(timed(bare_backend(name, artifact, inputs), repeats))
+        name: median(timed(bare_backend(pool, name, artifact, inputs), repeats))
         for name in [DEFAULT_REFERENCE, *backends]
     }
-    with (
-        served_app(directory / "e2e") as served,
-        httpx.Client(base_url=served.url, timeout=600) as client,
-    ):
-        _, body = run_body(client, artifact.path, BATCH, backends)
+    with served(directory / "e2e") as server, server.client(timeout_s=600) as client:
+        _, body = client.prepare_run(artifact.path, backends, batch=BATCH)
         measured = timed(lambda: run_to_done(client, body), repeats)
     figure = ratio(
         f"POST /api/runs to done vs sum of bare backends ({MODEL}, batch {BATCH}, "

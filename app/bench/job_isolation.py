@@ -16,17 +16,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from sqlalchemy import Engine, update
 
 from app.bench.backend_jobs import example_job
-from app.bench.end_to_end import run_to_done
+from app.bench.end_to_end import run_to_done, served
 from app.bench.figures import Figure, median, ratio
-from app.bench.served import run_body, served_app
-from app.db import make_engine
-from app.models import BackendRun
-from workers.job_process import JobAnswer, JobProcess
-from workers.run_job import Job, job_limits
+from app.core.db import make_engine
+from app.data.orm import BackendRun
+from workers.engine.options import EngineOptions
+from workers.engine.sequence import Step
+from workers.engine.status import BackendStatus
+from workers.jobs import Job, job_processes
+from workers.processes.supervisor import JobAnswer, JobLimits, JobProcess
 
 MODELS = (("dense10x50", 256), ("cifar_cnn", 64))
 BACKEND = "keras-cpu"
@@ -58,28 +59,30 @@ def requeue(engine: Engine, run_id: int) -> None:
 
 
 def supervised_jobs(
-    process: JobProcess, engine: Engine, run_id: int, count: int
+    process: JobProcess, limits: JobLimits, engine: Engine, run_id: int, count: int
 ) -> list[JobAnswer]:
     answers = []
     for _ in range(count):
         requeue(engine, run_id)
-        answers.append(process.run(Job(run_id, BACKEND), BACKEND, job_limits()))
-    if any(answer.result != "done" for answer in answers):
+        answers.append(process.run(Job(run_id, Step(BACKEND)), BACKEND, limits))
+    if any(answer.result != BackendStatus.DONE for answer in answers):
         raise RuntimeError(f"bench job {BACKEND} of run {run_id} did not finish: {answers}")
     return answers
 
 
-def isolation_figures(directory: Path, repeats: int) -> list[Figure]:
+def isolation_figures(directory: Path, repeats: int, options: EngineOptions) -> list[Figure]:
     data_dir = directory / "isolation"
     runs: dict[str, int] = {}
-    with served_app(data_dir) as served, httpx.Client(base_url=served.url, timeout=600) as client:
+    with served(data_dir) as server, server.client(timeout_s=600) as client:
         for name, batch in MODELS:
-            artifact, _ = example_job(name, 1, directory)
-            _, body = run_body(client, artifact.path, batch, [BACKEND])
+            artifact, _ = example_job(name, 1, directory, options)
+            _, body = client.prepare_run(artifact.path, [BACKEND], batch=batch)
             run_to_done(client, body)
             runs[name] = client.get("/api/runs?limit=1").json()["data"][0]["id"]
     database_url = f"sqlite:///{data_dir.resolve() / 'driftbench.db'}"
     engine = make_engine(database_url)
+    # The service's own job worker and limits; the processes are ours, one per oneDNN.
+    service = job_processes()
     figures = []
     try:
         for onednn in ONEDNN:
@@ -88,10 +91,12 @@ def isolation_figures(directory: Path, repeats: int) -> list[Figure]:
                 DRIFTBENCH_DATABASE_URL=database_url,
                 DRIFTBENCH_ONEDNN=onednn,
             ):
-                process = JobProcess("cpu")
+                process = JobProcess("cpu", service.worker)
             try:
                 for name, batch in MODELS:
-                    answers = supervised_jobs(process, engine, runs[name], repeats + 1)[1:]
+                    answers = supervised_jobs(
+                        process, service.limits, engine, runs[name], repeats + 1
+                    )[1:]
                     figure = ratio(
                         f"keras-cpu job in its supervised process vs the job alone "
                         f"({name}, batch {batch}, oneDNN {onednn})",

@@ -5,26 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from app.bench.backend_jobs import example_job
-from app.bench.end_to_end import cpu_backends, run_to_done
+from app.bench.end_to_end import cpu_backends, run_to_done, served
 from app.bench.figures import Figure
-from app.bench.served import run_body, served_app
-from app.config import MiB, settings
+from app.core.config import MiB, settings
+from workers.engine.options import EngineOptions
+from workers.processes.tree import descendants
 
 MODEL, BATCH = "cifar_cnn", 256
 
 
-def memory_figures(directory: Path) -> list[Figure]:
-    artifact, _ = example_job(MODEL, 1, directory)
+def peak_rss_mib(pid: int) -> float:
+    """A process's high-water resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def memory_figures(directory: Path, options: EngineOptions) -> list[Figure]:
+    artifact, _ = example_job(MODEL, 1, directory, options)
     data_dir = directory / "memory"
-    with served_app(data_dir) as served, httpx.Client(base_url=served.url, timeout=900) as client:
-        _, body = run_body(client, artifact.path, BATCH, cpu_backends())
-        idle = served.peak_rss_mib()
+    with served(data_dir) as server, server.client(timeout_s=900) as client:
+        _, body = client.prepare_run(artifact.path, cpu_backends(options), batch=BATCH)
+        idle = peak_rss_mib(server.pid)
         seconds = run_to_done(client, body)
-        peak = served.peak_rss_mib()
-        jobs = served.job_processes_peak_rss_mib()
+        peak = peak_rss_mib(server.pid)
+        # The job processes and what they started (Chromium), by pid.
+        jobs = {pid: peak_rss_mib(pid) for pid in descendants(server.pid)}
         run = client.get("/api/runs?limit=1").json()["data"][0]
     stored = {
         path.stem: path.stat().st_size / MiB

@@ -11,18 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.orm import Session
 
-from app import drift_cache
 from app.bench.backend_jobs import example_job
-from app.bench.end_to_end import run_to_done
+from app.bench.end_to_end import run_to_done, served
 from app.bench.figures import Figure, percentile, timed
-from app.bench.served import run_body, served_app
-from app.db import make_engine
-from app.models import LayerDivergence, Run
+from app.core.db import make_engine
+from app.data import drift_cache
+from app.data.orm import LayerDivergence, Run
+from workers.engine.options import EngineOptions
 
 BACKENDS = ["keras-cpu", "numpy"]
 CHUNK = 500
@@ -73,15 +72,17 @@ def store_copies(url: str, template_run: int, count: int) -> None:
 
 
 def query_figures(
-    directory: Path, database: str, url: str | None, runs: int, requests: int
+    directory: Path,
+    database: str,
+    url: str | None,
+    runs: int,
+    requests: int,
+    options: EngineOptions,
 ) -> list[Figure]:
-    artifact, _ = example_job("dense10x50", 8, directory)
+    artifact, _ = example_job("dense10x50", 8, directory, options)
     data_dir = directory / f"queries-{database}"
-    with (
-        served_app(data_dir, url) as served,
-        httpx.Client(base_url=served.url, timeout=600) as client,
-    ):
-        model, body = run_body(client, artifact.path, 8, BACKENDS)
+    with served(data_dir, url) as server, server.client(timeout_s=600) as client:
+        model, body = client.prepare_run(artifact.path, BACKENDS, batch=8)
         run_to_done(client, body)
         started = time.perf_counter()
         store_copies(url or f"sqlite:///{data_dir.resolve() / 'driftbench.db'}", 1, runs - 1)

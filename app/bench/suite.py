@@ -16,17 +16,22 @@ from app.bench.figures import Figure, table
 from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
-from app.bench.served import postgres_database
 from app.bench.tfjs_pages import tfjs_figures
+from app.core.config import settings
+from app.service_process import postgres_database
+from workers.backends.pool import RunnerPool
+from workers.engine.options import EngineOptions
 
 PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory")
 
 
-def _queries(directory: Path, runs: int, postgres_admin_url: str) -> list[Figure]:
-    figures = query_figures(directory, "sqlite", None, runs, requests=60)
+def _queries(
+    directory: Path, runs: int, postgres_admin_url: str, options: EngineOptions
+) -> list[Figure]:
+    figures = query_figures(directory, "sqlite", None, runs, 60, options)
     try:
-        with postgres_database(postgres_admin_url) as url:
-            figures += query_figures(directory, "postgresql", url, runs, requests=60)
+        with postgres_database(postgres_admin_url, prefix="driftbench_bench") as url:
+            figures += query_figures(directory, "postgresql", url, runs, 60, options)
     except OSError as error:
         figures.append(
             Figure("queries on postgresql: not measured", 0.0, "", detail={"reason": str(error)})
@@ -46,19 +51,24 @@ def run_bench(
     """Run the chosen parts; write `out` (JSON) and return the figures."""
     figures: list[Figure] = []
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="driftbench-bench-") as scratch:
+    # One pool of warm runners for every part that runs backends in this process.
+    options = settings.engine_options()
+    with (
+        tempfile.TemporaryDirectory(prefix="driftbench-bench-") as scratch,
+        RunnerPool(options) as pool,
+    ):
         directory = Path(scratch)
         steps: dict[str, Callable[[], list[Figure]]] = {
-            "keras": lambda: [keras_vs_predict(directory, repeats)],
-            "numpy": lambda: numpy_vs_keras(directory, repeats),
+            "keras": lambda: [keras_vs_predict(directory, repeats, pool)],
+            "numpy": lambda: numpy_vs_keras(directory, repeats, pool),
             "tfjs": lambda: (
-                tfjs_figures(directory, repeats, "dense10x50", 256)
-                + tfjs_figures(directory, repeats, "cifar_cnn", 8)
+                tfjs_figures(directory, repeats, "dense10x50", 256, pool)
+                + tfjs_figures(directory, repeats, "cifar_cnn", 8, pool)
             ),
-            "e2e": lambda: [end_to_end(directory, repeats)],
-            "isolation": lambda: isolation_figures(directory, repeats),
-            "queries": lambda: _queries(directory, runs, postgres_admin_url),
-            "memory": lambda: memory_figures(directory),
+            "e2e": lambda: [end_to_end(directory, repeats, pool)],
+            "isolation": lambda: isolation_figures(directory, repeats, options),
+            "queries": lambda: _queries(directory, runs, postgres_admin_url, options),
+            "memory": lambda: memory_figures(directory, options),
         }
         for part in parts:
             started = time.perf_counter()

@@ -16,9 +16,10 @@ from playwright.async_api import BrowserContext
 
 from app.bench.backend_jobs import backend_job, example_job
 from app.bench.figures import Figure, ratio, timed
-from app.config import settings
-from workers.runners import runner_class
-from workers.runners.tfjs_browser import TfjsRunner
+from workers.backends.pool import RunnerPool
+from workers.backends.registry import runner_class
+from workers.backends.tfjs.runner import TfjsRunner
+from workers.engine.loading import ModelArtifact
 
 TFJS_BACKENDS = ("tfjs-cpu", "tfjs-wasm", "tfjs-webgl", "tfjs-webgl-f16")
 
@@ -34,13 +35,23 @@ PREDICT_ONCE = """async (spec) => {
 }"""
 
 
-def bare_page(runner: TfjsRunner, model_url: str, shape: list[int]) -> Callable[[], None]:
+def tfjs_runner(pool: RunnerPool, backend: str) -> TfjsRunner:
+    """The pool's warm runner of a TF.js backend (the browser the jobs run in)."""
+    runner = pool.runner(backend)
+    if not isinstance(runner, TfjsRunner):
+        raise TypeError(f"{backend} is not a TF.js backend")
+    return runner
+
+
+def bare_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> Callable[[], None]:
+    """Load the model's export in a fresh page of the runner's browser and predict once."""
+    model_url = runner.model_url(artifact)
     spec = {
         "backend": runner.TFJS_BACKEND,
         "flags": runner.FLAGS,
         "modelUrl": model_url,
         "shape": shape,
-        "batchSize": settings.tfjs_batch_size,
+        "batchSize": runner.options.tfjs_batch_size,
     }
     base_url = model_url.split("/models/")[0]
 
@@ -50,27 +61,26 @@ def bare_page(runner: TfjsRunner, model_url: str, shape: list[int]) -> Callable[
         return await page.evaluate(PREDICT_ONCE, spec)
 
     def once() -> None:
-        runner.host.run(in_page, timeout_s=settings.browser_job_timeout_s)
+        runner.host.run(in_page, timeout_s=runner.options.browser_job_timeout_s)
 
     return once
 
 
-def tfjs_figures(directory: Path, repeats: int, model: str, batch: int) -> list[Figure]:
-    artifact, inputs = example_job(model, batch, directory)
+def tfjs_figures(
+    directory: Path, repeats: int, model: str, batch: int, pool: RunnerPool
+) -> list[Figure]:
+    artifact, inputs = example_job(model, batch, directory, pool.options)
     shape = list(next(iter(inputs.values())).shape)
     figures = []
     for backend in TFJS_BACKENDS:
-        runner_type = runner_class(backend)
-        reason = runner_type.availability()
+        reason = runner_class(backend).availability(pool.options)
         if reason is not None:
             figures.append(Figure(f"{backend}: not measured", 0.0, "", detail={"reason": reason}))
             continue
-        job = backend_job(backend, artifact, inputs)
+        job = backend_job(pool, backend, artifact, inputs)
         cold = timed(job, 1, warmup=0)
         warm = timed(job, repeats, warmup=0)
-        runner = runner_type()
-        with runner:
-            baseline = timed(bare_page(runner, runner.model_url(artifact), shape), repeats)
+        baseline = timed(bare_page(tfjs_runner(pool, backend), artifact, shape), repeats)
         figures.append(
             ratio(f"{backend} warm job vs bare page ({model}, batch {batch})", warm, baseline, 1.5)
         )

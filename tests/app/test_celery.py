@@ -11,20 +11,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
-from tests.held_jobs import hold, release, wait_until_gone, wait_until_held
-from tests.live_server import (
+from app.service_process import (
+    DriftbenchClient,
     LiveServer,
     LiveWorker,
-    postgres_database,
-    wait_for_run,
+    ServiceError,
+    wait_for,
     wait_until_available,
 )
-from tests.polling import wait_for
-from workers.process_tree import parent_of
+from tests.support import (
+    hold,
+    release,
+    throwaway_postgres,
+    wait_until_gone,
+    wait_until_held,
+)
+from workers.processes.tree import parent_of
 from workers.worker_registry import redis_py_url
 
 WITHIN_ROUNDING = {"identical", "rounding"}
@@ -74,7 +79,7 @@ def redis_broker() -> Iterator[str]:
 @pytest.fixture
 def cluster_env(redis_broker: str) -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database and a private Redis for one cluster."""
-    with postgres_database() as url:
+    with throwaway_postgres() as url:
         yield {
             "DRIFTBENCH_EXECUTOR": "celery",
             "DRIFTBENCH_BROKER_URL": redis_broker,
@@ -94,13 +99,11 @@ def start_api(data_dir: Path, env: dict[str, str]) -> LiveServer:
     return server
 
 
-def upload(client: httpx.Client, path: Path, batch: int, kind: str = "uniform") -> tuple[int, int]:
-    with path.open("rb") as stream:
-        model_id = client.post("/api/models", files={"file": (path.name, stream)}).json()["id"]
-    input_id = client.post(
-        f"/api/models/{model_id}/inputs", json={"kind": kind, "batch": batch}
-    ).json()["id"]
-    return model_id, input_id
+def upload(
+    client: DriftbenchClient, path: Path, batch: int, kind: str = "uniform"
+) -> tuple[int, int]:
+    model_id = client.upload_model(path)["id"]
+    return model_id, client.add_inputs(model_id, kind=kind, batch=batch)["id"]
 
 
 def test_cpu_and_browser_workers_serve_a_run(
@@ -113,40 +116,30 @@ def test_cpu_and_browser_workers_serve_a_run(
         with server.client() as client:
             wait_until_available(client, ["numpy", "keras-cpu", "numpy-f64"])
             model_id, input_id = upload(client, example("dense10x50").path, 2, "ones")
-            refused = client.post(
-                "/api/runs",
-                json={
-                    "model_id": model_id,
-                    "input_set_id": input_id,
-                    "backends": ["numpy", "tfjs-cpu"],
-                },
-            )
-            assert refused.status_code == 422
-            assert "no live worker serves queue 'browser'" in refused.json()["detail"]
+            with pytest.raises(ServiceError) as refused:
+                client.start_run(
+                    model_id=model_id, input_set_id=input_id, backends=["numpy", "tfjs-cpu"]
+                )
+            assert refused.value.status_code == 422
+            assert "no live worker serves queue 'browser'" in refused.value.detail
 
             workers.append(LiveWorker(data_dir, cluster_env, "browser").start())
             wait_until_available(client, ["tfjs-cpu", "tfjs-webgl"])
             backends = ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-webgl"]
-            created = client.post(
-                "/api/runs",
-                json={
-                    "model_id": model_id,
-                    "input_set_id": input_id,
-                    "backends": backends,
-                    "modes": ["accumulated", "isolated"],
-                },
+            created = client.start_run(
+                model_id=model_id,
+                input_set_id=input_id,
+                backends=backends,
+                modes=["accumulated", "isolated"],
             )
-            assert created.status_code == 202, created.text
-            run = wait_for_run(client, created.json()["id"])
+            run = client.wait_for_run(created["id"])
             assert run["status"] == "done", run
             statuses = {b["backend"]: b["status"] for b in run["backend_runs"]}
             assert statuses == {b: "done" for b in ["numpy-f64", *backends]}
             tfjs = next(b for b in run["backend_runs"] if b["backend"] == "tfjs-webgl")
             assert "SwiftShader" in tfjs["environment"]["webgl_renderer"]
             for mode in ("accumulated", "isolated"):
-                rows = client.get(
-                    f"/api/runs/{run['id']}/divergence", params={"mode": mode}
-                ).json()["rows"]
+                rows = client.divergence(run["id"], mode=mode)["rows"]
                 assert sorted({r["backend"] for r in rows}) == sorted(backends)
                 assert len(rows) == len(backends) * 10
                 assert {r["verdict"] for r in rows} <= WITHIN_ROUNDING
@@ -179,20 +172,19 @@ def test_killed_worker_job_is_redelivered_and_stored_once(
             wait_until_available(client, ["numpy-f64"])
             model_id, input_id = upload(client, example("cifar_cnn").path, 8)
             hold(gate, "numpy-f64")
-            run_id = client.post(
-                "/api/runs",
-                json={"model_id": model_id, "input_set_id": input_id, "backends": ["numpy"]},
-            ).json()["id"]
+            run_id = client.start_run(model_id=model_id, input_set_id=input_id, backends=["numpy"])[
+                "id"
+            ]
             job_pid = wait_until_held(gate, run_id, "numpy-f64")
             first.kill()
             wait_until_gone(job_pid)
             release(gate, "numpy-f64")
             second = LiveWorker(data_dir, env, "cpu").start()
-            run = wait_for_run(client, run_id, timeout_s=300)
+            run = client.wait_for_run(run_id, timeout_s=300)
             assert run["status"] == "done", run
             reference = next(b for b in run["backend_runs"] if b["backend"] == "numpy-f64")
             assert reference["status"] == "done" and reference["attempts"] == 2
-            rows = client.get(f"/api/runs/{run_id}/divergence").json()["rows"]
+            rows = client.divergence(run_id)["rows"]
             assert [r["backend"] for r in rows] == ["numpy"] * 12
             assert sorted(p.name for p in (data_dir / "outputs" / str(run_id)).iterdir()) == [
                 "numpy-f64.npz",
@@ -221,21 +213,21 @@ def test_crashed_job_fails_once_and_the_worker_lives_on(
             model_id, input_id = upload(client, example("regression").path, 4)
             body = {"model_id": model_id, "input_set_id": input_id, "backends": ["keras-cpu"]}
             hold(gate, "keras-cpu")
-            run_id = client.post("/api/runs", json=body).json()["id"]
+            run_id = client.start_run(**body)["id"]
             job_pid = wait_until_held(gate, run_id, "keras-cpu")
             assert worker.process is not None
             worker_pid = worker.process.pid
             assert parent_of(job_pid) == worker_pid
             os.kill(job_pid, signal.SIGSEGV)
             release(gate, "keras-cpu")
-            run = wait_for_run(client, run_id)
+            run = client.wait_for_run(run_id)
             wait_for(
                 lambda: broker.hlen("unacked") == 0 and broker.llen("cpu") == 0,
                 timeout_s=30,
                 what="the broker to hold no unacknowledged or queued job",
             )
-            following = wait_for_run(client, client.post("/api/runs", json=body).json()["id"])
-            crashed = client.get(f"/api/runs/{run_id}").json()
+            following = client.wait_for_run(client.start_run(**body)["id"])
+            crashed = client.get_run(run_id)
         assert worker.process.poll() is None and worker.process.pid == worker_pid
         keras_cpu = next(b for b in crashed["backend_runs"] if b["backend"] == "keras-cpu")
         assert run["status"] == "done", run

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.conftest import randomize_weights
-from tests.live_server import LiveServer, wait_for_run
+from app.service_process import LiveServer
+from tests.support import randomize_weights
 
 CLIENTS = 20
 SECONDS = 60.0
@@ -151,12 +151,9 @@ def test_twenty_clients_for_a_minute(keras: Any, tmp_path: Path) -> None:
         drain_started = time.monotonic()
         runs = [run_id for client in clients for run_id in client.runs]
         with server.client() as http:
-            finished = [wait_for_run(http, run_id, timeout_s=600) for run_id in runs]
+            finished = [http.wait_for_run(run_id, timeout_s=600) for run_id in runs]
             drained_s = time.monotonic() - drain_started
-            rows = {
-                run["id"]: http.get(f"/api/runs/{run['id']}/divergence").json()["rows"]
-                for run in finished
-            }
+            rows = {run["id"]: http.divergence(run["id"])["rows"] for run in finished}
     finally:
         server.stop()
 

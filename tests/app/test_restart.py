@@ -5,24 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import create_engine, update
 from sqlalchemy.orm import Session
 
-from app.models import Run
-from tests.held_jobs import hold, release, wait_until_gone, wait_until_held
-from tests.live_server import LiveServer, wait_for_run
-
-
-def upload_and_queue(client: httpx.Client, path: Path, backends: list[str], batch: int) -> int:
-    with path.open("rb") as stream:
-        model_id = client.post("/api/models", files={"file": (path.name, stream)}).json()["id"]
-    input_id = client.post(
-        f"/api/models/{model_id}/inputs", json={"kind": "uniform", "batch": batch}
-    ).json()["id"]
-    return client.post(
-        "/api/runs", json={"model_id": model_id, "input_set_id": input_id, "backends": backends}
-    ).json()["id"]
+from app.data.orm import Run
+from app.service_process import LiveServer
+from tests.support import hold, release, wait_until_gone, wait_until_held
 
 
 def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path) -> None:
@@ -32,15 +20,16 @@ def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path)
     try:
         hold(gate, "tfjs-cpu")
         with server.client() as client:
-            run_id = upload_and_queue(client, example("cifar_cnn").path, ["numpy", "tfjs-cpu"], 64)
+            model = example("cifar_cnn").path
+            run_id = client.queue_run(model, ["numpy", "tfjs-cpu"], batch=64)["id"]
             job_pid = wait_until_held(gate, run_id, "tfjs-cpu")
         server.kill()
         wait_until_gone(job_pid)
         release(gate, "tfjs-cpu")
         server.start()
         with server.client() as client:
-            run = wait_for_run(client, run_id)
-            rows = client.get(f"/api/runs/{run_id}/divergence").json()["rows"]
+            run = client.wait_for_run(run_id)
+            rows = client.divergence(run_id)["rows"]
         assert run["status"] == "done", run
         assert run["attempts"] == 2
         statuses = {b["backend"]: b["status"] for b in run["backend_runs"]}
@@ -54,8 +43,8 @@ def test_run_interrupted_too_often_is_failed_with_the_reason(example: Any, tmp_p
     server = LiveServer(tmp_path / "data", None)
     server.start()
     with server.client() as client:
-        run_id = upload_and_queue(client, example("regression").path, ["numpy"], 2)
-        wait_for_run(client, run_id)
+        run_id = client.queue_run(example("regression").path, ["numpy"], batch=2)["id"]
+        client.wait_for_run(run_id)
     server.stop()
     engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'driftbench.db'}")
     with Session(engine) as session:
@@ -64,7 +53,7 @@ def test_run_interrupted_too_often_is_failed_with_the_reason(example: Any, tmp_p
     server.start()
     try:
         with server.client() as client:
-            run = client.get(f"/api/runs/{run_id}").json()
+            run = client.get_run(run_id)
         assert run["status"] == "failed"
         assert run["error"].startswith("interrupted: the server stopped during this run 2 time(s)")
     finally:

@@ -3,17 +3,33 @@
 // as HTML. When a page has drawn, <body data-ready> counts its draws (tests wait on it).
 'use strict';
 
-const METRICS = ['rel_l2', 'max_abs', 'mean_abs', 'rmse', 'max_rel', 'max_ulp', 'median_ulp',
-  'n_diff', 'frac_diff', 'cosine', 'sqnr_db', 'p50_abs', 'p90_abs', 'p99_abs', 'argmax_agree'];
-const VERDICTS = ['identical', 'rounding', 'reduced-precision', 'mismatch', 'nonfinite'];
-const LOG_AXIS = {type: 'log', exponentformat: 'e'};
 const body = document.body;
+// The server's own metric and verdict lists (workers/engine/metrics.py), never a copy.
+const {metrics: METRICS, verdicts: VERDICTS} = JSON.parse(body.dataset.vocabulary);
+const LOG_AXIS = {type: 'log', exponentformat: 'e'};
 
-async function api(path) {
-  const response = await fetch(path);
+async function api(path, options) {
+  const response = await fetch(path, options);
   const payload = await response.json();
   if (!response.ok) throw new Error(`${path}: ${payload.detail || response.status}`);
   return payload;
+}
+
+// Reads never write: a finished run's comparison against a backend other than its
+// reference is asked for once, explicitly, then read.
+async function divergence(id, against, mode) {
+  const run = await api(`/api/runs/${id}`);
+  if (against !== run.reference && run.status === 'done') {
+    const stored = await api(`/api/runs/${id}/comparisons`);
+    if (!stored.against.includes(against)) {
+      await api(`/api/runs/${id}/comparisons`, {
+        method: 'POST',
+        headers: {'content-type': 'application/json'},
+        body: JSON.stringify({against}),
+      });
+    }
+  }
+  return api(`/api/runs/${id}/divergence?against=${against}&mode=${mode}`);
 }
 
 function showError(error) {
@@ -174,7 +190,7 @@ async function runPage() {
   };
 
   const renderChart = async (mode, div) => {
-    const data = await api(`/api/runs/${id}/divergence?against=${against.value}&mode=${mode}`);
+    const data = await divergence(id, against.value, mode);
     const traces = Object.keys(data.drift_start).map((backend) => {
       const rows = data.rows.filter((row) => row.backend === backend);
       const start = data.drift_start[backend];
@@ -266,7 +282,7 @@ async function browserPage() {
   const metric = document.getElementById('metric');
   const layerSelect = document.getElementById('layer');
   fillSelect(metric, METRICS, 'rel_l2');
-  const data = await api(`/api/runs/${id}/divergence?against=keras-cpu&mode=accumulated`);
+  const data = await divergence(id, 'keras-cpu', 'accumulated');
   const layers = [...new Set(data.rows.map((row) => row.layer))];
   fillSelect(layerSelect, layers, layers[layers.length - 1]);
   const redrawChart = async () => {

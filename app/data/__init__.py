@@ -1,0 +1,1 @@
+"""The data layer: the ORM, the data directory, every query (each owns its transaction)."""

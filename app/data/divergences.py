@@ -1,0 +1,203 @@
+"""Divergence rows in the database: storing a comparison set, reading a run's rows, and
+reading a run's stored outputs back for a comparison."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.core.config import settings
+from app.core.db import session_scope
+from app.core.errors import Conflict, InvalidRequest, OutputsExpired
+from app.data import drift_cache, storage
+from app.data.orm import LayerDivergence, Run, StoredModel
+from app.data.runs import get_run
+from app.schemas import DivergenceKey
+from workers.engine.compare import Comparison
+from workers.engine.graph import ModelGraph, graph_from_summary
+from workers.engine.json_safe import jsonable
+from workers.engine.metrics import DRIFT_VERDICTS, METRIC_NAMES
+from workers.engine.results import BackendResult, Mode
+from workers.engine.status import BackendStatus, RunStatus
+
+CSV_COLUMNS = (*DivergenceKey.model_fields, *METRIC_NAMES, "verdict")
+
+
+def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
+    rows = []
+    for comparison in comparisons:
+        for row in comparison.layers:
+            metrics = row.divergence.as_dict()
+            histogram = {"edges": metrics.pop("hist_edges"), "counts": metrics.pop("hist_counts")}
+            rows.append(
+                LayerDivergence(
+                    run_id=run.id,
+                    model_id=run.model_id,
+                    architecture=run.model.architecture,
+                    backend=comparison.backend,
+                    against=comparison.against,
+                    mode=comparison.mode,
+                    layer=row.layer,
+                    class_name=row.class_name,
+                    depth=row.depth,
+                    histogram=histogram,
+                    **metrics,
+                )
+            )
+    return rows
+
+
+def replace_divergences(*, run_id: int, against: str, comparisons: list[Comparison]) -> None:
+    """Store one comparison set of a run, replacing any earlier one (idempotence)."""
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return
+        session.execute(
+            delete(LayerDivergence).where(
+                LayerDivergence.run_id == run_id, LayerDivergence.against == against
+            )
+        )
+        session.add_all(_rows_of(run, comparisons))
+        drift_cache.bump(session, run.model_id, run.model.architecture)
+
+
+def stored_graph(model: StoredModel) -> ModelGraph:
+    return graph_from_summary(model.name, model.layers)
+
+
+def stored_results(run: Run) -> dict[str, BackendResult]:
+    """The finished backends of a run with their outputs read back from disk.
+
+    The reference's isolated outputs are its accumulated ones (each layer already
+    received the reference's own inputs), so they are stored once and aliased here.
+    Backends whose outputs were capped hold fewer samples; all are compared over the
+    first samples every backend stored.
+    """
+    shapes = {
+        backend_run.backend: storage.stored_shapes(
+            storage.outputs_path(run.id, backend_run.backend)
+        )
+        for backend_run in run.backend_runs
+        if backend_run.status == BackendStatus.DONE and backend_run.outputs_path
+    }
+    samples = min(
+        (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
+    )
+    results = {}
+    for backend, stored in shapes.items():
+        path = storage.outputs_path(run.id, backend)
+        outputs = {
+            mode: storage.StoredLayers(path, mode, list(layers), samples)
+            for mode, layers in stored.items()
+        }
+        if backend == run.reference:
+            outputs["isolated"] = outputs["accumulated"]
+        results[backend] = BackendResult(
+            backend=backend, status=BackendStatus.DONE, outputs=outputs
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What comparing a finished run needs: its graph, its backends' stored outputs."""
+
+    reference: str
+    modes: tuple[Mode, ...]
+    graph: ModelGraph
+    results: dict[str, BackendResult]
+
+
+def stored_run(run_id: int) -> StoredRun | None:
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return None
+        return StoredRun(
+            run.reference, tuple(run.modes), stored_graph(run.model), stored_results(run)
+        )
+
+
+def check_comparable(*, run_id: int, against: str) -> None:
+    """Nothing when the run's finished backends can be compared with `against` from
+    their stored outputs; otherwise the reason it cannot, naming what is missing."""
+    with session_scope() as session:
+        _check_comparable(session, get_run(session, run_id), against)
+
+
+def _check_comparable(session: Session, run: Run, against: str) -> None:
+    run_id = run.id
+    if run.status != RunStatus.DONE:
+        raise Conflict(f"run {run_id} is {run.status}; compare it once it is done")
+    finished = {b.backend: b for b in run.backend_runs if b.status == BackendStatus.DONE}
+    if against not in finished:
+        known = ", ".join(sorted(b.backend for b in run.backend_runs))
+        raise InvalidRequest(
+            f"run {run.id} has no finished backend {against!r} to compare "
+            f"against (backends: {known})"
+        )
+    # The backend asked for is named first when its own outputs are the ones gone.
+    expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
+    if expired:
+        gone = expired[0]
+        raise OutputsExpired(
+            run.id, gone.backend, gone.outputs_expired_at, settings.output_retention_days
+        )
+
+
+def read_rows(
+    session: Session, run: Run, *, against: str, mode: str, backend: str | None
+) -> list[LayerDivergence]:
+    """The stored rows of one comparison set. A finished run not yet compared with
+    `against` says how to ask for it: reads never compute (they need no write scope)."""
+    query = select(LayerDivergence).filter_by(run_id=run.id, against=against, mode=mode)
+    if backend is not None:
+        query = query.filter_by(backend=backend)
+    rows = list(session.scalars(query.order_by(LayerDivergence.backend, LayerDivergence.depth)))
+    if rows or against == run.reference or not RunStatus(run.status).is_final:
+        return rows
+    compared = session.scalar(
+        select(LayerDivergence.id).filter_by(run_id=run.id, against=against).limit(1)
+    )
+    if compared is None:
+        raise Conflict(
+            f"run {run.id} has not been compared against {against!r}: "
+            f'POST /api/runs/{run.id}/comparisons {{"against": "{against}"}} first'
+        )
+    return rows
+
+
+def compared_against(session: Session, run_id: int) -> list[str]:
+    query = select(LayerDivergence.against).filter_by(run_id=run_id).distinct()
+    return sorted(session.scalars(query))
+
+
+def row_dict(row: LayerDivergence) -> dict[str, Any]:
+    values = {column: getattr(row, column) for column in CSV_COLUMNS}
+    values["histogram"] = row.histogram
+    return jsonable(values)
+
+
+def drift_starts(rows: list[LayerDivergence]) -> dict[str, dict[str, Any] | None]:
+    starts: dict[str, dict[str, Any] | None] = {}
+    for row in rows:
+        starts.setdefault(row.backend, None)
+        if starts[row.backend] is None and row.verdict in DRIFT_VERDICTS:
+            starts[row.backend] = {"layer": row.layer, "depth": row.depth, "verdict": row.verdict}
+    return starts
+
+
+def rows_csv(rows: list[LayerDivergence]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        values = [getattr(row, column) for column in CSV_COLUMNS]
+        writer.writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()

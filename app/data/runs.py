@@ -1,0 +1,242 @@
+"""Runs and backend runs in the database: creating and listing them, and every state
+change a job makes. Each function owns its transaction; callers pass ids and
+keyword arguments, never sessions they keep."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.core.db import session_scope
+from app.core.errors import NotFound
+from app.data import storage
+from app.data.orm import BackendRun, InputSet, Run, StoredModel, utcnow
+from workers.engine.json_safe import jsonable
+from workers.engine.results import BackendResult, Mode
+from workers.engine.sequence import RunOrder
+from workers.engine.status import BackendStatus, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+def create_run(
+    session: Session,
+    *,
+    model: StoredModel,
+    input_set: InputSet,
+    reference: str,
+    backends: list[str],
+    modes: list[str],
+    repeats: int,
+) -> Run:
+    order = RunOrder.of(reference, backends)
+    run = Run(
+        model_id=model.id,
+        input_set_id=input_set.id,
+        reference=reference,
+        modes=list(dict.fromkeys(modes)),
+        repeats=repeats,
+        backend_runs=[BackendRun(backend=backend) for backend in order.backends],
+    )
+    session.add(run)
+    session.commit()
+    return run
+
+
+def list_runs(
+    session: Session, *, model_id: int | None, skip: int, limit: int
+) -> tuple[int, list[Run]]:
+    query = select(Run)
+    if model_id is not None:
+        query = query.filter_by(model_id=model_id)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(query.order_by(Run.id.desc()).offset(skip).limit(limit)).all()
+    return count, list(runs)
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+def recover_interrupted_runs(*, max_attempts: int) -> list[int]:
+    """Re-queue or fail the runs a stopped server left queued or running; returns the
+    ids to submit again."""
+    requeued = []
+    with session_scope() as session:
+        unfinished_runs = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.COMPARING)
+        runs = session.scalars(select(Run).where(Run.status.in_(unfinished_runs))).all()
+        for run in runs:
+            unfinished = [b for b in run.backend_runs if not BackendStatus(b.status).is_final]
+            if run.attempts >= max_attempts:
+                reason = (
+                    f"interrupted: the server stopped during this run "
+                    f"{run.attempts} time(s), the limit of DRIFTBENCH_JOB_ATTEMPTS"
+                )
+                run.status, run.error, run.finished_at = RunStatus.FAILED, reason, utcnow()
+                for backend_run in unfinished:
+                    backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
+            else:
+                run.status = RunStatus.QUEUED
+                for backend_run in unfinished:
+                    backend_run.status = BackendStatus.QUEUED
+                requeued.append(run.id)
+    return requeued
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a job needs to know about its run, read once from the database."""
+
+    run_id: int
+    model_path: Path
+    inputs_sha256: str
+    order: RunOrder
+    modes: tuple[Mode, ...]
+    repeats: int
+
+
+def load_plan(run_id: int) -> RunPlan | None:
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return None
+        input_set = session.get(InputSet, run.input_set_id)
+        assert input_set is not None
+        return RunPlan(
+            run_id=run.id,
+            model_path=storage.model_path(run.model.sha256, run.model.file_format),
+            inputs_sha256=input_set.sha256,
+            order=RunOrder.of(run.reference, [b.backend for b in run.backend_runs]),
+            modes=tuple(run.modes),
+            repeats=run.repeats,
+        )
+
+
+def start_run(run_id: int) -> RunPlan | None:
+    """Mark the run running (one more attempt); None when it no longer exists."""
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            log.warning("run %s vanished before it started", run_id)
+            return None
+        run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.error = None
+    return load_plan(run_id)
+
+
+def backend_statuses(run_id: int) -> dict[str, str]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(BackendRun.backend, BackendRun.status).filter_by(run_id=run_id)
+        ).all()
+        return {backend: status for backend, status in rows}
+
+
+def _backend_run(session: Session, run_id: int, backend: str) -> BackendRun | None:
+    return session.scalars(
+        select(BackendRun).filter_by(run_id=run_id, backend=backend)
+    ).one_or_none()
+
+
+def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendStatus | None:
+    """Mark the backend running for one more attempt, or say why it must not run: its
+    final status when it has one (already finished, or out of attempts), None when the
+    run is gone. A job delivered again after its worker died finds its attempts
+    counted: past `max_attempts` it fails with the reason instead of running again."""
+    with session_scope() as session:
+        backend_run = _backend_run(session, run_id, backend)
+        if backend_run is None:
+            return None
+        status = BackendStatus(backend_run.status)
+        if status.is_final:
+            return status
+        if backend_run.attempts >= max_attempts:
+            backend_run.status = BackendStatus.FAILED
+            backend_run.reason = (
+                f"gave up after {backend_run.attempts} attempts: the worker "
+                "running it stopped each time (DRIFTBENCH_JOB_ATTEMPTS)"
+            )
+            backend_run.finished_at = utcnow()
+            return BackendStatus.FAILED
+        backend_run.status = BackendStatus.RUNNING
+        backend_run.attempts += 1
+        backend_run.started_at = utcnow()
+        return BackendStatus.RUNNING
+
+
+def record_result(
+    run_id: int, result: BackendResult, *, outputs_path: Path | None, note: str | None
+) -> BackendStatus:
+    with session_scope() as session:
+        backend_run = _backend_run(session, run_id, result.backend)
+        assert backend_run is not None
+        backend_run.status = result.status
+        backend_run.reason = "; ".join(filter(None, (result.reason, note))) or None
+        backend_run.environment = jsonable(result.environment)
+        backend_run.timings = result.timings
+        backend_run.deterministic = result.deterministic
+        backend_run.repeat_spread = result.repeat_spread
+        backend_run.outputs_path = str(outputs_path) if outputs_path else None
+        backend_run.outputs_expired_at = None  # a re-run stores them anew
+        backend_run.finished_at = utcnow()
+    return result.status
+
+
+def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | None:
+    """A backend job that ended outside its runner (its process died, the job raised);
+    returns the backend's status as recorded (None if its run is gone).
+
+    A backend that had already finished keeps its result (the process died after it
+    was stored); otherwise any outputs file it left without a database record goes.
+    """
+    with session_scope() as session:
+        backend_run = _backend_run(session, run_id, backend)
+        if backend_run is None:
+            return None
+        if BackendStatus(backend_run.status).is_final:
+            return BackendStatus(backend_run.status)
+        storage.outputs_path(run_id, backend).unlink(missing_ok=True)
+        backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
+        backend_run.outputs_path = None
+        backend_run.finished_at = utcnow()
+        return BackendStatus.FAILED
+
+
+def claim_comparison(run_id: int) -> bool:
+    """True for exactly one caller once every backend of the run has finished: backends
+    finishing at once on several workers are each told to compare, one does."""
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None or any(not BackendStatus(b.status).is_final for b in run.backend_runs):
+            return False
+        claimed = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+            .values(status=RunStatus.COMPARING)
+        )
+        return claimed.rowcount == 1
+
+
+def finish_run(run_id: int) -> None:
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.status = RunStatus.DONE
+            run.finished_at = utcnow()
+
+
+def fail_run(run_id: int, reason: str) -> None:
+    log.error("run %s failed: %s", run_id, reason)
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.status, run.error = RunStatus.FAILED, reason
+            run.finished_at = utcnow()

@@ -1,0 +1,286 @@
+"""The HTTP API against a live uvicorn server, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.service_process import DriftbenchClient, LiveServer, ServiceError
+from tests.support import randomize_weights, throwaway_postgres
+
+CPU_BACKENDS = ["numpy", "keras-cpu"]
+UPLOAD_LIMIT = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp(f"api-{request.param}")
+    if request.param == "sqlite":
+        live = LiveServer(data_dir, None, max_upload_bytes=str(UPLOAD_LIMIT))
+        live.start()
+        yield live
+        live.stop()
+    else:
+        with throwaway_postgres() as url:
+            live = LiveServer(data_dir, url, max_upload_bytes=str(UPLOAD_LIMIT))
+            live.start()
+            yield live
+            live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> Iterator[DriftbenchClient]:
+    with server.client() as http:
+        yield http
+
+
+def dense_stack(keras: Any, seed: int, path: Path) -> Path:
+    """A ten-layer Dense(8) stack: same architecture, different weights per seed."""
+    model = keras.Sequential(
+        [keras.Input((8,), name="x"), *[keras.layers.Dense(8, name=f"d{i}") for i in range(10)]]
+    )
+    randomize_weights(model, seed=seed)
+    model.save(path)
+    return path
+
+
+def test_upload_returns_layers_and_backend_support(client: DriftbenchClient, example: Any) -> None:
+    response = client.post_model(example("cifar_cnn").path, name="cifar", tags="conv, demo")
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert model["name"] == "cifar" and model["tags"] == ["conv", "demo"]
+    assert model["sha256"] == example("cifar_cnn").sha256
+    layers = [layer for layer in model["layers"] if layer["class_name"] != "InputLayer"]
+    assert [layer["class_name"] for layer in layers][:3] == ["Conv2D", "Conv2D", "MaxPooling2D"]
+    assert layers[0]["params"] == 3 * 3 * 3 * 32 + 32
+    assert layers[0]["output_shape"] == [None, 32, 32, 32]
+    assert set(model["backend_support"]) >= {"keras-cpu", "numpy", "numpy-f64", "tfjs-cpu"}
+    assert all(reason is None for reason in model["backend_support"].values())
+    again = client.post_model(example("cifar_cnn").path, name="other name")
+    assert again.status_code == 200 and again.json()["id"] == model["id"]
+    listed = client.get("/api/models").json()
+    assert model["id"] in [m["id"] for m in listed["data"]] and listed["count"] >= 1
+
+
+def test_bad_uploads_are_refused_with_the_reason(
+    client: DriftbenchClient, keras: Any, tmp_path: Path
+) -> None:
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    response = client.post_model(text)
+    assert response.status_code == 415 and "not a Keras model" in response.json()["detail"]
+    inp = keras.Input((3,))
+    lambda_path = tmp_path / "lambda.keras"
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 3, name="triple")(inp)).save(lambda_path)
+    response = client.post_model(lambda_path)
+    assert response.status_code == 422 and "layer 'triple' is a Lambda layer" in response.text
+    big = tmp_path / "big.keras"
+    big.write_bytes(b"PK\x03\x04" + bytes(UPLOAD_LIMIT + 1024))
+    response = client.post_model(big)
+    assert response.status_code == 413 and str(UPLOAD_LIMIT) in response.json()["detail"]
+    assert client.get("/api/models/999999").status_code == 404
+
+
+def test_layer_tfjs_lacks_is_named_in_backend_support(
+    client: DriftbenchClient, keras: Any, tmp_path: Path
+) -> None:
+    inp = keras.Input((4,), name="x")
+    path = tmp_path / "subtract.keras"
+    keras.Model(inp, keras.layers.Subtract(name="minus")([inp, keras.layers.Dense(4)(inp)])).save(
+        path
+    )
+    support = client.upload_model(path)["backend_support"]
+    assert support["tfjs-cpu"] == "unsupported: minus (Subtract)"
+    assert support["numpy"] is None and support["keras-cpu"] is None
+
+
+def test_inputs_generated_or_uploaded_and_checked(
+    client: DriftbenchClient, example: Any, tmp_path: Path
+) -> None:
+    model_id = client.upload_model(example("regression").path)["id"]
+    generated = client.post(
+        f"/api/models/{model_id}/inputs", json={"kind": "normal", "batch": 5, "seed": 3, "std": 2.0}
+    )
+    assert generated.status_code == 201, generated.text
+    assert generated.json()["shapes"] == {"input": [5, 4]}
+    good = io.BytesIO()
+    np.save(good, np.ones((2, 4), dtype=np.float32))
+    uploaded = client.post(
+        f"/api/models/{model_id}/inputs", files={"file": ("x.npy", good.getvalue())}
+    )
+    assert uploaded.status_code == 201 and uploaded.json()["kind"] == "npy"
+    wrong = io.BytesIO()
+    np.save(wrong, np.ones((2, 7), dtype=np.float32))
+    response = client.post(
+        f"/api/models/{model_id}/inputs", files={"file": ("x.npy", wrong.getvalue())}
+    )
+    assert response.status_code == 422
+    assert "(2, 7) does not fit the model's input shape (batch, 4)" in response.json()["detail"]
+    bad_kind = client.post(f"/api/models/{model_id}/inputs", json={"kind": "zeros"})
+    assert bad_kind.status_code == 422
+    assert client.post("/api/models/424242/inputs", json={"kind": "ones"}).status_code == 404
+
+
+def test_run_results_divergence_csv_and_outputs(client: DriftbenchClient, example: Any) -> None:
+    artifact = example("regression")
+    model_id = client.upload_model(artifact.path)["id"]
+    inputs = client.add_inputs(model_id, kind="uniform", batch=6, seed=9)
+    with pytest.raises(ServiceError, match="valid backends: keras-cpu") as bad:
+        client.start_run(model_id=model_id, input_set_id=inputs["id"], backends=["numpy", "tpu"])
+    assert bad.value.status_code == 422
+    created = client.post(
+        "/api/runs",
+        json={
+            "model_id": model_id,
+            "input_set_id": inputs["id"],
+            "backends": CPU_BACKENDS,
+            "modes": ["accumulated", "isolated"],
+            "repeats": 2,
+        },
+    )
+    assert created.status_code == 202, created.text
+    run = client.wait_for_run(created.json()["id"])
+    assert run["status"] == "done", run
+    statuses = {b["backend"]: b for b in run["backend_runs"]}
+    assert set(statuses) == {"numpy-f64", *CPU_BACKENDS}
+    assert all(b["status"] == "done" for b in statuses.values())
+    assert statuses["keras-cpu"]["environment"]["keras_backend"] == "tensorflow"
+    assert statuses["numpy"]["deterministic"] is True
+
+    divergence = client.divergence(run["id"])
+    layers = ["dense_1", "dense_2", "dense_3"]
+    assert [(r["backend"], r["layer"]) for r in divergence["rows"]] == [
+        (backend, layer) for backend in sorted(CPU_BACKENDS) for layer in layers
+    ]
+    assert all(r["verdict"] in ("identical", "rounding") for r in divergence["rows"])
+    assert divergence["drift_start"] == {"keras-cpu": None, "numpy": None}
+
+    isolated = client.divergence(run["id"], mode="isolated", backend="numpy")
+    assert {r["mode"] for r in isolated["rows"]} == {"isolated"} and len(isolated["rows"]) == 3
+
+    # Reads never compute: a comparison against another backend is asked for first.
+    not_compared = client.get(f"/api/runs/{run['id']}/divergence", params={"against": "keras-cpu"})
+    assert not_compared.status_code == 409
+    assert (
+        f'POST /api/runs/{run["id"]}/comparisons {{"against": "keras-cpu"}}'
+        in not_compared.json()["detail"]
+    )
+    compared = client.post(f"/api/runs/{run['id']}/comparisons", json={"against": "keras-cpu"})
+    assert compared.status_code == 201, compared.text
+    on_demand = client.divergence(run["id"], against="keras-cpu")
+    assert {r["backend"] for r in on_demand["rows"]} == {"numpy", "numpy-f64"}
+    isolated_on_demand = client.divergence(run["id"], against="keras-cpu", mode="isolated")
+    assert {r["backend"] for r in isolated_on_demand["rows"]} == {"numpy", "numpy-f64"}
+
+    table = client.get(f"/api/runs/{run['id']}/divergence", params={"format": "csv"})
+    assert table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert len(rows) == 6 and {"rel_l2", "max_ulp", "verdict", "sqnr_db"} <= set(rows[0])
+
+    # The float64 reference's first layer, recomputed here from the uploaded weights.
+    fetched = client.get(f"/api/runs/{run['id']}/outputs/numpy-f64/dense_1")
+    assert fetched.status_code == 200
+    output = np.load(io.BytesIO(fetched.content))
+    weights = artifact.graph.layer("dense_1").weights
+    stored_inputs = np.random.default_rng(9).uniform(-1, 1, (6, 4)).astype(np.float32)
+    expected = np.maximum(
+        stored_inputs.astype(np.float64) @ weights["kernel"].astype(np.float64) + weights["bias"], 0
+    )
+    assert output.shape == (6, 20)
+    np.testing.assert_allclose(output, expected, rtol=1e-12, atol=1e-12)
+    assert client.get(f"/api/runs/{run['id']}/outputs/numpy/nope").status_code == 404
+    with pytest.raises(ServiceError, match="has no finished backend 'tfjs-cpu'") as missing:
+        client.compare(run["id"], "tfjs-cpu")
+    assert missing.value.status_code == 422
+
+
+def test_model_drift_aggregates_over_runs(client: DriftbenchClient, example: Any) -> None:
+    model_id = client.upload_model(example("autoencoder").path)["id"]
+    per_run = []
+    for seed in (1, 2):
+        input_id = client.add_inputs(model_id, kind="uniform", batch=3, seed=seed)["id"]
+        run = client.start_run(model_id=model_id, input_set_id=input_id, backends=["numpy"])
+        assert client.wait_for_run(run["id"])["status"] == "done"
+        rows = client.divergence(run["id"])["rows"]
+        per_run.append({r["layer"]: r["max_abs"] for r in rows})
+        drift = client.get(
+            f"/api/models/{model_id}/drift", params={"backend": "numpy", "metric": "max_abs"}
+        ).json()
+        # answered again after each run: a kept answer never outlives a new run
+        assert {row["count"] for row in drift["layers"]} == {len(per_run)}
+    assert len(drift["layers"]) == 12
+    for row in drift["layers"]:
+        values = sorted(run[row["layer"]] for run in per_run)
+        assert row["count"] == 2
+        assert row["mean"] == pytest.approx(sum(values) / 2)
+        assert row["max"] == pytest.approx(values[-1])
+        assert row["median"] == pytest.approx(values[0])
+
+
+def test_depth_drift_over_three_dense_stacks(
+    client: DriftbenchClient, keras: Any, tmp_path: Path
+) -> None:
+    architectures = set()
+    runs: list[list[dict[str, Any]]] = []
+    for seed in (11, 12, 13):
+        model = client.upload_model(dense_stack(keras, seed, tmp_path / f"stack{seed}.keras"))
+        architectures.add(model["architecture"])
+        input_id = client.add_inputs(model["id"], kind="normal", batch=4, seed=seed)["id"]
+        run = client.start_run(model_id=model["id"], input_set_id=input_id, backends=["numpy"])
+        assert client.wait_for_run(run["id"])["status"] == "done"
+        runs.append(client.divergence(run["id"])["rows"])
+    [architecture] = architectures
+    depth = client.get(
+        "/api/drift/depth", params={"architecture": architecture, "backend": "numpy"}
+    ).json()
+    assert depth["models"] == 3
+    assert [row["depth"] for row in depth["depths"]] == list(range(1, 11))
+    for row in depth["depths"]:
+        values = [rows[row["depth"] - 1]["rel_l2"] for rows in runs]
+        assert row["count"] == 3
+        assert row["mean"] == pytest.approx(sum(values) / 3)
+        assert row["max"] == pytest.approx(max(values))
+        if row["depth"] > 1:
+            ratios = [
+                rows[row["depth"] - 1]["rel_l2"] / rows[row["depth"] - 2]["rel_l2"] for rows in runs
+            ]
+            assert row["growth"] == pytest.approx(sum(ratios) / 3)
+        else:
+            assert row["growth"] is None
+
+
+def test_delete_model_removes_files_and_results(
+    client: DriftbenchClient, server: LiveServer, keras: Any, tmp_path: Path
+) -> None:
+    model = client.upload_model(dense_stack(keras, 99, tmp_path / "doomed.keras"))
+    input_id = client.add_inputs(model["id"], kind="ones")["id"]
+    run_id = client.start_run(model_id=model["id"], input_set_id=input_id, backends=["numpy"])["id"]
+    assert client.wait_for_run(run_id)["status"] == "done"
+    depth = {"architecture": model["architecture"], "backend": "numpy"}
+    models_before = client.get("/api/drift/depth", params=depth).json()["models"]
+    model_file = server.data_dir / "models" / f"{model['sha256']}.keras"
+    outputs = server.data_dir / "outputs" / str(run_id)
+    assert model_file.exists() and outputs.exists()
+    assert client.delete(f"/api/models/{model['id']}").status_code == 204
+    assert client.get(f"/api/models/{model['id']}").status_code == 404
+    assert client.get(f"/api/runs/{run_id}").status_code == 404
+    assert not model_file.exists() and not outputs.exists()
+    assert client.get("/api/drift/depth", params=depth).json()["models"] == models_before - 1
+    assert client.delete(f"/api/models/{model['id']}").status_code == 404
+
+
+def test_backends_report_availability_and_versions(client: DriftbenchClient) -> None:
+    backends = {b["id"]: b for b in client.backends()}
+    assert backends["keras-cpu"]["available"] is True
+    assert backends["keras-cpu"]["versions"]["tensorflow"].startswith("2.")
+    assert backends["tfjs-webgl"]["queue"] == "browser"
+    assert backends["tfjs-webgl"]["versions"] == {"tfjs": "4.22.0"}

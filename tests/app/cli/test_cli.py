@@ -1,0 +1,150 @@
+"""The `driftbench` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.cli.main import EXAMPLES, main
+from app.core.config import settings
+from tests.support import parse_tables
+
+WITHIN_ROUNDING = {"identical", "rounding"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(settings, "data_dir", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_run_dense10x50_console_script(tmp_path: Path) -> None:
+    """The acceptance command, through the installed console script in a fresh process."""
+    env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(tmp_path / "data")}
+    driftbench = Path(sys.executable).with_name("driftbench")
+    completed = subprocess.run(
+        [
+            str(driftbench),
+            "run",
+            "dense10x50",
+            "--generate",
+            "ones",
+            "--backends",
+            "keras-cpu,numpy,numpy-f64",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    tables = parse_tables(completed.stdout)
+    assert set(tables) == {
+        "keras-cpu vs numpy-f64 (accumulated)",
+        "numpy vs numpy-f64 (accumulated)",
+    }
+    for title, rows in tables.items():
+        assert [row["layer"] for row in rows] == [f"dense_{i}" for i in range(1, 11)], title
+        assert {row["verdict"] for row in rows} <= WITHIN_ROUNDING, title
+    assert "drift starts: nowhere" in completed.stdout
+    assert (tmp_path / "data" / "examples" / "dense10x50.keras").exists()
+
+
+def test_run_writes_full_json_results(data_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "results.json"
+    status = main(
+        [
+            "run",
+            "regression",
+            "--generate",
+            "normal",
+            "--batch",
+            "4",
+            "--seed",
+            "3",
+            "--backends",
+            "numpy,keras-cpu",
+            "--mode",
+            "both",
+            "--repeats",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["reference"] == "numpy-f64"
+    assert report["inputs"]["arrays"]["input"]["shape"] == [4, 4]
+    modes = {(c["backend"], c["mode"]) for c in report["comparisons"]}
+    assert modes == {(b, m) for b in ("numpy", "keras-cpu") for m in ("accumulated", "isolated")}
+    for comparison in report["comparisons"]:
+        assert [row["layer"] for row in comparison["layers"]] == ["dense_1", "dense_2", "dense_3"]
+        for row in comparison["layers"]:
+            assert row["n"] == 4 * {"dense_1": 20, "dense_2": 10, "dense_3": 1}[row["layer"]]
+            assert row["verdict"] in WITHIN_ROUNDING
+    backends = {b["backend"]: b for b in report["backends"]}
+    assert backends["keras-cpu"]["deterministic"] is True
+    assert "tensorflow" in backends["keras-cpu"]["environment"]
+    printed = capsys.readouterr().out
+    assert "keras-cpu vs numpy-f64 (isolated)" in printed
+    assert "keras-cpu vs numpy-f64: last layer rel_l2" in printed
+    assert "amplification of the layer's own error" in printed
+
+
+def test_against_another_backend_makes_it_the_reference(data_dir: Path, capsys: Any) -> None:
+    status = main(["run", "regression", "--backends", "numpy", "--against", "keras-cpu"])
+    assert status == 0
+    tables = parse_tables(capsys.readouterr().out)
+    assert list(tables) == ["numpy vs keras-cpu (accumulated)"]
+
+
+def test_wrong_input_shape_is_a_clear_error(data_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "inputs.npy"
+    np.save(path, np.zeros((2, 7), dtype=np.float32))
+    assert main(["run", "regression", "--inputs", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "array shape (2, 7) does not fit the model's input shape (batch, 4)" in error
+
+
+def test_unknown_backend_is_a_clear_error(data_dir: Path, capsys: Any) -> None:
+    assert main(["run", "regression", "--backends", "numpy,webgpu"]) == 2
+    assert (
+        "unknown backend 'webgpu'; valid backends: keras-cpu, numpy, numpy-f64"
+        in capsys.readouterr().err
+    )
+
+
+def test_examples_writes_every_example(tmp_path: Path, capsys: Any) -> None:
+    assert main(["examples", str(tmp_path / "models")]) == 0
+    written = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert written == sorted(f"{name}.keras" for name in EXAMPLES)
+    from workers.engine.loading import load_artifact
+
+    graph = load_artifact(tmp_path / "models" / "cifar_cnn.keras").graph
+    assert [layer.class_name for layer in graph.compute_layers] == [
+        "Conv2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Conv2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    dense = load_artifact(tmp_path / "models" / "dense10x50.keras").graph
+    kernels = [layer.weights["kernel"] for layer in dense.compute_layers]
+    assert len(kernels) == 10 and all(k.shape == (50, 50) for k in kernels)
+    assert all(k.min() >= -1.0 and k.max() <= 1.0 for k in kernels)

@@ -1,0 +1,248 @@
+"""Dashboards in real headless Chromium against a live server with real stored runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from app.core.config import settings
+from app.service_process import DriftbenchClient, LiveServer
+from tests.support import backdate, expire_outputs_cli
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+ARTIFACTS = Path(os.environ.get("DRIFTBENCH_TEST_ARTIFACTS", "test-artifacts")) / "dashboards"
+BACKENDS = ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm"]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory, example: Any) -> Iterator[dict[str, Any]]:
+    """A live server holding a finished run of dense10x50 under a hostile name."""
+    server = LiveServer(tmp_path_factory.mktemp("dashboards"), None)
+    server.start()
+    try:
+        with server.client() as client:
+            model = client.upload_model(
+                example("dense10x50").path, name=HOSTILE_NAME, tags=["<b>bold</b>", "demo"]
+            )
+            input_id = client.add_inputs(model["id"], kind="uniform", batch=4, seed=1)["id"]
+            run_id = client.start_run(
+                model_id=model["id"],
+                input_set_id=input_id,
+                backends=BACKENDS,
+                modes=["accumulated", "isolated"],
+            )["id"]
+            assert client.wait_for_run(run_id)["status"] == "done"
+            yield {"server": server, "model": model, "run_id": run_id, "client": client}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(settings.chromium_path),
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-sync",
+                "--disable-component-update",
+                "--no-first-run",
+                "--enable-unsafe-swiftshader",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Any, url: str, draws: int = 1) -> tuple[Page, list[str]]:
+    """Load a page, wait for its charts, and collect console errors and dialogs."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss())
+    )
+    page.goto(url)
+    page.wait_for_function(f"Number(document.body.dataset.ready || 0) >= {draws}", timeout=60000)
+    return page, problems
+
+
+def traces(page: Page, div: str = "chart") -> list[dict[str, Any]]:
+    return page.evaluate(f"""() => document.getElementById('{div}').data.map(t => (
+        {{name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}}))""")
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def api(stored: dict[str, Any], path: str, **params: Any) -> Any:
+    response = stored["client"].get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_index_lists_models_with_latest_run_and_worst_verdict(stored: dict, browser: Any) -> None:
+    page, problems = open_page(browser, stored["server"].url + "/")
+    rows = page.locator("#models tbody tr")
+    assert rows.count() == 1
+    assert rows.first.locator("td").nth(1).inner_text() == HOSTILE_NAME
+    assert f"run {stored['run_id']} (done)" in rows.first.inner_text()
+    assert rows.first.locator("td").nth(6).inner_text() == "rounding"
+    assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
+    screenshot(page, "index")
+    assert problems == []
+    for path in ("/models/999999", "/runs/999999", "/runs/999999/browser"):
+        assert httpx.get(stored["server"].url + path).status_code == 404
+
+
+def test_model_page_draws_median_and_p95_per_backend(stored: dict, browser: Any) -> None:
+    model_id = stored["model"]["id"]
+    page, problems = open_page(browser, f"{stored['server'].url}/models/{model_id}")
+    drawn = traces(page)
+    expected = []
+    for backend in BACKENDS:
+        drift = api(stored, f"/api/models/{model_id}/drift", backend=backend, metric="rel_l2")
+        expected += [
+            (f"{backend} median", [r["median"] for r in drift["layers"]]),
+            (f"{backend} p95", [r["p95"] for r in drift["layers"]]),
+        ]
+    assert [(t["name"], t["y"]) for t in drawn] == expected
+    assert all(len(t["x"]) == 10 for t in drawn)
+    assert page.locator("#model-name").inner_text() == HOSTILE_NAME
+    assert "<b>bold</b>" in page.locator("#model-meta").inner_text()
+    assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
+    screenshot(page, "model")
+    assert problems == []
+
+
+def test_run_page_charts_follow_metric_and_reference(stored: dict, browser: Any) -> None:
+    run_id = stored["run_id"]
+    page, problems = open_page(browser, f"{stored['server'].url}/runs/{run_id}")
+    for mode, div in (("accumulated", "chart"), ("isolated", "chart-isolated")):
+        rows = api(stored, f"/api/runs/{run_id}/divergence", mode=mode)["rows"]
+        drawn = {t["name"]: t["y"] for t in traces(page, div)}
+        assert set(drawn) == set(BACKENDS)
+        for backend in BACKENDS:
+            assert drawn[backend] == [r["rel_l2"] for r in rows if r["backend"] == backend]
+    assert page.locator("#model-link").inner_text() == HOSTILE_NAME
+    assert page.locator("img").count() == 0
+    assert page.locator("#divergence tbody tr").count() == len(BACKENDS) * 10
+    assert page.locator("#divergence tbody tr.verdict-rounding").count() > 0
+    assert "SwiftShader" not in page.locator("#backends").inner_text()
+    assert "4.22.0" in page.locator("#backends").inner_text()
+    screenshot(page, "run")
+
+    page.select_option("#metric", "max_abs")
+    page.wait_for_function("Number(document.body.dataset.ready) >= 2")
+    rows = api(stored, f"/api/runs/{run_id}/divergence")["rows"]
+    drawn = {t["name"]: t["y"] for t in traces(page)}
+    assert drawn["numpy"] == [r["max_abs"] for r in rows if r["backend"] == "numpy"]
+
+    page.select_option("#against", "keras-cpu")
+    page.wait_for_function("Number(document.body.dataset.ready) >= 3")
+    rows = api(stored, f"/api/runs/{run_id}/divergence", against="keras-cpu")["rows"]
+    drawn = {t["name"]: t["y"] for t in traces(page)}
+    assert set(drawn) == {"numpy-f64", "numpy", "tfjs-cpu", "tfjs-wasm"}
+    assert drawn["tfjs-cpu"] == [r["max_abs"] for r in rows if r["backend"] == "tfjs-cpu"]
+    assert problems == []
+
+
+def test_browser_vs_python_view(stored: dict, browser: Any) -> None:
+    run_id = stored["run_id"]
+    page, problems = open_page(browser, f"{stored['server'].url}/runs/{run_id}/browser")
+    rows = api(stored, f"/api/runs/{run_id}/divergence", against="keras-cpu")["rows"]
+    drawn = {t["name"]: t["y"] for t in traces(page)}
+    assert set(drawn) == {"tfjs-cpu", "tfjs-wasm"}
+    assert drawn["tfjs-wasm"] == [r["rel_l2"] for r in rows if r["backend"] == "tfjs-wasm"]
+    scatter = traces(page, "scatter")
+    assert [t["name"] for t in scatter] == ["tfjs-cpu", "tfjs-wasm"]
+    assert all(len(t["x"]) == len(t["y"]) == 4 * 50 for t in scatter)
+    assert [len(t["x"]) for t in traces(page, "histogram")] == [200, 200]
+    screenshot(page, "browser-vs-python")
+    page.select_option("#layer", "dense_1")
+    page.wait_for_function("Number(document.body.dataset.ready) >= 2")
+    keras = stored["client"].get(f"/api/runs/{run_id}/outputs/keras-cpu/dense_1").content
+    import io
+
+    import numpy as np
+
+    expected = np.load(io.BytesIO(keras)).ravel()
+    assert np.array_equal(np.array(traces(page, "scatter")[0]["x"], dtype=np.float32), expected)
+    assert problems == []
+
+
+def test_depth_page_curves_per_backend(stored: dict, browser: Any) -> None:
+    architecture = stored["model"]["architecture"]
+    page, problems = open_page(
+        browser, f"{stored['server'].url}/drift/depth?architecture={architecture}"
+    )
+    drawn = traces(page)
+    depth = api(stored, "/api/drift/depth", architecture=architecture, backend="numpy")
+    numpy_curve = next(t for t in drawn if t["name"].startswith("numpy "))
+    assert numpy_curve["x"] == list(range(1, 11))
+    assert numpy_curve["y"] == [row["mean"] for row in depth["depths"]]
+    assert len(drawn) == len(BACKENDS)
+    assert len(traces(page, "growth")) == len(BACKENDS)
+    screenshot(page, "depth")
+    assert problems == []
+
+
+def test_run_page_updates_while_the_run_is_in_progress(stored: dict, browser: Any) -> None:
+    client: DriftbenchClient = stored["client"]
+    model_id = stored["model"]["id"]
+    input_id = client.add_inputs(model_id, kind="ones")["id"]
+    run_id = client.start_run(
+        model_id=model_id, input_set_id=input_id, backends=["tfjs-cpu", "numpy"]
+    )["id"]
+    page, problems = open_page(browser, f"{stored['server'].url}/runs/{run_id}")
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'done'", timeout=120000
+    )
+    page.wait_for_function("document.getElementById('chart').data !== undefined")
+    assert {t["name"] for t in traces(page)} == {"tfjs-cpu", "numpy"}
+    assert problems == []
+
+
+def test_pages_of_a_run_whose_outputs_expired(stored: dict, browser: Any) -> None:
+    """The metrics still draw; the per-value view says the layer outputs are gone."""
+    client: DriftbenchClient = stored["client"]
+    server: LiveServer = stored["server"]
+    model_id = stored["model"]["id"]
+    input_id = client.add_inputs(model_id, kind="ones")["id"]
+    run_id = client.start_run(
+        model_id=model_id, input_set_id=input_id, backends=["keras-cpu", "tfjs-cpu"]
+    )["id"]
+    assert client.wait_for_run(run_id)["status"] == "done"
+    # The browser view's comparison, made while the arrays were still there.
+    client.compare(run_id, "keras-cpu")
+    assert len(client.divergence(run_id, against="keras-cpu")["rows"]) == 2 * 10
+    backdate(f"sqlite:///{server.data_dir / 'driftbench.db'}", run_id, days=2)
+    assert expire_outputs_cli(server.data_dir, output_retention_days="1").returncode == 0
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}")
+    assert page.locator("#divergence tbody tr").count() == 2 * 10
+    assert page.locator("#against option").all_inner_texts() == ["numpy-f64"]
+    assert page.locator("#backends").inner_text().count("outputs expired") == 3
+    assert page.locator("#error").is_hidden()
+    assert problems == []
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}/browser")
+    assert {t["name"] for t in traces(page)} == {"tfjs-cpu"}
+    assert (
+        page.locator("#error")
+        .inner_text()
+        .startswith("outputs expired: the layer outputs of keras-cpu were deleted on ")
+    )
+    assert page.locator("#layer").is_disabled()
+    assert page.evaluate("document.getElementById('scatter').data === undefined")
+    assert problems == []

@@ -1,0 +1,334 @@
+"""Every supported layer class, in several configurations: keras-cpu and our float32
+numpy port must both stay within float32 rounding of the float64 port, accumulated
+and isolated. A wrong formula, padding rule or weight layout shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.support import randomize_weights
+from workers.backends.execution import run_locally
+from workers.backends.numpy.activations import ACTIVATIONS, gelu
+from workers.backends.numpy.layers import SUPPORTED_LAYERS
+from workers.backends.pool import RunnerPool
+from workers.engine.compare import compare
+from workers.engine.inputs import InputRecipe, generate_inputs
+from workers.engine.metrics import VerdictThresholds
+from workers.engine.options import EngineOptions
+from workers.engine.results import MODES
+
+WITHIN_ROUNDING = {"identical", "rounding"}
+Builder = Callable[[Any], Any]
+
+
+def single(shape: tuple[int, ...], make_layer: Callable[[Any], Any]) -> Builder:
+    def build(keras: Any) -> Any:
+        return keras.Sequential([keras.Input(shape), make_layer(keras.layers)])
+
+    return build
+
+
+def merge(make_merge: Callable[[Any], Any], branches: int = 2) -> Builder:
+    def build(keras: Any) -> Any:
+        inp = keras.Input((6,))
+        parts = [keras.layers.Dense(4, name=f"branch_{i}")(inp) for i in range(branches)]
+        return keras.Model(inp, make_merge(keras.layers)(parts))
+
+    return build
+
+
+CASES: dict[str, Builder] = {
+    "Dense-relu": single((6,), lambda L: L.Dense(5, activation="relu")),
+    "Dense-3d-nobias": single((4, 6), lambda L: L.Dense(3, use_bias=False)),
+    "ReLU-default": single((8,), lambda L: L.ReLU()),
+    "ReLU-max-slope-threshold": single(
+        (8,), lambda L: L.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.25)
+    ),
+    "LeakyReLU-default": single((8,), lambda L: L.LeakyReLU()),
+    "LeakyReLU-0.01": single((8,), lambda L: L.LeakyReLU(negative_slope=0.01)),
+    "ELU-1": single((8,), lambda L: L.ELU()),
+    "ELU-0.5": single((8,), lambda L: L.ELU(alpha=0.5)),
+    "Softmax-last": single((8,), lambda L: L.Softmax()),
+    "Softmax-axis1": single((3, 5), lambda L: L.Softmax(axis=1)),
+    "PReLU": single((8,), lambda L: L.PReLU()),
+    "PReLU-shared": single((4, 4, 3), lambda L: L.PReLU(shared_axes=[1, 2])),
+    "Dropout": single((8,), lambda L: L.Dropout(0.5)),
+    "SpatialDropout1D": single((5, 4), lambda L: L.SpatialDropout1D(0.5)),
+    "SpatialDropout2D": single((4, 4, 3), lambda L: L.SpatialDropout2D(0.5)),
+    "SpatialDropout3D": single((3, 3, 3, 2), lambda L: L.SpatialDropout3D(0.5)),
+    "GaussianNoise": single((8,), lambda L: L.GaussianNoise(1.0)),
+    "GaussianDropout": single((8,), lambda L: L.GaussianDropout(0.3)),
+    "AlphaDropout": single((8,), lambda L: L.AlphaDropout(0.3)),
+    "ActivityRegularization": single((8,), lambda L: L.ActivityRegularization(l1=0.1)),
+    "Identity": single((8,), lambda L: L.Identity()),
+    "Flatten": single((3, 4, 2), lambda L: L.Flatten()),
+    "Flatten-channels-first": single((3, 4, 2), lambda L: L.Flatten(data_format="channels_first")),
+    "Reshape": single((4, 6), lambda L: L.Reshape((3, 8))),
+    "Reshape-infer": single((4, 6), lambda L: L.Reshape((-1, 2))),
+    "Permute": single((2, 3, 4), lambda L: L.Permute((3, 1, 2))),
+    "Conv1D-valid": single((9, 3), lambda L: L.Conv1D(4, 3)),
+    "Conv1D-same-stride": single((9, 3), lambda L: L.Conv1D(4, 3, strides=2, padding="same")),
+    "Conv1D-causal-dilated": single(
+        (9, 3), lambda L: L.Conv1D(4, 3, padding="causal", dilation_rate=2)
+    ),
+    "Conv1D-groups": single((8, 4), lambda L: L.Conv1D(6, 2, groups=2, activation="tanh")),
+    "Conv1D-channels-first": single((3, 9), lambda L: L.Conv1D(4, 3, data_format="channels_first")),
+    "Conv2D-valid": single((7, 7, 2), lambda L: L.Conv2D(4, 3)),
+    "Conv2D-same-stride-odd": single(
+        (7, 8, 2), lambda L: L.Conv2D(3, 4, strides=2, padding="same")
+    ),
+    "Conv2D-dilated": single((9, 9, 2), lambda L: L.Conv2D(3, 3, dilation_rate=2, padding="same")),
+    "Conv2D-groups": single((6, 6, 4), lambda L: L.Conv2D(6, (3, 2), groups=2, use_bias=False)),
+    "Conv2D-channels-first": single(
+        (2, 7, 6), lambda L: L.Conv2D(3, 3, padding="same", data_format="channels_first")
+    ),
+    "DepthwiseConv2D": single((6, 6, 3), lambda L: L.DepthwiseConv2D(3)),
+    "DepthwiseConv2D-multiplier-stride": single(
+        (7, 7, 3), lambda L: L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)
+    ),
+    "DepthwiseConv2D-channels-first": single(
+        (3, 6, 6), lambda L: L.DepthwiseConv2D(2, data_format="channels_first")
+    ),
+    "SeparableConv2D": single((6, 6, 3), lambda L: L.SeparableConv2D(4, 3, padding="same")),
+    "SeparableConv2D-channels-first": single(
+        (3, 6, 6), lambda L: L.SeparableConv2D(4, 3, data_format="channels_first")
+    ),
+    "SeparableConv2D-multiplier-stride": single(
+        (7, 7, 2),
+        lambda L: L.SeparableConv2D(5, 3, strides=2, depth_multiplier=2, activation="relu"),
+    ),
+    "Conv2DTranspose-valid-stride2": single(
+        (4, 5, 3), lambda L: L.Conv2DTranspose(2, 3, strides=2)
+    ),
+    "Conv2DTranspose-same-stride2": single(
+        (4, 5, 3), lambda L: L.Conv2DTranspose(2, 3, strides=2, padding="same")
+    ),
+    "Conv2DTranspose-same-even-kernel": single(
+        (4, 4, 2), lambda L: L.Conv2DTranspose(3, 4, strides=2, padding="same")
+    ),
+    "Conv2DTranspose-kernel-below-stride": single(
+        (3, 3, 2), lambda L: L.Conv2DTranspose(2, 2, strides=3)
+    ),
+    "Conv2DTranspose-dilated": single(
+        (5, 5, 2), lambda L: L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same")
+    ),
+    "Conv2DTranspose-output-padding": single(
+        (4, 4, 2), lambda L: L.Conv2DTranspose(2, 3, strides=2, output_padding=1)
+    ),
+    "Conv2DTranspose-channels-first": single(
+        (2, 4, 4), lambda L: L.Conv2DTranspose(3, 3, strides=2, data_format="channels_first")
+    ),
+    "MaxPooling1D": single((8, 3), lambda L: L.MaxPooling1D(2)),
+    "MaxPooling1D-same": single((9, 3), lambda L: L.MaxPooling1D(3, strides=2, padding="same")),
+    "MaxPooling2D": single((6, 6, 2), lambda L: L.MaxPooling2D(2)),
+    "MaxPooling2D-same-odd": single(
+        (7, 5, 2), lambda L: L.MaxPooling2D(3, strides=2, padding="same")
+    ),
+    "MaxPooling2D-channels-first": single(
+        (2, 6, 6), lambda L: L.MaxPooling2D(2, data_format="channels_first")
+    ),
+    "AveragePooling1D": single((8, 3), lambda L: L.AveragePooling1D(2)),
+    "AveragePooling1D-same": single(
+        (9, 3), lambda L: L.AveragePooling1D(3, strides=2, padding="same")
+    ),
+    "AveragePooling2D": single((6, 6, 2), lambda L: L.AveragePooling2D(2)),
+    "AveragePooling2D-same-odd": single(
+        (7, 5, 2), lambda L: L.AveragePooling2D(3, strides=2, padding="same")
+    ),
+    "AveragePooling2D-channels-first": single(
+        (2, 6, 6), lambda L: L.AveragePooling2D(2, data_format="channels_first")
+    ),
+    "GlobalAveragePooling1D": single((5, 3), lambda L: L.GlobalAveragePooling1D()),
+    "GlobalAveragePooling2D": single((4, 5, 3), lambda L: L.GlobalAveragePooling2D()),
+    "GlobalAveragePooling2D-keepdims-cf": single(
+        (3, 4, 5), lambda L: L.GlobalAveragePooling2D(data_format="channels_first", keepdims=True)
+    ),
+    "GlobalMaxPooling1D": single((5, 3), lambda L: L.GlobalMaxPooling1D()),
+    "GlobalMaxPooling2D": single((4, 5, 3), lambda L: L.GlobalMaxPooling2D()),
+    "GlobalMaxPooling2D-keepdims": single((4, 5, 3), lambda L: L.GlobalMaxPooling2D(keepdims=True)),
+    "BatchNormalization": single((6,), lambda L: L.BatchNormalization()),
+    "BatchNormalization-axis1": single((3, 4, 4), lambda L: L.BatchNormalization(axis=1)),
+    "BatchNormalization-no-center-scale": single(
+        (4, 4, 3), lambda L: L.BatchNormalization(center=False, scale=False, epsilon=1e-5)
+    ),
+    "LayerNormalization": single((6,), lambda L: L.LayerNormalization()),
+    "LayerNormalization-axes": single((3, 4, 2), lambda L: L.LayerNormalization(axis=[1, 2, 3])),
+    "LayerNormalization-no-center-scale": single(
+        (5, 4), lambda L: L.LayerNormalization(center=False, scale=False)
+    ),
+    "LayerNormalization-rms": single((6,), lambda L: L.LayerNormalization(rms_scaling=True)),
+    "ZeroPadding2D": single((3, 4, 2), lambda L: L.ZeroPadding2D(1)),
+    "ZeroPadding2D-asymmetric-cf": single(
+        (2, 3, 4), lambda L: L.ZeroPadding2D(((1, 2), (0, 3)), data_format="channels_first")
+    ),
+    "Cropping2D": single((6, 7, 2), lambda L: L.Cropping2D(((1, 0), (2, 1)))),
+    "Cropping2D-channels-first": single(
+        (2, 6, 7), lambda L: L.Cropping2D(1, data_format="channels_first")
+    ),
+    "UpSampling2D-nearest": single((3, 4, 2), lambda L: L.UpSampling2D(2)),
+    "UpSampling2D-bilinear": single(
+        (3, 4, 2), lambda L: L.UpSampling2D((2, 3), interpolation="bilinear")
+    ),
+    "UpSampling2D-channels-first": single(
+        (2, 3, 4),
+        lambda L: L.UpSampling2D(2, data_format="channels_first", interpolation="bilinear"),
+    ),
+    "Add": merge(lambda L: L.Add()),
+    "Add-three": merge(lambda L: L.Add(), branches=3),
+    "Subtract": merge(lambda L: L.Subtract()),
+    "Multiply": merge(lambda L: L.Multiply(), branches=3),
+    "Average": merge(lambda L: L.Average(), branches=3),
+    "Maximum": merge(lambda L: L.Maximum()),
+    "Minimum": merge(lambda L: L.Minimum()),
+    "Concatenate": merge(lambda L: L.Concatenate()),
+    "Concatenate-axis0-features": merge(lambda L: L.Concatenate(axis=1)),
+}
+
+
+def activations_model(keras: Any) -> Any:
+    """Every activation in its own branch of one model: one save, one load, one predict."""
+    inp = keras.Input((8,), name="x")
+    branches = [keras.layers.Activation(name, name=f"act_{name}")(inp) for name in ACTIVATIONS]
+    return keras.Model(inp, branches)
+
+
+# TensorFlow's CPU kernels cannot run these; keras-cpu must say so, naming the layer.
+KERAS_CPU_UNSUPPORTED = {
+    "Conv1D-channels-first": "channels_first",
+    "Conv2D-channels-first": "channels_first",
+    "Conv2DTranspose-channels-first": "channels_first",
+    "Conv2DTranspose-dilated": "dilation_rate",
+}
+
+
+def layer_verdicts(
+    pool: RunnerPool,
+    artifact: Any,
+    recipe: InputRecipe,
+    backends: tuple[str, ...] = ("keras-cpu", "numpy"),
+) -> dict[tuple[str, str], list[str]]:
+    """Verdicts per (backend, mode) against numpy-f64; every backend must have run."""
+    inputs = generate_inputs(recipe, artifact.graph.input_shapes)
+    results = run_locally(
+        pool, artifact, inputs, backends=list(backends), reference="numpy-f64", modes=MODES
+    )
+    failed = {b: r.reason for b, r in results.items() if r.status != "done"}
+    assert not failed, failed
+    comparisons = compare(
+        artifact.graph,
+        results,
+        against="numpy-f64",
+        modes=MODES,
+        options=EngineOptions(thresholds=VerdictThresholds(), histogram_bins=11),
+    )
+    assert {(c.backend, c.mode) for c in comparisons} == {(b, m) for b in backends for m in MODES}
+    return {(c.backend, c.mode): [row.divergence.verdict for row in c.layers] for c in comparisons}
+
+
+# Keras 3's TensorFlow SeparableConv2D adds the wrong bias with channels_first on the CPU.
+KERAS_CPU_WRONG = {"SeparableConv2D-channels-first"}
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(KERAS_CPU_UNSUPPORTED) - KERAS_CPU_WRONG))
+def test_layer_within_rounding_of_float64(
+    case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    model = CASES[case](keras)
+    randomize_weights(model, seed=sum(map(ord, case)))
+    verdicts = layer_verdicts(
+        runner_pool, save_model(model), InputRecipe("uniform", batch=3, seed=7)
+    )
+    bad = {key: v for key, v in verdicts.items() if not set(v) <= WITHIN_ROUNDING}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("case", sorted(KERAS_CPU_UNSUPPORTED))
+def test_tensorflow_cpu_gaps_reported_and_numpy_still_runs(
+    case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    model = CASES[case](keras)
+    randomize_weights(model, seed=sum(map(ord, case)))
+    artifact = save_model(model)
+    layer = artifact.graph.compute_layers[0]
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph.input_shapes)
+    keras_result = run_locally(
+        runner_pool, artifact, inputs, backends=["keras-cpu"], reference="numpy-f64"
+    )["keras-cpu"]
+    assert keras_result.status == "unsupported"
+    assert keras_result.reason.startswith(f"unsupported: {layer.name} ({layer.class_name})")
+    assert KERAS_CPU_UNSUPPORTED[case] in keras_result.reason
+    verdicts = layer_verdicts(
+        runner_pool, artifact, InputRecipe("uniform", batch=3, seed=7), ("numpy",)
+    )
+    assert all(set(v) <= WITHIN_ROUNDING for v in verdicts.values()), verdicts
+
+
+def test_keras_channels_first_separable_conv_bias_is_flagged(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """Our port must agree with Keras's channels_last twin; keras-cpu is judged by that twin."""
+    L = keras.layers
+    first = keras.Sequential(
+        [keras.Input((3, 6, 6)), L.SeparableConv2D(4, 3, data_format="channels_first")]
+    )
+    last = keras.Sequential([keras.Input((6, 6, 3)), L.SeparableConv2D(4, 3)])
+    randomize_weights(first, seed=5)
+    last.set_weights(first.get_weights())
+    artifact = save_model(first)
+    recipe = InputRecipe("uniform", batch=2, seed=2)
+    batch = generate_inputs(recipe, artifact.graph.input_shapes)[artifact.graph.inputs[0].name]
+    twin = np.asarray(last(batch.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    keras_is_wrong = not np.allclose(np.asarray(first(batch)), twin, atol=1e-4)
+    verdicts = layer_verdicts(runner_pool, artifact, recipe)
+    assert set(verdicts[("numpy", "accumulated")]) <= WITHIN_ROUNDING
+    expected = {"mismatch"} if keras_is_wrong else WITHIN_ROUNDING
+    assert set(verdicts[("keras-cpu", "accumulated")]) <= expected
+
+
+def test_every_activation_within_rounding(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    artifact = save_model(activations_model(keras))
+    inputs = InputRecipe("uniform", batch=4, seed=3, low=-4.0, high=4.0)
+    verdicts = layer_verdicts(runner_pool, artifact, inputs)
+    names = [layer.name for layer in artifact.graph.compute_layers]
+    for (backend, mode), layer_verdicts_ in verdicts.items():
+        bad = [n for n, v in zip(names, layer_verdicts_, strict=True) if v not in WITHIN_ROUNDING]
+        if backend == "keras-cpu":
+            # Keras 3's TensorFlow sparsemax sums the cumulative sums instead of taking the
+            # k-th one; its rows then no longer sum to 1. driftbench must flag it, not hide it.
+            sparsemax = np.asarray(
+                keras.activations.sparsemax(
+                    generate_inputs(inputs, artifact.graph.input_shapes)["x"]
+                )
+            )
+            if not np.allclose(sparsemax.sum(axis=-1), 1.0, atol=1e-5):
+                assert "act_sparsemax" in bad
+                bad.remove("act_sparsemax")
+        assert not bad, (backend, mode, bad)
+
+
+def test_sparsemax_port_projects_onto_the_simplex() -> None:
+    x = np.array([[0.5, 1.5, 0.1], [3.0, 0.0, -1.0]])
+    out = ACTIVATIONS["sparsemax"](x)
+    assert np.allclose(out.sum(axis=-1), 1.0)
+    assert np.allclose(out, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.allclose(ACTIVATIONS["sparsemax"](np.array([[0.2, 0.4]])), [[0.4, 0.6]])
+
+
+def test_tanh_approximate_gelu_matches_keras(keras: Any) -> None:
+    x = np.linspace(-5, 5, 101).astype(np.float32)
+    expected = np.asarray(keras.activations.gelu(x, approximate=True), dtype=np.float64)
+    ours = gelu(x.astype(np.float64), approximate=True)
+    assert np.max(np.abs(ours - expected)) < 1e-6
+    assert np.max(np.abs(ours - gelu(x.astype(np.float64)))) > 1e-4
+
+
+def test_every_supported_class_has_a_case() -> None:
+    covered = {case.split("-")[0] for case in CASES} | {"Activation", "InputLayer"}
+    assert covered >= SUPPORTED_LAYERS

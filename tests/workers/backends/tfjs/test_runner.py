@@ -1,0 +1,289 @@
+"""The four TF.js backends in real headless Chromium (SwiftShader WebGL), one warm browser."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from tests.support import randomize_weights
+from workers.backends.execution import run_backend, run_locally
+from workers.backends.pool import RunnerPool
+from workers.backends.registry import REGISTRY, BackendEntry
+from workers.backends.tfjs.export import TFJS_ACTIVATIONS
+from workers.backends.tfjs.runner import TfjsRunner
+from workers.engine.compare import compare
+from workers.engine.inputs import InputRecipe, generate_inputs
+from workers.engine.options import EngineOptions
+from workers.engine.results import MODES
+
+WITHIN_ROUNDING = {"identical", "rounding"}
+FLOAT16_MAX = 65504.0
+TFJS_FLOAT32 = ("tfjs-cpu", "tfjs-wasm", "tfjs-webgl")
+
+
+@pytest.fixture(scope="module")
+def dense_run(example: Any, runner_pool: RunnerPool) -> tuple[Any, dict[str, Any]]:
+    artifact = example("dense10x50")
+    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
+    results = run_locally(
+        runner_pool,
+        artifact,
+        inputs,
+        backends=["keras-cpu", *TFJS_FLOAT32, "tfjs-webgl-f16"],
+        reference="numpy-f64",
+        modes=MODES,
+    )
+    return artifact, results
+
+
+def test_float32_tfjs_backends_stay_within_rounding(dense_run: Any) -> None:
+    artifact, results = dense_run
+    for backend in TFJS_FLOAT32:
+        assert results[backend].status == "done", results[backend].reason
+    comparisons = compare(artifact.graph, results, against="numpy-f64", modes=MODES)
+    for comparison in comparisons:
+        if comparison.backend in TFJS_FLOAT32:
+            verdicts = [row.divergence.verdict for row in comparison.layers]
+            assert len(verdicts) == 10
+            assert set(verdicts) <= WITHIN_ROUNDING, (comparison.backend, comparison.mode, verdicts)
+
+
+def test_against_keras_cpu_reports_differing_counts_and_mean_abs(dense_run: Any) -> None:
+    artifact, results = dense_run
+    comparisons = [
+        c
+        for c in compare(artifact.graph, results, against="keras-cpu")
+        if c.backend in TFJS_FLOAT32
+    ]
+    assert {c.backend for c in comparisons} == set(TFJS_FLOAT32)
+    for comparison in comparisons:
+        for row in comparison.layers:
+            candidate = results[comparison.backend].outputs["accumulated"][row.layer]
+            reference = results["keras-cpu"].outputs["accumulated"][row.layer]
+            assert row.divergence.n_diff == int(np.count_nonzero(candidate != reference))
+            assert row.divergence.mean_abs == pytest.approx(
+                float(np.mean(np.abs(candidate.astype(np.float64) - reference)))
+            )
+
+
+def test_float16_textures_are_reduced_precision_until_they_overflow(dense_run: Any) -> None:
+    artifact, results = dense_run
+    f16 = compare(
+        artifact.graph,
+        {"numpy-f64": results["numpy-f64"], "tfjs-webgl-f16": results["tfjs-webgl-f16"]},
+        against="numpy-f64",
+    )[0]
+    assert f16.drift_start is not None
+    assert (f16.drift_start.layer, f16.drift_start.divergence.verdict) == (
+        "dense_1",
+        "reduced-precision",
+    )
+    reference = results["numpy-f64"].outputs["accumulated"]
+    for row in f16.layers:
+        overflows = float(np.max(np.abs(reference[row.layer]))) > FLOAT16_MAX
+        assert row.divergence.verdict == ("nonfinite" if overflows else "reduced-precision")
+    environment = results["tfjs-webgl-f16"].environment
+    assert environment["flags"]["WEBGL_FORCE_F16_TEXTURES"] is True
+    assert environment["weights_roundtrip"]["identical"] is False
+
+
+def test_environment_records_backend_renderer_flags_and_weights(dense_run: Any) -> None:
+    _, results = dense_run
+    for backend in TFJS_FLOAT32:
+        environment = results[backend].environment
+        assert environment["tfjs"] == "4.22.0"
+        assert environment["backend"] == backend.removeprefix("tfjs-")
+        assert environment["weights_roundtrip"] == {
+            "checked": 20,
+            "identical": True,
+            "differing": [],
+        }
+    webgl = results["tfjs-webgl"].environment
+    assert "SwiftShader" in webgl["webgl_renderer"]
+    assert webgl["flags"]["WEBGL_RENDER_FLOAT32_ENABLED"] is True
+    assert webgl["flags"]["WEBGL_FORCE_F16_TEXTURES"] is False
+    assert set(webgl["flags"]) >= {"WEBGL_PACK", "WEBGL_CPU_FORWARD"}
+    wasm = results["tfjs-wasm"].environment
+    assert isinstance(wasm["wasm_simd"], bool) and isinstance(wasm["wasm_threads"], bool)
+
+
+def branchy_model(keras: Any) -> Any:
+    """Many layer classes in one functional model, so one page load checks them all."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 3), name="image")
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    a = L.BatchNormalization(name="bn")(a)
+    b = L.DepthwiseConv2D(3, padding="same", name="depthwise")(inp)
+    b = L.SeparableConv2D(4, 3, padding="same", activation="tanh", name="separable")(b)
+    merged = L.Add(name="add")([a, b])
+    merged = L.Concatenate(name="concat")([merged, L.Multiply(name="mul")([a, b])])
+    x = L.MaxPooling2D(2, name="maxpool")(merged)
+    x = L.Conv2DTranspose(3, 3, strides=2, padding="same", name="deconv")(x)
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.Cropping2D(1, name="crop")(x)
+    x = L.AveragePooling2D(2, name="avgpool")(x)
+    x = L.UpSampling2D(2, name="upsample")(x)
+    x = L.LayerNormalization(name="layernorm")(x)
+    x = L.PReLU(name="prelu")(x)
+    pooled = L.GlobalAveragePooling2D(name="gap")(x)
+    maxed = L.GlobalMaxPooling2D(name="gmp")(x)
+    x = L.Average(name="avg")([pooled, maxed])
+    x = L.Dense(6, activation="gelu", name="dense")(x)
+    x = L.Reshape((2, 3), name="reshape")(x)
+    x = L.Permute((2, 1), name="permute")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.ELU(name="elu")(x)
+    return keras.Model(inp, L.Softmax(name="softmax")(x))
+
+
+def test_branches_merges_and_layer_classes_on_tfjs_cpu(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    model = branchy_model(keras)
+    randomize_weights(model, seed=21)
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
+    )
+    assert results["tfjs-cpu"].status == "done", results["tfjs-cpu"].reason
+    for comparison in compare(artifact.graph, results, against="numpy-f64", modes=MODES):
+        bad = [
+            (row.layer, row.divergence.verdict)
+            for row in comparison.layers
+            if row.divergence.verdict not in WITHIN_ROUNDING
+        ]
+        assert not bad, (comparison.mode, bad)
+
+
+def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """TF.js resizes with the legacy pixel grid, Keras 3 with half-pixel centres."""
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((3, 4, 2)),
+            L.Dense(2, name="mix"),
+            L.UpSampling2D(2, interpolation="bilinear", name="up"),
+            L.Dense(2, name="after"),
+        ]
+    )
+    randomize_weights(model, seed=4)
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph.input_shapes)
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
+    )
+    isolated = compare(artifact.graph, results, against="numpy-f64", modes=("isolated",))[0]
+    assert [row.divergence.verdict for row in isolated.layers][1] == "mismatch"
+    assert {isolated.layers[0].divergence.verdict, isolated.layers[2].divergence.verdict} <= (
+        WITHIN_ROUNDING
+    )
+
+
+def test_activations_and_the_hard_sigmoid_slope(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """TF.js still computes hard_sigmoid as Keras 2 did (0.2x + 0.5), Keras 3 as x/6 + 0.5."""
+    inp = keras.Input((8,), name="x")
+    names = list(TFJS_ACTIVATIONS)
+    model = keras.Model(inp, [keras.layers.Activation(n, name=f"act_{n}")(inp) for n in names])
+    artifact = save_model(model)
+    inputs = generate_inputs(
+        InputRecipe("uniform", batch=4, seed=8, low=-4, high=4), artifact.graph.input_shapes
+    )
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64"
+    )
+    [comparison] = compare(artifact.graph, results, against="numpy-f64")
+    verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+    assert verdicts.pop("act_hard_sigmoid") == "mismatch"
+    assert set(verdicts.values()) <= WITHIN_ROUNDING, verdicts
+
+
+def test_unsupported_layer_stops_only_the_tfjs_backends(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Subtract(name="minus")([inp, keras.layers.Dense(4)(inp)]))
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=["tfjs-wasm", "numpy"], reference="numpy-f64"
+    )
+    assert results["tfjs-wasm"].status == "unsupported"
+    assert results["tfjs-wasm"].reason == "unsupported: minus (Subtract)"
+    assert results["numpy"].status == "done"
+
+
+class TfjsWebgpuRunner(TfjsRunner):
+    """A backend our TF.js bundle does not contain: it must fail, never fall back."""
+
+    BACKEND: ClassVar[str] = "tfjs-webgpu-test"
+    TFJS_BACKEND: ClassVar[str] = "webgpu"
+
+
+def test_a_backend_that_does_not_activate_fails_with_the_reason(
+    example: Any, monkeypatch: pytest.MonkeyPatch, runner_pool: RunnerPool
+) -> None:
+    entry = BackendEntry(TfjsWebgpuRunner.BACKEND, f"{__name__}:TfjsWebgpuRunner", "browser")
+    monkeypatch.setitem(REGISTRY, entry.id, entry)
+    artifact = example("regression")
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
+    result = run_backend(
+        runner_pool,
+        TfjsWebgpuRunner.BACKEND,
+        artifact,
+        inputs,
+        modes=(),
+        repeats=1,
+        reference_feed=None,
+    )
+    assert result.status == "failed"
+    assert "TF.js backend 'webgpu' failed to start" in result.reason
+    assert "not found in registry" in result.reason
+    assert result.outputs == {}
+
+
+def test_missing_chromium_skips_tfjs_with_the_install_hint(
+    example: Any, tmp_path: Path, engine_options: EngineOptions
+) -> None:
+    artifact = example("regression")
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
+    options = replace(engine_options, chromium_path=tmp_path / "no-chromium")
+    with RunnerPool(options) as pool:
+        results = run_locally(
+            pool, artifact, inputs, backends=["tfjs-webgl", "keras-cpu"], reference="numpy-f64"
+        )
+    assert results["tfjs-webgl"].status == "skipped"
+    assert "Chromium not found" in results["tfjs-webgl"].reason
+    assert "apt-get install -y chromium" in results["tfjs-webgl"].reason
+    assert results["keras-cpu"].status == "done"
+
+
+@pytest.mark.parametrize("backend", [*TFJS_FLOAT32, "tfjs-webgl-f16"])
+def test_a_warm_page_gives_the_numbers_of_a_fresh_one(
+    backend: str, example: Any, monkeypatch: Any, runner_pool: RunnerPool
+) -> None:
+    from workers.backends.tfjs import browser_host
+
+    monkeypatch.setattr(browser_host, "PAGE_JOBS", 2)
+    artifact = example("conv3x3")
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
+    results = [
+        run_backend(
+            runner_pool, backend, artifact, inputs, modes=(), repeats=1, reference_feed=None
+        )
+        for _ in range(3)
+    ]
+    page_jobs = [result.environment["page_job"] for result in results]
+    assert 1 in page_jobs and 2 in page_jobs, page_jobs  # fresh and warm pages both ran
+    first = results[0].outputs["accumulated"]
+    for result in results[1:]:
+        for layer, values in result.outputs["accumulated"].items():
+            assert np.array_equal(values, first[layer], equal_nan=True), (backend, layer)

@@ -1,0 +1,119 @@
+"""Metrics on small hand-checked arrays: each expected value is worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from workers.engine.metrics import VerdictThresholds, classify, divergence, ulp_distance
+
+F32 = np.float32
+
+
+def test_adjacent_float32_values_are_one_ulp_apart() -> None:
+    one = np.array([1.0], dtype=F32)
+    assert ulp_distance(np.nextafter(one, F32(2)), one)[0] == 1
+    assert ulp_distance(np.nextafter(one, F32(0)), one)[0] == 1
+
+
+def test_ulp_distance_crosses_zero_and_treats_signed_zeros_as_equal() -> None:
+    tiny = np.array([np.finfo(F32).smallest_subnormal], dtype=F32)
+    assert ulp_distance(-tiny, tiny)[0] == 2
+    assert ulp_distance(np.array([-0.0], F32), np.array([0.0], F32))[0] == 0
+
+
+def test_float64_reference_is_rounded_to_float32_before_counting() -> None:
+    reference = np.array([0.1, 0.2], dtype=np.float64)
+    result = divergence(reference.astype(F32), reference)
+    assert result.n_diff == 0
+    assert result.max_ulp == 0
+    assert result.verdict == "identical"
+    rounding_errors = [abs(float(F32(v)) - v) for v in (0.1, 0.2)]
+    assert result.max_abs == pytest.approx(max(rounding_errors))
+    assert result.verdict == "identical"
+
+
+def test_hand_computed_norms_and_errors() -> None:
+    reference = np.array([3.0, 4.0], dtype=np.float64)
+    candidate = np.array([3.0, 4.5], dtype=np.float64)
+    result = divergence(candidate, reference)
+    assert result.n == 2
+    assert result.n_diff == 1
+    assert result.frac_diff == 0.5
+    assert result.max_abs == 0.5
+    assert result.mean_abs == 0.25
+    assert result.rmse == pytest.approx(math.sqrt(0.125))
+    assert result.rel_l2 == pytest.approx(0.5 / 5.0)
+    assert result.max_rel == pytest.approx(0.5 / 4.0)
+    assert result.sqnr_db == pytest.approx(20 * math.log10(5.0 / 0.5))
+    assert result.cosine == pytest.approx((9 + 18) / (5.0 * math.sqrt(9 + 20.25)))
+    assert result.p50_abs == pytest.approx(0.25)
+    assert sum(result.hist_counts) == 2
+    assert result.verdict == "mismatch"
+
+
+def test_zero_reference_never_gives_nan() -> None:
+    reference = np.zeros(4, dtype=np.float64)
+    candidate = np.array([0.0, 1e-30, 0.0, 0.0], dtype=np.float64)
+    result = divergence(candidate, reference)
+    values = [result.rel_l2, result.max_rel, result.cosine, result.sqnr_db, result.mean_abs]
+    assert not any(math.isnan(v) for v in values)
+    assert result.max_rel == pytest.approx(1e-30 / np.finfo(F32).tiny)
+    assert result.sqnr_db == -math.inf
+    assert result.cosine == 0.0
+
+
+def test_identical_outputs_have_infinite_sqnr_and_unit_cosine() -> None:
+    values = np.array([1.0, -2.0, 3.0], dtype=F32)
+    result = divergence(values, values.copy())
+    assert result.sqnr_db == math.inf
+    assert result.cosine == 1.0
+    assert result.verdict == "identical"
+    all_zero = divergence(np.zeros(3, F32), np.zeros(3, F32))
+    assert all_zero.cosine == 1.0 and all_zero.rel_l2 == 0.0
+
+
+def test_nonfinite_values_are_counted_not_measured() -> None:
+    reference = np.array([1.0, np.nan, 2.0, np.inf], dtype=F32)
+    same_pattern = np.array([1.0, np.nan, 2.0, np.inf], dtype=F32)
+    result = divergence(same_pattern, reference)
+    assert result.nonfinite_candidate == 2 and result.nonfinite_reference == 2
+    assert result.nonfinite_mismatch == 0
+    assert result.verdict == "identical"
+    assert math.isfinite(result.rel_l2)
+    broken = divergence(np.array([1.0, np.nan, np.nan, np.inf], dtype=F32), reference)
+    assert broken.nonfinite_mismatch == 1
+    assert broken.verdict == "nonfinite"
+
+
+def test_argmax_agreement_over_rows() -> None:
+    reference = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=F32)
+    candidate = np.array([[0.2, 0.8], [0.4, 0.6], [0.3, 0.7]], dtype=F32)
+    assert divergence(candidate, reference).argmax_agree == pytest.approx(2 / 3)
+    assert divergence(candidate[:, :1], reference[:, :1]).argmax_agree is None
+
+
+def test_histogram_is_symmetric_around_zero() -> None:
+    reference = np.zeros(5, dtype=np.float64)
+    candidate = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    result = divergence(candidate, reference, histogram_bins=5)
+    assert result.hist_edges[0] == -2.0 and result.hist_edges[-1] == 2.0
+    assert result.hist_counts == [1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("rel_l2", "n_diff", "expected"),
+    [
+        (0.0, 0, "identical"),
+        (1e-7, 3, "rounding"),
+        (1e-3, 3, "reduced-precision"),
+        (0.5, 3, "mismatch"),
+    ],
+)
+def test_verdict_thresholds(rel_l2: float, n_diff: int, expected: str) -> None:
+    assert classify(rel_l2, n_diff, 0, VerdictThresholds(1e-5, 1e-2)) == expected
+
+
+def test_shape_mismatch_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
+        divergence(np.zeros(2), np.zeros(3))

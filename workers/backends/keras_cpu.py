@@ -1,0 +1,143 @@
+"""`keras-cpu`: Keras 3 on TensorFlow, GPUs hidden, every layer captured in one predict.
+
+The capture model is the loaded model with every layer's output made an output,
+so the numbers come from the same graph a user's `model.predict` runs, batched by
+`DRIFTBENCH_KERAS_BATCH_SIZE`. Whether oneDNN is on changes the kernels (and the
+rounding), so it is recorded. The runner keeps its last loaded models while it is
+active (a pool keeps it active across jobs): loading a model and tracing its predict
+function cost more than predicting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workers.backends.base import LayerInputs, LayerOutputs, Runner, unsupported_label
+from workers.engine.graph import LayerSpec
+from workers.engine.keras_env import import_keras, onednn_enabled
+from workers.engine.loading import ModelArtifact, capture_model, load_keras_model
+from workers.engine.options import EngineOptions
+
+NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
+MODELS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and its all-layers capture model; `lock` keeps one job at a time on them."""
+
+    model: Any
+    capture: Any
+    lock: threading.Lock
+
+
+class KerasCpuRunner(Runner):
+    BACKEND: ClassVar[str] = "keras-cpu"
+
+    @classmethod
+    def availability(cls, options: EngineOptions) -> str | None:
+        if importlib.util.find_spec("tensorflow") is None:
+            return "TensorFlow is not installed"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {name: metadata.version(name) for name in ("tensorflow", "keras")}
+
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
+        """TensorFlow's CPU kernels lack two cases that Keras passes straight through."""
+        config = layer.config
+        label = unsupported_label(layer)
+        if (
+            layer.class_name in NCHW_UNSUPPORTED_ON_CPU
+            and config.get("data_format") == "channels_first"
+        ):
+            return (
+                f"{label} data_format channels_first: "
+                "TensorFlow has no NCHW convolution kernel on the CPU"
+            )
+        dilation = config.get("dilation_rate", 1)
+        if layer.class_name == "Conv2DTranspose" and any(d != 1 for d in np.atleast_1d(dilation)):
+            return (
+                f"{label} dilation_rate {tuple(dilation)}: "
+                "TensorFlow's CPU transposed convolution does not implement dilation"
+            )
+        return None
+
+    def activate_impl(self) -> None:
+        self._keras = import_keras(self.options.onednn)
+        import tensorflow as tf
+
+        self._tf = tf
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loaded_lock = threading.Lock()
+
+    def deactivate_impl(self) -> None:
+        self._loaded.clear()
+
+    def loaded_model(self, model: ModelArtifact) -> LoadedModel:
+        """The loaded copy of the model, kept for the last MODELS_KEPT models."""
+        with self._loaded_lock:
+            if model.sha256 in self._loaded:
+                self._loaded.move_to_end(model.sha256)
+                return self._loaded[model.sha256]
+        keras_model = load_keras_model(model.path, self._keras, self.options)
+        capture = capture_model(
+            self._keras, keras_model, [layer.name for layer in model.graph.compute_layers]
+        )
+        with self._loaded_lock:
+            entry = self._loaded.setdefault(
+                model.sha256, LoadedModel(keras_model, capture, threading.Lock())
+            )
+            while len(self._loaded) > MODELS_KEPT:
+                self._loaded.popitem(last=False)
+            return entry
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        loaded = self.loaded_model(model)
+        feed = [inputs[layer.name] for layer in model.graph.inputs]
+        with loaded.lock, self._tf.device("/CPU:0"):
+            outputs = loaded.capture.predict(
+                feed if len(feed) > 1 else feed[0],
+                batch_size=self.options.keras_batch_size,
+                verbose=0,
+            )
+        if not isinstance(outputs, list):
+            outputs = [outputs]
+        names = [layer.name for layer in model.graph.compute_layers]
+        return dict(zip(names, outputs, strict=True))
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        loaded = self.loaded_model(model)
+        outputs: LayerOutputs = {}
+        with loaded.lock, self._tf.device("/CPU:0"):
+            for layer in model.graph.compute_layers:
+                feed = [self._tf.constant(x) for x in layer_inputs[layer.name]]
+                result = loaded.model.get_layer(layer.name)(
+                    feed if len(feed) > 1 else feed[0], training=False
+                )
+                outputs[layer.name] = np.asarray(result)
+        return outputs
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "keras": self._keras.__version__,
+            "tensorflow": self._tf.__version__,
+            "keras_backend": self._keras.backend.backend(),
+            "device": "CPU",
+            "cpu": platform.processor() or platform.machine(),
+            "onednn": onednn_enabled(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset)"),
+            "intra_op_threads": self._tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": self._tf.config.threading.get_inter_op_parallelism_threads(),
+            "batch_size": self.options.keras_batch_size,
+        }

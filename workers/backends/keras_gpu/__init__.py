@@ -1,0 +1,1 @@
+"""`keras-gpu` and `keras-gpu-fp32`: Keras on a GPU in a child process."""

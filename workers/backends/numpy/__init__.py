@@ -1,0 +1,1 @@
+"""`numpy` and `numpy-f64`: our own port of each layer."""

@@ -1,0 +1,451 @@
+"""Our own numpy implementation of each supported Keras layer, from config and weights.
+
+One short function per layer, plain maths, written as a careful engineer would
+port a model by hand. Functions compute in the dtype of their inputs (float32 or
+float64), so the same code is both the `numpy` port and the `numpy-f64` reference.
+Convolutions use im2col plus one matrix product, the usual hand-port technique,
+with TensorFlow's padding rules ("same" puts the extra pixel after, not before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from workers.backends.numpy.activations import elu, get_activation, leaky_relu, softmax
+
+Config = dict[str, Any]
+Weights = dict[str, np.ndarray]
+LayerFunction = Callable[[list[np.ndarray], Config, Weights], np.ndarray]
+
+IM2COL_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+class LayerConfigUnsupported(ValueError):
+    """A supported class used with an option this port does not implement."""
+
+
+def _tuple(value: int | Sequence[int], rank: int) -> tuple[int, ...]:
+    return (int(value),) * rank if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _channels_last(x: np.ndarray, data_format: str | None) -> np.ndarray:
+    return np.moveaxis(x, 1, -1) if data_format == "channels_first" else x
+
+
+def _restore_format(x: np.ndarray, data_format: str | None) -> np.ndarray:
+    return np.moveaxis(x, -1, 1) if data_format == "channels_first" else x
+
+
+def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME rule: output ceil(size/stride), the odd pixel padded after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def _paddings(
+    spatial: Sequence[int], windows: Sequence[int], strides: Sequence[int], padding: str
+) -> list[tuple[int, int]]:
+    if padding == "valid":
+        return [(0, 0)] * len(spatial)
+    if padding == "same":
+        return [_same_padding(s, w, st) for s, w, st in zip(spatial, windows, strides, strict=True)]
+    if padding == "causal":
+        return [(w - 1, 0) for w in windows]
+    raise LayerConfigUnsupported(f"padding {padding!r}")
+
+
+def _windows(
+    x: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilation: Sequence[int]
+) -> np.ndarray:
+    """View (N, *out, C, *kernel) of every receptive field of channels-last `x`."""
+    rank = len(kernel)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    view = sliding_window_view(x, span, axis=tuple(range(1, rank + 1)))
+    picks = (
+        slice(None),
+        *(slice(None, None, s) for s in strides),
+        slice(None),
+        *(slice(None, None, d) for d in dilation),
+    )
+    return view[picks]
+
+
+def _convolve(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    strides: Sequence[int],
+    dilation: Sequence[int],
+    padding: str,
+    groups: int,
+) -> np.ndarray:
+    """Channels-last N-d convolution; `kernel` is Keras's (*window, C/groups, filters)."""
+    rank = kernel.ndim - 2
+    window = kernel.shape[:rank]
+    span = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    pads = _paddings(x.shape[1:-1], span, strides, padding)
+    x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    channels = x.shape[-1]
+    filters = kernel.shape[-1]
+    per_group_in, per_group_out = channels // groups, filters // groups
+    taps = int(np.prod(window))
+    # kernel (*window, cg, groups*fg) -> (taps, cg, groups, fg)
+    grouped_kernel = kernel.reshape(taps, per_group_in, groups, per_group_out)
+    view = _windows(x, window, strides, dilation)
+    out_spatial = view.shape[1 : 1 + rank]
+    batch = x.shape[0]
+    row_bytes = int(np.prod(out_spatial)) * taps * channels * x.itemsize
+    chunk = max(1, IM2COL_CHUNK_BYTES // max(row_bytes, 1))
+    results = []
+    for start in range(0, batch, chunk):
+        fields = view[start : start + chunk]
+        # (n, *out, C, *window) -> (n * out, taps, groups, cg)
+        fields = np.moveaxis(fields, 1 + rank, -1).reshape(-1, taps, groups, per_group_in)
+        if groups == 1:
+            flat = fields.reshape(fields.shape[0], taps * per_group_in)
+            out = flat @ grouped_kernel.reshape(taps * per_group_in, filters)
+        else:
+            out = np.einsum("mtgc,tcgf->mgf", fields, grouped_kernel, optimize=True)
+        results.append(out.reshape(fields.shape[0], filters))
+    return np.concatenate(results).reshape(batch, *out_spatial, filters)
+
+
+def _finish(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    if config.get("use_bias", True) and "bias" in weights:
+        x = x + weights["bias"]
+    return get_activation(config.get("activation"))(x)
+
+
+def conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Conv1D and Conv2D (any padding, strides, dilation, groups, data format)."""
+    kernel = weights["kernel"]
+    rank = kernel.ndim - 2
+    data_format = config.get("data_format")
+    out = _convolve(
+        _channels_last(x, data_format),
+        kernel,
+        strides=_tuple(config["strides"], rank),
+        dilation=_tuple(config["dilation_rate"], rank),
+        padding=config["padding"],
+        groups=int(config.get("groups", 1)),
+    )
+    return _restore_format(_finish(out, config, weights), data_format)
+
+
+def _depthwise(x: np.ndarray, depthwise_kernel: np.ndarray, config: Config) -> np.ndarray:
+    """Depthwise convolution is a grouped one with one group per input channel."""
+    rank = depthwise_kernel.ndim - 2
+    *window, channels, multiplier = depthwise_kernel.shape
+    return _convolve(
+        x,
+        depthwise_kernel.reshape(*window, 1, channels * multiplier),
+        strides=_tuple(config["strides"], rank),
+        dilation=_tuple(config["dilation_rate"], rank),
+        padding=config["padding"],
+        groups=channels,
+    )
+
+
+def depthwise_conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    data_format = config.get("data_format")
+    out = _depthwise(_channels_last(x, data_format), weights["kernel"], config)
+    return _restore_format(_finish(out, config, weights), data_format)
+
+
+def separable_conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    data_format = config.get("data_format")
+    depthwise = _depthwise(_channels_last(x, data_format), weights["depthwise_kernel"], config)
+    pointwise = weights["pointwise_kernel"]
+    out = depthwise @ pointwise.reshape(pointwise.shape[-2], pointwise.shape[-1])
+    return _restore_format(_finish(out, config, weights), data_format)
+
+
+def _transpose_length(
+    size: int, window: int, stride: int, padding: str, output_padding: int | None
+) -> int:
+    if output_padding is None:
+        return size * stride + max(window - stride, 0) if padding == "valid" else size * stride
+    pad = window // 2 if padding == "same" else 0
+    return (size - 1) * stride + window - 2 * pad + output_padding
+
+
+def conv_transpose(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Conv2DTranspose: scatter every input pixel times each kernel tap, then crop."""
+    kernel = weights["kernel"]  # (*window, filters, channels)
+    rank = kernel.ndim - 2
+    data_format = config.get("data_format")
+    x = _channels_last(x, data_format)
+    strides = _tuple(config["strides"], rank)
+    dilation = _tuple(config["dilation_rate"], rank)
+    output_padding = config.get("output_padding")
+    output_padding = _tuple(output_padding, rank) if output_padding is not None else (None,) * rank
+    window = kernel.shape[:rank]
+    span = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    spatial = x.shape[1:-1]
+    full = [(s - 1) * st + w for s, st, w in zip(spatial, strides, span, strict=True)]
+    taps = np.tensordot(x, kernel, axes=([-1], [-1]))  # (N, *spatial, *window, filters)
+    out = np.zeros((x.shape[0], *full, kernel.shape[-2]), dtype=x.dtype)
+    for tap in np.ndindex(*window):
+        region = tuple(
+            slice(t * d, t * d + (s - 1) * st + 1, st)
+            for t, d, s, st in zip(tap, dilation, spatial, strides, strict=True)
+        )
+        out[(slice(None), *region)] += taps[(slice(None),) * (rank + 1) + tap]
+    lengths = [
+        _transpose_length(s, w, st, config["padding"], op)
+        for s, w, st, op in zip(spatial, span, strides, output_padding, strict=True)
+    ]
+    crops = []
+    for size, length, w, st in zip(spatial, lengths, span, strides, strict=True):
+        before = 0 if config["padding"] == "valid" else max((size - 1) * st + w - length, 0) // 2
+        crops.append((before, length))
+    grow = [
+        (0, max(0, before + length - f)) for (before, length), f in zip(crops, full, strict=True)
+    ]
+    out = np.pad(out, [(0, 0), *grow, (0, 0)])
+    out = out[(slice(None), *(slice(b, b + length) for b, length in crops))]
+    return _restore_format(_finish(out, config, weights), data_format)
+
+
+def dense(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    return _finish(x @ weights["kernel"], config, weights)
+
+
+def _pool(x: np.ndarray, config: Config, rank: int, reduce: str) -> np.ndarray:
+    data_format = config.get("data_format")
+    x = _channels_last(x, data_format)
+    window = _tuple(config["pool_size"], rank)
+    strides = _tuple(config.get("strides") or window, rank)
+    pads = _paddings(x.shape[1:-1], window, strides, config["padding"])
+    full_pads = [(0, 0), *pads, (0, 0)]
+    window_axes = tuple(range(-rank, 0))
+    if reduce == "max":
+        padded = np.pad(x, full_pads, constant_values=-np.inf)
+        out = _windows(padded, window, strides, (1,) * rank).max(axis=window_axes)
+    else:
+        # TensorFlow averages over the real pixels only, not the padding.
+        sums = _windows(np.pad(x, full_pads), window, strides, (1,) * rank).sum(axis=window_axes)
+        ones = np.pad(np.ones((1, *x.shape[1:-1], 1), dtype=x.dtype), full_pads)
+        counts = _windows(ones, window, strides, (1,) * rank).sum(axis=window_axes)
+        out = sums / counts
+    return _restore_format(out, data_format)
+
+
+def _global_pool(x: np.ndarray, config: Config, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    data_format = config.get("data_format")
+    axes = (
+        tuple(range(2, x.ndim)) if data_format == "channels_first" else tuple(range(1, x.ndim - 1))
+    )
+    return reduce(x, axis=axes, keepdims=bool(config.get("keepdims", False)))
+
+
+def _norm_axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim for a in axes)
+
+
+def _along(vector: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return vector.reshape(shape)
+
+
+def batch_norm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    axes = _norm_axes(config.get("axis", -1), x.ndim)
+    if len(axes) != 1:
+        raise LayerConfigUnsupported(f"BatchNormalization over several axes {axes}")
+    ones = np.ones(x.shape[axes[0]], dtype=x.dtype)
+    gamma = weights.get("gamma", ones)
+    beta = weights.get("beta", np.zeros_like(ones))
+    scale = gamma / np.sqrt(weights["moving_variance"] + x.dtype.type(config["epsilon"]))
+    axis = axes[0]
+    normalised = (x - _along(weights["moving_mean"], axis, x.ndim)) * _along(scale, axis, x.ndim)
+    return normalised + _along(beta, axis, x.ndim)
+
+
+def layer_norm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    axes = _norm_axes(config.get("axis", -1), x.ndim)
+    epsilon = x.dtype.type(config["epsilon"])
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if config.get("rms_scaling"):
+        # Keras's deprecated rms_scaling divides by the variance's root, not the RMS,
+        # and skips beta; a port must reproduce what the saved model computes.
+        variance = np.var(x, axis=axes, keepdims=True)
+        out = x / np.sqrt(variance + epsilon)
+        return out * weights["gamma"].reshape(shape) if "gamma" in weights else out
+    else:
+        mean = np.mean(x, axis=axes, keepdims=True)
+        variance = np.mean((x - mean) ** 2, axis=axes, keepdims=True)
+        out = (x - mean) / np.sqrt(variance + epsilon)
+    if "gamma" in weights:
+        out = out * weights["gamma"].reshape(shape)
+    if "beta" in weights:
+        out = out + weights["beta"].reshape(shape)
+    return out
+
+
+def relu_layer(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Keras ReLU: max_value above, x between threshold and max, slope*(x-threshold) below."""
+    kind = x.dtype.type
+    threshold = kind(config.get("threshold", 0.0))
+    slope = kind(config.get("negative_slope", 0.0))
+    out = np.where(x >= threshold, x, slope * (x - threshold))
+    max_value = config.get("max_value")
+    return out if max_value is None else np.minimum(out, kind(max_value))
+
+
+def prelu(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    alpha = weights["alpha"]
+    return np.maximum(x, x.dtype.type(0)) + alpha * np.minimum(x, x.dtype.type(0))
+
+
+def reshape(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    return x.reshape(x.shape[0], *config["target_shape"])
+
+
+def flatten(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    if config.get("data_format") == "channels_first" and x.ndim > 2:
+        x = np.moveaxis(x, 1, -1)
+    return x.reshape(x.shape[0], -1)
+
+
+def permute(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    return np.transpose(x, (0, *config["dims"]))
+
+
+def _pairs(value: Any, rank: int) -> list[tuple[int, int]]:
+    if isinstance(value, int):
+        return [(value, value)] * rank
+    return [(v, v) if isinstance(v, int) else (int(v[0]), int(v[1])) for v in value]
+
+
+def zero_padding(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    data_format = config.get("data_format")
+    pads = _pairs(config["padding"], x.ndim - 2)
+    return _restore_format(
+        np.pad(_channels_last(x, data_format), [(0, 0), *pads, (0, 0)]), data_format
+    )
+
+
+def cropping(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    data_format = config.get("data_format")
+    inner = _channels_last(x, data_format)
+    crops = _pairs(config["cropping"], x.ndim - 2)
+    region = tuple(
+        slice(a, size - b) for (a, b), size in zip(crops, inner.shape[1:-1], strict=True)
+    )
+    return _restore_format(inner[(slice(None), *region)], data_format)
+
+
+def _bilinear_axis(x: np.ndarray, axis: int, factor: int) -> np.ndarray:
+    """Half-pixel-centre linear resize along one axis, as tf.image.resize does."""
+    size = x.shape[axis]
+    centres = (np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5
+    floor = np.floor(centres)
+    frac = (centres - floor).astype(x.dtype)
+    low = np.clip(floor.astype(int), 0, size - 1)
+    high = np.clip(floor.astype(int) + 1, 0, size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
+
+
+def up_sampling(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    data_format = config.get("data_format")
+    inner = _channels_last(x, data_format)
+    size = _tuple(config["size"], 2)
+    interpolation = config.get("interpolation", "nearest")
+    for axis, factor in zip((1, 2), size, strict=True):
+        if interpolation == "nearest":
+            inner = np.repeat(inner, factor, axis=axis)
+        elif interpolation == "bilinear":
+            inner = _bilinear_axis(inner, axis, factor)
+        else:
+            raise LayerConfigUnsupported(f"interpolation {interpolation!r}")
+    return _restore_format(inner, data_format)
+
+
+def _unary(function: Callable[[np.ndarray, Config, Weights], np.ndarray]) -> LayerFunction:
+    return lambda inputs, config, weights: function(inputs[0], config, weights)
+
+
+def _merge(reduce: Callable[[list[np.ndarray]], np.ndarray]) -> LayerFunction:
+    return lambda inputs, config, weights: reduce(inputs)
+
+
+def _sum(inputs: list[np.ndarray]) -> np.ndarray:
+    total = inputs[0]
+    for item in inputs[1:]:
+        total = total + item
+    return total
+
+
+def _fold(operation: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    def reduce(inputs: list[np.ndarray]) -> np.ndarray:
+        result = inputs[0]
+        for item in inputs[1:]:
+            result = operation(result, item)
+        return result
+
+    return reduce
+
+
+_identity = _unary(lambda x, config, weights: x)
+
+LAYERS: dict[str, LayerFunction] = {
+    "Dense": _unary(dense),
+    "Activation": _unary(lambda x, c, w: get_activation(c["activation"])(x)),
+    "ReLU": _unary(relu_layer),
+    "LeakyReLU": _unary(lambda x, c, w: leaky_relu(x, c.get("negative_slope", 0.3))),
+    "ELU": _unary(lambda x, c, w: elu(x, c.get("alpha", 1.0))),
+    "Softmax": _unary(
+        lambda x, c, w: softmax(x, axis=tuple(_norm_axes(c.get("axis", -1), x.ndim)))
+    ),
+    "PReLU": _unary(prelu),
+    "Dropout": _identity,
+    "SpatialDropout1D": _identity,
+    "SpatialDropout2D": _identity,
+    "SpatialDropout3D": _identity,
+    "GaussianNoise": _identity,
+    "GaussianDropout": _identity,
+    "AlphaDropout": _identity,
+    "ActivityRegularization": _identity,
+    "Identity": _identity,
+    "Flatten": _unary(flatten),
+    "Reshape": _unary(reshape),
+    "Permute": _unary(permute),
+    "Conv1D": _unary(conv),
+    "Conv2D": _unary(conv),
+    "DepthwiseConv2D": _unary(depthwise_conv),
+    "SeparableConv2D": _unary(separable_conv),
+    "Conv2DTranspose": _unary(conv_transpose),
+    "MaxPooling1D": _unary(lambda x, c, w: _pool(x, c, 1, "max")),
+    "MaxPooling2D": _unary(lambda x, c, w: _pool(x, c, 2, "max")),
+    "AveragePooling1D": _unary(lambda x, c, w: _pool(x, c, 1, "average")),
+    "AveragePooling2D": _unary(lambda x, c, w: _pool(x, c, 2, "average")),
+    "GlobalAveragePooling1D": _unary(lambda x, c, w: _global_pool(x, c, np.mean)),
+    "GlobalAveragePooling2D": _unary(lambda x, c, w: _global_pool(x, c, np.mean)),
+    "GlobalMaxPooling1D": _unary(lambda x, c, w: _global_pool(x, c, np.max)),
+    "GlobalMaxPooling2D": _unary(lambda x, c, w: _global_pool(x, c, np.max)),
+    "BatchNormalization": _unary(batch_norm),
+    "LayerNormalization": _unary(layer_norm),
+    "ZeroPadding2D": _unary(zero_padding),
+    "Cropping2D": _unary(cropping),
+    "UpSampling2D": _unary(up_sampling),
+    "Add": _merge(_sum),
+    "Subtract": _merge(lambda inputs: inputs[0] - inputs[1]),
+    "Multiply": _merge(_fold(np.multiply)),
+    "Average": _merge(lambda inputs: _sum(inputs) / inputs[0].dtype.type(len(inputs))),
+    "Maximum": _merge(_fold(np.maximum)),
+    "Minimum": _merge(_fold(np.minimum)),
+    "Concatenate": lambda inputs, config, weights: np.concatenate(
+        inputs, axis=config.get("axis", -1)
+    ),
+}
+
+SUPPORTED_LAYERS: frozenset[str] = frozenset({*LAYERS, "InputLayer"})

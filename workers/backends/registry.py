@@ -1,0 +1,80 @@
+"""The one lookup point for backends: one line per backend, imported only when used.
+
+Validating a backend id or routing its job needs only the line (the API and the
+broker never load TensorFlow or Playwright for it); the runner's module is imported
+the first time a runner is made or its availability asked. An unknown id fails
+loudly, listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from workers.engine.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from workers.backends.base import Runner
+
+Capability = Literal["cpu", "browser", "gpu"]
+CAPABILITIES: tuple[Capability, ...] = ("cpu", "browser", "gpu")
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    id: str
+    runner: str  # "module:Class"
+    queue: Capability  # the kind of worker (job process, Celery queue) that runs it
+
+    def runner_class(self) -> type[Runner]:
+        module, name = self.runner.split(":")
+        runner: type[Runner] = getattr(importlib.import_module(module), name)
+        return runner
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    entry.id: entry
+    for entry in (
+        BackendEntry("keras-cpu", "workers.backends.keras_cpu:KerasCpuRunner", "cpu"),
+        BackendEntry("numpy", "workers.backends.numpy.runner:NumpyRunner", "cpu"),
+        BackendEntry("numpy-f64", "workers.backends.numpy.runner:NumpyF64Runner", "cpu"),
+        BackendEntry("tfjs-cpu", "workers.backends.tfjs.runner:TfjsCpuRunner", "browser"),
+        BackendEntry("tfjs-wasm", "workers.backends.tfjs.runner:TfjsWasmRunner", "browser"),
+        BackendEntry("tfjs-webgl", "workers.backends.tfjs.runner:TfjsWebglRunner", "browser"),
+        BackendEntry(
+            "tfjs-webgl-f16", "workers.backends.tfjs.runner:TfjsWebglF16Runner", "browser"
+        ),
+        BackendEntry("keras-gpu", "workers.backends.keras_gpu.runner:KerasGpuRunner", "gpu"),
+        BackendEntry(
+            "keras-gpu-fp32", "workers.backends.keras_gpu.runner:KerasGpuFp32Runner", "gpu"
+        ),
+    )
+}
+BACKEND_IDS: tuple[str, ...] = tuple(REGISTRY)
+DEFAULT_REFERENCE = "numpy-f64"
+
+
+class UnknownBackend(InvalidRequest):
+    """A backend id outside the registry."""
+
+
+def backend_entry(backend: str) -> BackendEntry:
+    try:
+        return REGISTRY[backend]
+    except KeyError:
+        raise UnknownBackend(
+            f"unknown backend {backend!r}; valid backends: {', '.join(BACKEND_IDS)}"
+        ) from None
+
+
+def runner_class(backend: str) -> type[Runner]:
+    return backend_entry(backend).runner_class()
+
+
+def parse_backends(text: str) -> list[str]:
+    """A comma-separated backend list, each id checked, order kept, duplicates dropped."""
+    backends = [item.strip() for item in text.split(",") if item.strip()]
+    for backend in backends:
+        backend_entry(backend)
+    return list(dict.fromkeys(backends))

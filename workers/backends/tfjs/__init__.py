@@ -1,0 +1,1 @@
+"""`tfjs-*`: TF.js in headless Chromium."""

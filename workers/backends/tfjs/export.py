@@ -1,0 +1,242 @@
+"""Our own Keras 3 → TF.js "layers-model" exporter, written from a `ModelGraph`.
+
+The `tensorflowjs` pip converter cannot be used with Keras 3 (it downgrades
+TensorFlow, and its output for Keras 3 models does not load in TF.js 4.22), so we
+write the Keras-2-style topology TF.js reads ourselves: a functional "Model" with
+`[[name, 0, 0, {}]]` inbound nodes, `batch_input_shape` inputs, plain "float32"
+dtypes, and one weights file named `<layer>/<weight>` as TF.js expects. Configs are
+translated key by key; a layer TF.js lacks, or an option it would silently
+ignore, is refused for the TF.js backends only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.backends.base import unsupported_label
+from workers.backends.numpy.activations import UnknownActivation, activation_name
+from workers.engine.graph import LayerSpec, ModelGraph
+
+TFJS_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Dense",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Softmax",
+        "PReLU",
+        "Dropout",
+        "SpatialDropout1D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "Flatten",
+        "Reshape",
+        "Permute",
+        "Conv1D",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "SeparableConv2D",
+        "Conv2DTranspose",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "BatchNormalization",
+        "LayerNormalization",
+        "ZeroPadding2D",
+        "Cropping2D",
+        "UpSampling2D",
+        "Add",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+    }
+)
+# Keras 3 activation name -> the TF.js class that computes it (TF.js camel-cases names).
+TFJS_ACTIVATIONS = {
+    name: name
+    for name in (
+        "linear",
+        "relu",
+        "relu6",
+        "elu",
+        "selu",
+        "sigmoid",
+        "hard_sigmoid",
+        "softplus",
+        "softsign",
+        "tanh",
+        "softmax",
+        "log_softmax",
+        "gelu",
+        "mish",
+        "swish",
+    )
+} | {"silu": "swish"}
+# Keras 3 renamed a few weights; TF.js keeps the Keras 2 names.
+TFJS_WEIGHT_NAMES = {"DepthwiseConv2D": {"kernel": "depthwise_kernel"}}
+DROPPED_KEYS = {
+    "dtype",
+    "quantization_config",
+    "lora_rank",
+    "lora_alpha",
+    "synchronized",
+    "autocast",
+    "rms_scaling",
+    "groups",
+    "output_padding",
+    "keepdims",
+    "seed",
+}
+GLOBAL_POOLING = {
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+}
+
+
+def _config_problem(layer: LayerSpec) -> str | None:
+    """Why TF.js cannot compute this layer as Keras does, or None."""
+    config = layer.config
+    if layer.class_name not in TFJS_LAYERS:
+        return ""
+    if "activation" in config:
+        try:
+            name = activation_name(config["activation"])
+        except UnknownActivation:
+            name = repr(config["activation"])
+        if name not in TFJS_ACTIVATIONS:
+            return f"activation {name!r}"
+    if int(config.get("groups", 1)) != 1:
+        return f"groups={config['groups']}"
+    if layer.class_name == "ReLU" and (config.get("negative_slope") or config.get("threshold")):
+        return "negative_slope/threshold"
+    if layer.class_name == "Conv2DTranspose":
+        if any(d != 1 for d in np.atleast_1d(config.get("dilation_rate", 1))):
+            return f"dilation_rate {config['dilation_rate']}"
+        if config.get("output_padding") is not None:
+            return f"output_padding {config['output_padding']}"
+    if layer.class_name in GLOBAL_POOLING and config.get("keepdims"):
+        return "keepdims=True"
+    if layer.class_name == "LayerNormalization" and config.get("rms_scaling"):
+        return "rms_scaling=True"
+    if (
+        layer.class_name == "Softmax"
+        and isinstance(config.get("axis"), list)
+        and len(config["axis"]) > 1
+    ):
+        return f"axis {config['axis']}"
+    return None
+
+
+def unsupported_reason(layer: LayerSpec) -> str | None:
+    """'unsupported: <layer> (<class>)[ detail]' when TF.js cannot run the layer."""
+    problem = _config_problem(layer)
+    if problem is None:
+        return None
+    detail = f" {problem}" if problem else ""
+    return f"{unsupported_label(layer)}{detail}"
+
+
+def _layer_config(layer: LayerSpec) -> dict[str, Any]:
+    if layer.is_input:
+        return {
+            "batch_input_shape": list(layer.output_shape),
+            "dtype": "float32",
+            "sparse": False,
+            "name": layer.name,
+        }
+    config = {
+        key: value
+        for key, value in layer.config.items()
+        if key not in DROPPED_KEYS
+        and not key.endswith(("_initializer", "_regularizer", "_constraint"))
+    }
+    config["dtype"] = "float32"
+    if "activation" in config:
+        config["activation"] = TFJS_ACTIVATIONS[activation_name(config["activation"])]
+    if layer.class_name == "LeakyReLU":
+        config["alpha"] = config.pop("negative_slope", 0.3)
+    if layer.class_name == "ReLU":
+        config.pop("negative_slope", None)
+        config.pop("threshold", None)
+    if layer.class_name == "Softmax" and isinstance(config.get("axis"), list):
+        config["axis"] = config["axis"][0]
+    return config
+
+
+def _weight_entries(layer: LayerSpec) -> list[tuple[str, np.ndarray]]:
+    renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})
+    return [
+        (f"{layer.name}/{renames.get(name, name)}", np.asarray(value, dtype="<f4"))
+        for name, value in layer.weights.items()
+    ]
+
+
+def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
+    """The model.json document and the weights file's bytes."""
+    layers = [
+        {
+            "class_name": layer.class_name,
+            "name": layer.name,
+            "config": _layer_config(layer),
+            "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],
+        }
+        for layer in graph.layers
+    ]
+    weights = [entry for layer in graph.layers for entry in _weight_entries(layer)]
+    topology = {
+        "class_name": "Model",
+        "config": {
+            "name": graph.name,
+            "layers": layers,
+            "input_layers": [[layer.name, 0, 0] for layer in graph.inputs],
+            "output_layers": [[name, 0, 0] for name in graph.outputs],
+        },
+        "keras_version": "2.15.0",
+        "backend": "tensorflow",
+    }
+    document = {
+        "format": "layers-model",
+        "generatedBy": "driftbench",
+        "convertedBy": "driftbench tfjs_export",
+        "modelTopology": topology,
+        "weightsManifest": [
+            {
+                "paths": ["weights.bin"],
+                "weights": [
+                    {"name": name, "shape": list(value.shape), "dtype": "float32"}
+                    for name, value in weights
+                ],
+            }
+        ],
+    }
+    return document, b"".join(value.tobytes() for _, value in weights)
+
+
+def export_model(graph: ModelGraph, directory: Path) -> Path:
+    """Write model.json and weights.bin into `directory`; returns the model.json path."""
+    for layer in graph.compute_layers:
+        reason = unsupported_reason(layer)
+        if reason is not None:
+            raise ValueError(reason)
+    document, weights = model_json(graph)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "weights.bin").write_bytes(weights)
+    path = directory / "model.json"
+    path.write_text(json.dumps(document))
+    return path

@@ -1,0 +1,137 @@
+"""The local HTTP server the TF.js runners own: harness page, TF.js bundles, models, tensors.
+
+Chromium loads everything from 127.0.0.1 (no CDN, no file:// URLs). Tensors move
+as raw float32 bytes: a job's inputs are GET endpoints, its outputs are POSTed
+back. Every response is cross-origin isolated so the wasm backend may use threads.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HARNESS_DIR = Path(__file__).resolve().parents[3] / "js_harness"
+NODE_MODULES = HARNESS_DIR / "node_modules" / "@tensorflow"
+STATIC_FILES = {
+    "/harness.html": HARNESS_DIR / "harness.html",
+    "/harness.js": HARNESS_DIR / "harness.js",
+    "/bare.html": HARNESS_DIR / "bare.html",
+    "/tfjs/tf.min.js": NODE_MODULES / "tfjs" / "dist" / "tf.min.js",
+    "/tfjs/tf-backend-wasm.min.js": NODE_MODULES
+    / "tfjs-backend-wasm"
+    / "dist"
+    / "tf-backend-wasm.min.js",
+}
+WASM_DIR = NODE_MODULES / "tfjs-backend-wasm" / "dist"
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".bin": "application/octet-stream",
+}
+MAX_OUTPUT_BYTES = 1 << 31
+
+
+@dataclass
+class JobChannel:
+    """One job's tensors: inputs served by index, outputs received by index."""
+
+    inputs: list[bytes]
+    outputs: dict[int, bytes] = field(default_factory=dict)
+
+
+class HarnessServer:
+    def __init__(self) -> None:
+        self.models: dict[str, Path] = {}
+        self.jobs: dict[str, JobChannel] = {}
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"harness": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, name="tfjs-harness-http"
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add_model(self, key: str, directory: Path) -> str:
+        self.models[key] = directory
+        return f"{self.url}/models/{key}/model.json"
+
+    def open_job(self, inputs: list[bytes]) -> str:
+        job_id = secrets.token_hex(8)
+        with self._lock:
+            self.jobs[job_id] = JobChannel(inputs=inputs)
+        return job_id
+
+    def close_job(self, job_id: str) -> JobChannel:
+        with self._lock:
+            return self.jobs.pop(job_id)
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    harness: HarnessServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Requests are not logged: a job makes hundreds of them."""
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _file(self, path: Path) -> None:
+        if not path.is_file():
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return
+        content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        self._send(HTTPStatus.OK, path.read_bytes(), content_type)
+
+    def do_GET(self) -> None:
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if self.path in STATIC_FILES:
+            self._file(STATIC_FILES[self.path])
+        elif parts[:2] == ["tfjs", "wasm"] and len(parts) == 3 and parts[2].endswith(".wasm"):
+            self._file(WASM_DIR / Path(parts[2]).name)
+        elif parts[0] == "models" and len(parts) == 3 and parts[1] in self.harness.models:
+            self._file(self.harness.models[parts[1]] / Path(parts[2]).name)
+        elif parts[0] == "jobs" and len(parts) == 4 and parts[2] == "tensors":
+            job = self.harness.jobs.get(parts[1])
+            index = int(parts[3]) if parts[3].isdigit() else -1
+            if job is None or not 0 <= index < len(job.inputs):
+                self._send(HTTPStatus.NOT_FOUND, b"no such tensor", "text/plain")
+            else:
+                self._send(HTTPStatus.OK, job.inputs[index], "application/octet-stream")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def do_POST(self) -> None:
+        parts = self.path.strip("/").split("/")
+        length = int(self.headers.get("Content-Length", "0"))
+        job = self.harness.jobs.get(parts[1]) if len(parts) == 4 else None
+        if job is None or parts[2] != "outputs" or not parts[3].isdigit():
+            self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
+            return
+        if length > MAX_OUTPUT_BYTES:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large", "text/plain")
+            return
+        job.outputs[int(parts[3])] = self.rfile.read(length)
+        self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")

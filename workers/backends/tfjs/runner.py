@@ -1,0 +1,216 @@
+"""`tfjs-cpu`, `tfjs-wasm`, `tfjs-webgl`, `tfjs-webgl-f16`: TF.js 4.22 in headless Chromium.
+
+The model is exported by our own exporter and served, with the harness page,
+from a local HTTP server. The four TF.js runners of a process share one
+`TfjsSession` (one warm Chromium, the harness server, the exported models), held by
+their pool; the browser keeps one page per backend, where TF.js stays initialised
+(and WebGL's shaders compiled) between jobs; each job loads its model afresh and
+disposes of it afterwards. TF.js's cpu
+backend is plain JavaScript arithmetic in float32; webgl runs shaders through
+SwiftShader here, and with WEBGL_FORCE_F16_TEXTURES it stores every tensor as
+float16, like phones whose GPUs only render half floats.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from workers.backends.base import (
+    BackendFailed,
+    BackendUnavailable,
+    LayerInputs,
+    LayerOutputs,
+    Runner,
+    SharedResources,
+)
+from workers.backends.tfjs.export import export_model, unsupported_reason
+from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer
+from workers.engine.graph import LayerSpec
+from workers.engine.loading import ModelArtifact
+from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+    from workers.backends.tfjs.browser_host import BrowserHost
+
+TFJS_BUNDLE = STATIC_FILES["/tfjs/tf.min.js"]
+INSTALL_HINT = "install it with `apt-get install -y chromium` (`make install` does this)"
+
+
+class TfjsSession:
+    """What the TF.js runners of one process share: one Chromium, the local server the
+    page loads from, and the models exported for it. Playwright is imported here, on
+    the first TF.js job, never by a process that only validates a backend id."""
+
+    def __init__(self, chromium_path: Path) -> None:
+        from workers.backends.tfjs.browser_host import BrowserHost, BrowserUnavailable
+
+        try:
+            self.host: BrowserHost = BrowserHost(chromium_path)
+        except BrowserUnavailable as error:
+            raise BackendUnavailable(f"{error}; {INSTALL_HINT}") from error
+        self.chromium_path = chromium_path
+        self.server = HarnessServer()
+        self.exports = Path(tempfile.mkdtemp(prefix="driftbench-tfjs-"))
+        self._lock = threading.Lock()
+        # Weights read back from TF.js, per (model sha256, backend): the same export loads
+        # the same way every time, so the page checks it on a backend's first job only.
+        self.weights_checked: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def model_url(self, model: ModelArtifact) -> str:
+        """Where the page loads the model's TF.js export from (exported once per sha256)."""
+        directory = self.exports / model.sha256
+        with self._lock:
+            if not (directory / "model.json").exists():
+                export_model(model.graph, directory)
+        return self.server.add_model(model.sha256, directory)
+
+    def close(self) -> None:
+        self.host.close()
+        self.server.stop()
+        shutil.rmtree(self.exports, ignore_errors=True)
+
+
+def tfjs_session(shared: SharedResources, options: EngineOptions) -> TfjsSession:
+    return shared.get(
+        f"tfjs:{options.chromium_path}",
+        lambda: TfjsSession(options.chromium_path),
+        TfjsSession.close,
+    )
+
+
+class TfjsRunner(Runner):
+    TFJS_BACKEND: ClassVar[str]
+    FLAGS: ClassVar[dict[str, bool]] = {}
+
+    def __init__(
+        self, options: EngineOptions = DEFAULT_OPTIONS, shared: SharedResources | None = None
+    ) -> None:
+        super().__init__(options, shared)
+        self._environment: dict[str, Any] = {}
+
+    @classmethod
+    def availability(cls, options: EngineOptions) -> str | None:
+        if not options.chromium_path.exists():
+            return f"Chromium not found at {options.chromium_path}; {INSTALL_HINT}"
+        if not TFJS_BUNDLE.exists():
+            return f"TF.js is not installed in {TFJS_BUNDLE.parents[3]}; run `make install`"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        package = TFJS_BUNDLE.parents[1] / "package.json"
+        return {"tfjs": json.loads(package.read_text())["version"]} if package.exists() else {}
+
+    def activate_impl(self) -> None:
+        self.session = tfjs_session(self.shared, self.options)
+
+    def layer_unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_reason(layer)
+
+    @property
+    def host(self) -> BrowserHost:
+        return self.session.host
+
+    def model_url(self, model: ModelArtifact) -> str:
+        return self.session.model_url(model)
+
+    def _job(
+        self, model: ModelArtifact, mode: str, tensors: list[np.ndarray], spec_extra: dict[str, Any]
+    ) -> LayerOutputs:
+        names = [layer.name for layer in model.graph.compute_layers]
+        from workers.backends.tfjs.browser_host import BrowserJobFailed
+
+        server = self.session.server
+        checked = self.session.weights_checked.get((model.sha256, self.BACKEND))
+        job_id = server.open_job([np.ascontiguousarray(t, "<f4").tobytes() for t in tensors])
+        spec = {
+            "backend": self.TFJS_BACKEND,
+            "flags": self.FLAGS,
+            "modelUrl": self.model_url(model),
+            "jobUrl": f"{server.url}/jobs/{job_id}",
+            "mode": mode,
+            "layers": names,
+            "batchSize": self.options.tfjs_batch_size,
+            "checkWeights": checked is None,
+            **spec_extra,
+        }
+
+        async def in_page(page: Page, served: int) -> dict[str, Any]:
+            result = await page.evaluate("spec => window.driftbench.runJob(spec)", spec)
+            return {**result, "page_job": served}
+
+        try:
+            result = self.host.run_in_page(
+                self.BACKEND,
+                f"{server.url}/harness.html",
+                in_page,
+                timeout_s=self.options.browser_job_timeout_s,
+            )
+        except BrowserJobFailed as error:
+            raise BackendFailed(f"{self.BACKEND}: {error}") from error
+        finally:
+            channel = server.close_job(job_id)
+        if checked is None:
+            checked = result["environment"]["weights_roundtrip"]
+            self.session.weights_checked[(model.sha256, self.BACKEND)] = checked
+        self._environment = {
+            **result["environment"],
+            "weights_roundtrip": checked,
+            "browser_restarts": self.host.restarts,
+            "page_job": result["page_job"],
+            "chromium": str(self.session.chromium_path),
+        }
+        return {
+            name: np.frombuffer(channel.outputs[i], dtype="<f4").reshape(result["shapes"][i])
+            for i, name in enumerate(names)
+        }
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        order = [layer.name for layer in model.graph.inputs]
+        specs = [{"index": i, "shape": list(inputs[name].shape)} for i, name in enumerate(order)]
+        return self._job(model, "accumulated", [inputs[name] for name in order], {"inputs": specs})
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        tensors: list[np.ndarray] = []
+        per_layer = []
+        for layer in model.graph.compute_layers:
+            specs = []
+            for array in layer_inputs[layer.name]:
+                specs.append({"index": len(tensors), "shape": list(array.shape)})
+                tensors.append(array)
+            per_layer.append(specs)
+        return self._job(model, "isolated", tensors, {"isolatedInputs": per_layer})
+
+    def environment(self) -> dict[str, Any]:
+        return self._environment
+
+
+class TfjsCpuRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-cpu"
+    TFJS_BACKEND: ClassVar[str] = "cpu"
+
+
+class TfjsWasmRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-wasm"
+    TFJS_BACKEND: ClassVar[str] = "wasm"
+
+
+class TfjsWebglRunner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-webgl"
+    TFJS_BACKEND: ClassVar[str] = "webgl"
+    FLAGS: ClassVar[dict[str, bool]] = {"WEBGL_FORCE_F16_TEXTURES": False}
+
+
+class TfjsWebglF16Runner(TfjsRunner):
+    BACKEND: ClassVar[str] = "tfjs-webgl-f16"
+    TFJS_BACKEND: ClassVar[str] = "webgl"
+    FLAGS: ClassVar[dict[str, bool]] = {"WEBGL_FORCE_F16_TEXTURES": True}

@@ -1,0 +1,100 @@
+"""Comparing finished backends layer by layer: one `Comparison` per backend, mode and
+`against`, each layer's `Divergence` from workers/engine/metrics.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from workers.engine.graph import ModelGraph
+from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergence
+from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+from workers.engine.results import BackendResult, Mode
+from workers.engine.status import BackendStatus
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """One layer of a comparison: where it is in the model, and its divergence."""
+
+    layer: str
+    class_name: str
+    depth: int
+    divergence: Divergence
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "class_name": self.class_name,
+            "depth": self.depth,
+            **self.divergence.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One backend against one other, in one mode, layer by layer."""
+
+    backend: str
+    against: str
+    mode: Mode
+    layers: list[LayerDrift]
+
+    def first_layer_with(self, verdict: str) -> str | None:
+        return next((row.layer for row in self.layers if row.divergence.verdict == verdict), None)
+
+    @property
+    def drift_start(self) -> LayerDrift | None:
+        """The first layer whose verdict is worse than rounding: where drift starts."""
+        return next((row for row in self.layers if row.divergence.verdict in DRIFT_VERDICTS), None)
+
+    def summary(self) -> dict[str, Any]:
+        start = self.drift_start
+        return {
+            "backend": self.backend,
+            "against": self.against,
+            "mode": self.mode,
+            "drift_start": None
+            if start is None
+            else {"layer": start.layer, "verdict": start.divergence.verdict},
+            "first_layer_by_verdict": {v: self.first_layer_with(v) for v in DRIFT_VERDICTS},
+            "layers": [row.as_dict() for row in self.layers],
+        }
+
+
+def compare(
+    graph: ModelGraph,
+    results: dict[str, BackendResult],
+    *,
+    against: str,
+    modes: Iterable[Mode] = ("accumulated",),
+    options: EngineOptions = DEFAULT_OPTIONS,
+) -> list[Comparison]:
+    """Every finished backend against `against`, in each mode both sides have."""
+    target = results.get(against)
+    if target is None or target.status != BackendStatus.DONE:
+        return []
+    comparisons = []
+    for backend, result in results.items():
+        if backend == against or result.status != BackendStatus.DONE:
+            continue
+        for mode in modes:
+            if mode not in result.outputs or mode not in target.outputs:
+                continue
+            rows = [
+                LayerDrift(
+                    layer=layer.name,
+                    class_name=layer.class_name,
+                    depth=depth,
+                    divergence=divergence(
+                        result.outputs[mode][layer.name],
+                        target.outputs[mode][layer.name],
+                        thresholds=options.thresholds,
+                        histogram_bins=options.histogram_bins,
+                    ),
+                )
+                for depth, layer in enumerate(graph.compute_layers, start=1)
+            ]
+            comparisons.append(Comparison(backend=backend, against=against, mode=mode, layers=rows))
+    return comparisons

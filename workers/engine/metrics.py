@@ -1,0 +1,213 @@
+"""Divergence metrics: pure functions comparing a candidate's layer output with a reference's.
+
+Everything is computed in float64 over the flattened outputs. Positions where
+either side is NaN or Inf are counted, not measured: one Inf would otherwise turn
+every norm into Inf and hide how the finite values drift. Against a float64
+reference, "bit-identical" and ULP distances use the reference rounded to float32,
+the best any float32 backend can do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+VERDICTS = ("identical", "rounding", "reduced-precision", "mismatch", "nonfinite")
+# The verdicts worse than float32 rounding: the first layer with one is where drift starts.
+DRIFT_VERDICTS = VERDICTS[2:]
+
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    """Upper bounds on rel_l2 for each verdict; from settings, recorded with every result."""
+
+    rounding: float = 1e-5
+    reduced_precision: float = 1e-2
+
+
+DEFAULT_THRESHOLDS = VerdictThresholds()
+
+
+def _metric(*, aggregate: bool = True, unbounded: bool = False, wide: bool = False) -> Any:
+    """A metric field. `aggregate`: averaged and ranked by the drift queries (counts are
+    not); `unbounded`: may be +-inf (JSON writes it as a string); `wide`: needs 64 bits."""
+    return field(metadata={"aggregate": aggregate, "unbounded": unbounded, "wide": wide})
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One layer's comparison: a plain record of numbers.
+
+    Its fields are the one list of metrics: the database columns, the API's row
+    schema, the CSV header and the dashboards' metric menus are all made from them.
+    """
+
+    n: int = _metric(aggregate=False)
+    n_diff: int = _metric()
+    frac_diff: float = _metric()
+    max_abs: float = _metric()
+    mean_abs: float = _metric()
+    rmse: float = _metric()
+    rel_l2: float = _metric(unbounded=True)
+    max_rel: float = _metric(unbounded=True)
+    max_ulp: int = _metric(wide=True)
+    median_ulp: float = _metric()
+    cosine: float = _metric()
+    sqnr_db: float = _metric(unbounded=True)
+    p50_abs: float = _metric()
+    p90_abs: float = _metric()
+    p99_abs: float = _metric()
+    hist_edges: list[float] = field(metadata={"histogram": True})
+    hist_counts: list[int] = field(metadata={"histogram": True})
+    argmax_agree: float | None = _metric()
+    nonfinite_candidate: int = _metric(aggregate=False)
+    nonfinite_reference: int = _metric(aggregate=False)
+    nonfinite_mismatch: int = _metric(aggregate=False)
+    verdict: str = field(metadata={"verdict": True})
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# The numeric metrics, in the record's order (what a table or CSV row shows).
+METRIC_FIELDS: tuple[Field[Any], ...] = tuple(
+    f for f in fields(Divergence) if "aggregate" in f.metadata
+)
+METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS)
+# The metrics the drift queries and dashboards can average over runs.
+AGGREGATE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if f.metadata["aggregate"])
+
+
+def ordered_float32_bits(values: np.ndarray) -> np.ndarray:
+    """Map float32 values to int64 so that adjacent floats are adjacent integers.
+
+    Negative floats have their sign-magnitude bit patterns reversed, which makes
+    -0.0 and +0.0 the same point and the ULP distance a plain subtraction.
+    """
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, np.int64(-(2**31)) - bits, bits)
+
+
+def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance in float32 units of least precision (reference rounded to float32)."""
+    return np.abs(ordered_float32_bits(candidate) - ordered_float32_bits(reference))
+
+
+def bit_identical(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Elementwise 'same value', comparing at the candidate's precision; NaN equals NaN."""
+    if candidate.dtype == np.float32 or reference.dtype == np.float32:
+        candidate = candidate.astype(np.float32)
+        reference = reference.astype(np.float32)
+    same = candidate == reference
+    return same | (np.isnan(candidate) & np.isnan(reference))
+
+
+def argmax_agreement(candidate: np.ndarray, reference: np.ndarray) -> float | None:
+    """Share of rows whose largest value sits at the same index of the last axis."""
+    if candidate.ndim < 2 or candidate.shape[-1] < 2:
+        return None
+    rows_c = candidate.reshape(-1, candidate.shape[-1])
+    rows_r = reference.reshape(-1, reference.shape[-1])
+    return float(np.mean(np.argmax(rows_c, axis=1) == np.argmax(rows_r, axis=1)))
+
+
+def signed_error_histogram(errors: np.ndarray, bins: int) -> tuple[list[float], list[int]]:
+    """Histogram over [-max|e|, +max|e|], symmetric so zero sits in the middle bin."""
+    bound = float(np.max(np.abs(errors))) if errors.size else 0.0
+    if bound == 0.0:
+        return [-0.0, 0.0], [int(errors.size)]
+    counts, edges = np.histogram(errors, bins=bins, range=(-bound, bound))
+    return [float(e) for e in edges], [int(c) for c in counts]
+
+
+def classify(
+    rel_l2: float, n_diff: int, nonfinite_mismatch: int, thresholds: VerdictThresholds
+) -> str:
+    if nonfinite_mismatch:
+        return "nonfinite"
+    if n_diff == 0:
+        return "identical"
+    if rel_l2 <= thresholds.rounding:
+        return "rounding"
+    if rel_l2 <= thresholds.reduced_precision:
+        return "reduced-precision"
+    return "mismatch"
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if numerator == 0.0:
+        return 0.0
+    return numerator / max(denominator, FLOAT32_TINY)
+
+
+def divergence(
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    *,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    histogram_bins: int = 41,
+) -> Divergence:
+    """Compare one layer's output with the reference's; shapes must match."""
+    if candidate.shape != reference.shape:
+        raise ValueError(f"cannot compare shapes {candidate.shape} and {reference.shape}")
+    cand = np.asarray(candidate).ravel()
+    ref = np.asarray(reference).ravel()
+    finite_c = np.isfinite(cand)
+    finite_r = np.isfinite(ref)
+    nonfinite_mismatch = int(
+        np.count_nonzero(~bit_identical(cand[~(finite_c & finite_r)], ref[~(finite_c & finite_r)]))
+    )
+    both = finite_c & finite_r
+    c64 = cand[both].astype(np.float64)
+    r64 = ref[both].astype(np.float64)
+    errors = c64 - r64
+    abs_errors = np.abs(errors)
+    n_diff = int(np.count_nonzero(~bit_identical(cand, ref)))
+    norm_err = float(np.linalg.norm(errors))
+    norm_ref = float(np.linalg.norm(r64))
+    norm_cand = float(np.linalg.norm(c64))
+    ulps = ulp_distance(cand[both], ref[both])
+    rel_l2 = _ratio(norm_err, norm_ref)
+    if norm_err == 0.0:
+        sqnr_db = math.inf
+    elif norm_ref == 0.0:
+        sqnr_db = -math.inf
+    else:
+        sqnr_db = 20.0 * math.log10(norm_ref / norm_err)
+    if norm_cand == 0.0 and norm_ref == 0.0:
+        cosine = 1.0
+    elif norm_cand == 0.0 or norm_ref == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(c64, r64) / (norm_cand * norm_ref))
+    empty = errors.size == 0
+    p50, p90, p99 = (0.0, 0.0, 0.0) if empty else np.percentile(abs_errors, [50, 90, 99])
+    edges, counts = signed_error_histogram(errors, histogram_bins)
+    return Divergence(
+        n=int(cand.size),
+        n_diff=n_diff,
+        frac_diff=n_diff / cand.size if cand.size else 0.0,
+        max_abs=0.0 if empty else float(abs_errors.max()),
+        mean_abs=0.0 if empty else float(abs_errors.mean()),
+        rmse=0.0 if empty else float(np.sqrt(np.mean(errors * errors))),
+        rel_l2=rel_l2,
+        max_rel=0.0 if empty else float(np.max(abs_errors / np.maximum(np.abs(r64), FLOAT32_TINY))),
+        max_ulp=0 if empty else int(ulps.max()),
+        median_ulp=0.0 if empty else float(np.median(ulps)),
+        cosine=cosine,
+        sqnr_db=sqnr_db,
+        p50_abs=float(p50),
+        p90_abs=float(p90),
+        p99_abs=float(p99),
+        hist_edges=edges,
+        hist_counts=counts,
+        argmax_agree=argmax_agreement(candidate, reference),
+        nonfinite_candidate=int(np.count_nonzero(~finite_c)),
+        nonfinite_reference=int(np.count_nonzero(~finite_r)),
+        nonfinite_mismatch=nonfinite_mismatch,
+        verdict=classify(rel_l2, n_diff, nonfinite_mismatch, thresholds),
+    )

@@ -1,0 +1,136 @@
+"""Parsing an uploaded model in a separate process, under a time limit.
+
+A malformed or hostile file may hang or crash the Keras/h5py parser; doing it in a
+child process keeps the server alive, and a time limit keeps it responsive. The
+child stays warm between uploads (TensorFlow imports once) and is replaced when it
+times out or dies. Files are parsed one at a time; requests uploading the same
+bytes at once share one parse instead of queueing for their own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from workers.backends.registry import REGISTRY
+from workers.engine.errors import InvalidRequest
+from workers.engine.graph import ModelStructureError, architecture_signature
+from workers.engine.loading import ModelRefused, load_artifact
+from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+from workers.processes.lifetime import die_with_parent
+
+
+class InspectionFailed(InvalidRequest):
+    """The file could not be parsed as a model; the message says why."""
+
+
+def summarize_model(path: str, options: EngineOptions) -> dict[str, Any]:
+    """Runs in the child: layers, architecture and which backends can run the model."""
+    try:
+        artifact = load_artifact(Path(path), options)
+    except (ModelRefused, ModelStructureError) as error:
+        return {"error": str(error)}
+    graph = artifact.graph
+    architecture, label = architecture_signature(graph)
+    depth = 0
+    layers = []
+    for layer in graph.layers:
+        depth += 0 if layer.is_input else 1
+        layers.append(
+            {
+                "name": layer.name,
+                "class_name": layer.class_name,
+                "output_shape": list(layer.output_shape),
+                "params": layer.param_count,
+                "depth": 0 if layer.is_input else depth,
+                "inbound": layer.inbound,
+            }
+        )
+    support = {
+        backend: entry.runner_class()(options).unsupported_reason(graph)
+        for backend, entry in REGISTRY.items()
+    }
+    return {
+        "name": graph.name,
+        "layers": layers,
+        "architecture": architecture,
+        "architecture_label": label,
+        "backend_support": support,
+    }
+
+
+class ModelInspector:
+    def __init__(self, options: EngineOptions = DEFAULT_OPTIONS) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._in_flight_lock = threading.Lock()
+        self.parses = 0
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    def _discard(self) -> None:
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.kill()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def inspect(self, path: Path, timeout_s: float, key: str) -> dict[str, Any]:
+        """The model's summary; callers with the same `key` (the file's sha256) at the same
+        time get the result of one parse."""
+        with self._in_flight_lock:
+            shared = self._in_flight.get(key)
+            owner = shared is None
+            if shared is None:
+                shared = self._in_flight[key] = Future()
+        if not owner:
+            return shared.result()
+        try:
+            summary = self._parse(path, timeout_s)
+        except BaseException as error:
+            shared.set_exception(error)
+            raise
+        else:
+            shared.set_result(summary)
+            return summary
+        finally:
+            with self._in_flight_lock:
+                del self._in_flight[key]
+
+    def _parse(self, path: Path, timeout_s: float) -> dict[str, Any]:
+        with self._lock:
+            self.parses += 1
+            future = self._executor().submit(summarize_model, str(path), self.options)
+            try:
+                summary = future.result(timeout=timeout_s)
+            except FutureTimeout:
+                self._discard()
+                raise InspectionFailed(
+                    f"parsing the model file took longer than the {timeout_s:.0f} s limit"
+                ) from None
+            except BrokenProcessPool:
+                self._discard()
+                raise InspectionFailed("the model parser crashed on this file") from None
+        if "error" in summary:
+            raise InspectionFailed(summary["error"])
+        return summary
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()

@@ -1,0 +1,228 @@
+"""The service's jobs: one stored run's backends and comparison, results into the database.
+
+The only module of `workers` that touches the data layer (import-linter keeps it
+so). A job takes a run id and re-reads everything else, so the embedded executor
+and Celery workers call it the same way, and the order of a run's steps comes from
+`RunOrder` (workers/engine/sequence.py) for both. Jobs are idempotent: a
+re-delivered or restarted run overwrites its outputs files and replaces its
+divergence rows, never duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from app.core.config import settings
+from app.core.errors import StorageFull
+from app.data import divergences, runs, storage
+from workers.backends.execution import run_backend
+from workers.backends.pool import RunnerPool
+from workers.backends.registry import backend_entry
+from workers.engine.compare import compare
+from workers.engine.keras_env import import_keras
+from workers.engine.loading import ModelArtifact, load_artifact
+from workers.engine.results import BackendResult, LayerInputs, layer_inputs_from
+from workers.engine.sequence import COMPARISON, Step, run_in_order
+from workers.engine.status import BackendStatus
+from workers.processes.child import JobWorker
+from workers.processes.gate import hold_job
+from workers.processes.supervisor import (
+    JobFailed,
+    JobLimits,
+    JobProcessDied,
+    JobProcesses,
+    ShuttingDown,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a job process is sent: one step of a run."""
+
+    run_id: int
+    step: Step = COMPARISON
+
+
+@cache
+def runner_pool() -> RunnerPool:
+    """This job process's warm runners, kept from job to job until the process ends."""
+    return RunnerPool(settings.engine_options())
+
+
+def warm_up(capability: str) -> None:
+    """Pay the imports before a job process's first job, so it costs what later ones do."""
+    if capability == "cpu":
+        import_keras(settings.onednn)
+
+
+@lru_cache(maxsize=4)
+def _artifact(path: Path) -> ModelArtifact:
+    """Job processes keep the last few parsed models: a queue often holds runs of one model."""
+    return load_artifact(path, settings.engine_options())
+
+
+def _reference_feed(
+    run_id: int, reference: str, artifact: ModelArtifact, inputs: dict[str, np.ndarray]
+) -> LayerInputs | None:
+    path = storage.outputs_path(run_id, reference)
+    if not path.exists():
+        return None
+    outputs = storage.load_outputs(path)["accumulated"]
+    samples = min(array.shape[0] for array in outputs.values())  # fewer when capped
+    fed = {name: array[:samples] for name, array in inputs.items()}
+    return layer_inputs_from(artifact.graph, fed, outputs)
+
+
+def _store(run_id: int, result: BackendResult) -> BackendStatus:
+    """Store the outputs and the result; returns the status recorded.
+
+    Outputs that do not fit on the disk fail the backend with that reason (the other
+    backends and the run go on); a stale file of an earlier attempt goes too.
+    """
+    outputs, note = storage.capped_outputs(result.outputs, settings.max_stored_output_bytes)
+    try:
+        path = storage.store_outputs(run_id, result.backend, outputs) if outputs else None
+    except StorageFull as error:
+        storage.outputs_path(run_id, result.backend).unlink(missing_ok=True)
+        path, note = None, None
+        result.status, result.reason = BackendStatus.FAILED, error.detail
+    return runs.record_result(run_id, result, outputs_path=path, note=note)
+
+
+def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
+    """One backend of one run; returns its final status (None if the run is gone)."""
+    plan = runs.load_plan(run_id)
+    if plan is None:
+        return None
+    claimed = runs.claim_backend(run_id, backend, max_attempts=settings.job_attempts)
+    if claimed != BackendStatus.RUNNING:
+        return claimed
+    hold_job(settings.test_job_gate_dir, run_id, backend)
+    artifact = _artifact(plan.model_path)
+    inputs = storage.load_inputs(plan.inputs_sha256)
+    is_reference = backend == plan.order.reference
+    feed = (
+        None
+        if is_reference or "isolated" not in plan.modes
+        else _reference_feed(run_id, plan.order.reference, artifact, inputs)
+    )
+    result = run_backend(
+        runner_pool(),
+        backend,
+        artifact,
+        inputs,
+        modes=() if is_reference else plan.modes,
+        repeats=plan.repeats,
+        reference_feed=feed,
+    )
+    return _store(run_id, result)
+
+
+def compare_run(run_id: int, against: str) -> str | None:
+    """Compare every finished backend of the run with `against`, from stored outputs;
+    returns the run's reference (None if the run is gone)."""
+    stored = divergences.stored_run(run_id)
+    if stored is None:
+        return None
+    comparisons = compare(
+        stored.graph,
+        stored.results,
+        against=against or stored.reference,
+        modes=stored.modes,
+        options=settings.engine_options(),
+    )
+    divergences.replace_divergences(
+        run_id=run_id, against=against or stored.reference, comparisons=comparisons
+    )
+    return stored.reference
+
+
+def compare_with_reference(run_id: int) -> None:
+    """The run's last step: every finished backend against its reference, then done."""
+    if compare_run(run_id, "") is not None:
+        runs.finish_run(run_id)
+
+
+def compare_on_request(run_id: int, against: str) -> None:
+    """A comparison a user asked for (POST /api/runs/{id}/comparisons): refused with the
+    reason when the run cannot be compared with `against`."""
+    divergences.check_comparable(run_id=run_id, against=against)
+    compare_run(run_id, against)
+
+
+def perform(job: Job) -> BackendStatus | None:
+    """Runs in a job process: the step's final status (None if its run is gone)."""
+    if job.step.is_comparison:
+        compare_with_reference(job.run_id)
+        return BackendStatus.DONE
+    assert job.step.backend is not None
+    return run_backend_job(job.run_id, job.step.backend)
+
+
+def job_processes() -> JobProcesses:
+    """Warm job processes under the configured limits, running this module's jobs."""
+    return JobProcesses(
+        JobLimits(settings.job_memory_limit_bytes, settings.backend_time_limit_s),
+        JobWorker(perform, warm_up),
+    )
+
+
+def first_steps(run_id: int) -> list[Step]:
+    """Start the run (one more attempt): its first steps, none if the run is gone."""
+    plan = runs.start_run(run_id)
+    return [] if plan is None else plan.order.first()
+
+
+def steps_after(run_id: int, finished: Step) -> list[Step]:
+    """What may start now that `finished` has, for executors running steps at once: the
+    comparison only for the one caller that claims it."""
+    plan = runs.load_plan(run_id)
+    if plan is None:
+        return []
+    steps = plan.order.after(finished, runs.backend_statuses(run_id))
+    return [s for s in steps if not s.is_comparison or runs.claim_comparison(run_id)]
+
+
+def supervised_step(processes: JobProcesses, run_id: int, step: Step) -> None:
+    """One step in a job process of its capability. A failure becomes the backend's
+    reason (a process that would not start too) or the run's, so the run goes on;
+    only a shutdown passes through."""
+    try:
+        if step.backend is None:
+            processes.run("cpu", Job(run_id, step), f"comparison of run {run_id}")
+        else:
+            processes.run(backend_entry(step.backend).queue, Job(run_id, step), step.backend)
+    except (JobFailed, JobProcessDied) as error:
+        if step.backend is None:
+            runs.fail_run(run_id, str(error))
+        else:
+            runs.record_failure(run_id, step.backend, str(error))
+
+
+def execute_run(run_id: int, processes: JobProcesses) -> None:
+    """The embedded executor's job: every step of the run in order, each in a supervised
+    job process, so a crash fails one backend and the run goes on. A run cut short by
+    a server stop stays as it is, for the next start to run again."""
+    try:
+        plan = runs.start_run(run_id)
+        if plan is None:
+            return
+        run_in_order(
+            plan.order,
+            lambda step: supervised_step(processes, run_id, step),
+            lambda: runs.backend_statuses(run_id),
+        )
+    except ShuttingDown as stopping:
+        log.info("run %s left for the next start: %s", run_id, stopping)
+    except Exception as error:
+        try:
+            runs.fail_run(run_id, f"{type(error).__name__}: {error}")
+        except Exception:  # the database itself failed (a full disk): say so in the log
+            log.exception("run %s failed and could not be marked failed", run_id)

@@ -1,0 +1,59 @@
+"""The main of a job process: warm up once, then run the jobs its supervisor sends.
+
+Everything a job keeps warm (TensorFlow imported, loaded Keras models with their
+traced predict, the Chromium pages, exported models) lives here, so it survives
+from job to job; a native crash or an out-of-memory kill ends only this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from workers.engine.errors import failure_reason
+from workers.processes.lifetime import die_with_parent
+
+
+def offer_to_the_oom_killer() -> None:
+    """When the machine runs out of memory, the kernel should kill a job, not the server.
+
+    Raising one's own oom_score_adj needs no privilege; the server keeps its own score.
+    """
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
+
+
+@dataclass(frozen=True)
+class JobWorker:
+    """What a job process runs: `perform(job)` for each job, after `warm_up(capability)`
+    once. Module-level functions, so a spawned child imports them by name; this package
+    knows nothing of what a job is (workers/jobs.py does)."""
+
+    perform: Callable[[Any], Any]
+    warm_up: Callable[[str], None]
+
+
+def serve(connection: Connection, capability: str, worker: JobWorker, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
+    # Ctrl-C or a service manager's SIGTERM reaches the whole process group: the
+    # supervisor stops its jobs itself, leaving unfinished ones to be run again.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    offer_to_the_oom_killer()
+    worker.warm_up(capability)
+
+    connection.send({"ready": os.getpid()})
+    while (job := connection.recv()) is not None:
+        started = time.perf_counter()
+        try:
+            answer = {"result": worker.perform(job), "seconds": time.perf_counter() - started}
+        except Exception as error:  # reported to the supervisor, which fails only this job
+            answer = {"error": failure_reason(error)}
+        connection.send(answer)
