@@ -28,8 +28,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from workers.engine.status import RunStatus
+
 T = TypeVar("T")
-FINAL_RUN_STATUSES = ("done", "failed")
+FINAL_RUN_STATUSES = tuple(status for status in RunStatus if status.is_final)
 # Numbers the log (and port) files of the servers and workers started by one process,
 # so several of them can share a data dir.
 _file_numbers = itertools.count(1)

@@ -56,6 +56,12 @@ def runner_pool() -> RunnerPool:
     return RunnerPool(settings.engine_options())
 
 
+def shut_down() -> None:
+    """Deactivate the runners a job process activated (its browser, its keras-gpu child)."""
+    if runner_pool.cache_info().currsize:
+        runner_pool().close()
+
+
 def warm_up(capability: str) -> None:
     """Pay the imports before a job process's first job, so it costs what later ones do."""
     if capability == "cpu":
@@ -170,7 +176,7 @@ def job_processes() -> JobProcesses:
     """Warm job processes under the configured limits, running this module's jobs."""
     return JobProcesses(
         JobLimits(settings.job_memory_limit_bytes, settings.backend_time_limit_s),
-        JobWorker(perform, warm_up),
+        JobWorker(perform, warm_up, shut_down),
     )
 
 

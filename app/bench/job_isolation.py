@@ -54,7 +54,7 @@ def requeue(engine: Engine, run_id: int) -> None:
         connection.execute(
             update(BackendRun)
             .where(BackendRun.run_id == run_id, BackendRun.backend == BACKEND)
-            .values(status="queued", attempts=0)
+            .values(status=BackendStatus.QUEUED, attempts=0)
         )
 
 

@@ -22,6 +22,7 @@ from app.core.db import make_engine
 from app.data import drift_cache
 from app.data.orm import LayerDivergence, Run
 from workers.engine.options import EngineOptions
+from workers.engine.status import RunStatus
 
 BACKENDS = ["keras-cpu", "numpy"]
 CHUNK = 500
@@ -51,7 +52,7 @@ def store_copies(url: str, template_run: int, count: int) -> None:
             "input_set_id": template.input_set_id,
             "reference": template.reference,
             "modes": template.modes,
-            "status": "done",
+            "status": RunStatus.DONE,
             "attempts": 1,
         }
         for start in range(0, count, CHUNK):

@@ -9,6 +9,7 @@ from typing import Any
 from workers.engine.compare import Comparison
 from workers.engine.metrics import DRIFT_VERDICTS
 from workers.engine.results import BackendResult
+from workers.engine.status import BackendStatus
 
 TABLE_COLUMNS = ("layer", "class", "n_diff", "mean_abs", "max_abs", "rel_l2", "max_ulp", "verdict")
 
@@ -69,7 +70,7 @@ def backend_line(result: BackendResult) -> str:
     line = f"{result.backend}: {result.status}"
     if result.reason:
         line += f" ({result.reason})"
-    if result.status == "done":
+    if result.status == BackendStatus.DONE:
         line += f", {result.timings.get('accumulated', 0.0) * 1000:.1f} ms per run"
         if result.deterministic is not None:
             verdict = "deterministic" if result.deterministic else "NOT deterministic"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import Field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -28,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from workers.engine.metrics import METRIC_FIELDS
+from workers.engine.status import BackendStatus, RunStatus
 
 
 def utcnow() -> datetime:
@@ -36,6 +39,18 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+def status_column(vocabulary: type[StrEnum]) -> Enum:
+    """A status stored as its plain string (VARCHAR(16), as migration 0001 made it) and
+    read back as the engine's enum; no database enum type, so no migration."""
+    return Enum(
+        vocabulary,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 class StoredModel(Base):
@@ -89,7 +104,9 @@ class Run(Base):
     reference: Mapped[str] = mapped_column(String(32))
     modes: Mapped[list[str]] = mapped_column(JSON)
     repeats: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[RunStatus] = mapped_column(
+        status_column(RunStatus), default=RunStatus.QUEUED, index=True
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -111,7 +128,9 @@ class BackendRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     backend: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[BackendStatus] = mapped_column(
+        status_column(BackendStatus), default=BackendStatus.QUEUED
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from app.core.db import session_scope
 from app.data import storage
 from app.data.orm import BackendRun, Run, utcnow
+from workers.engine.status import RunStatus
 
 SWEEP_INTERVAL_S = 3600.0
 
@@ -51,7 +52,7 @@ def expire_outputs(retention_days: int, stop: threading.Event | None = None) -> 
             select(Run.id)
             .join(Run.backend_runs)
             .where(
-                Run.status.in_(("done", "failed")),
+                Run.status.in_((RunStatus.DONE, RunStatus.FAILED)),
                 Run.finished_at < now - timedelta(days=retention_days),
                 BackendRun.outputs_path.is_not(None),
             )

@@ -32,12 +32,14 @@ def offer_to_the_oom_killer() -> None:
 
 @dataclass(frozen=True)
 class JobWorker:
-    """What a job process runs: `perform(job)` for each job, after `warm_up(capability)`
-    once. Module-level functions, so a spawned child imports them by name; this package
-    knows nothing of what a job is (workers/jobs.py does)."""
+    """What a job process runs: `warm_up(capability)` once, `perform(job)` for each job,
+    `shut_down()` when its supervisor stops it. Module-level functions, so a spawned
+    child imports them by name; this package knows nothing of what a job is
+    (workers/jobs.py does)."""
 
     perform: Callable[[Any], Any]
     warm_up: Callable[[str], None]
+    shut_down: Callable[[], None]
 
 
 def serve(connection: Connection, capability: str, worker: JobWorker, parent_pid: int) -> None:
@@ -50,10 +52,13 @@ def serve(connection: Connection, capability: str, worker: JobWorker, parent_pid
     worker.warm_up(capability)
 
     connection.send({"ready": os.getpid()})
-    while (job := connection.recv()) is not None:
-        started = time.perf_counter()
-        try:
-            answer = {"result": worker.perform(job), "seconds": time.perf_counter() - started}
-        except Exception as error:  # reported to the supervisor, which fails only this job
-            answer = {"error": failure_reason(error)}
-        connection.send(answer)
+    try:
+        while (job := connection.recv()) is not None:
+            started = time.perf_counter()
+            try:
+                answer = {"result": worker.perform(job), "seconds": time.perf_counter() - started}
+            except Exception as error:  # reported to the supervisor, which fails only this job
+                answer = {"error": failure_reason(error)}
+            connection.send(answer)
+    finally:
+        worker.shut_down()
