@@ -17,13 +17,17 @@ from typing import Protocol
 
 from app.core.config import settings
 from app.data.runs import recover_interrupted_runs
-from workers.jobs import execute_run, job_processes
+from workers.jobs import compare_on_request, execute_run, job_processes
+from workers.processes.supervisor import JobProcesses
 
 log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
     def submit(self, run_id: int) -> None: ...
+
+    def compare(self, run_id: int, against: str) -> None:
+        """Compare a finished run against another of its backends; returns when stored."""
 
     def shutdown(self) -> None: ...
 
@@ -35,6 +39,9 @@ class LocalExecutor:
 
     def submit(self, run_id: int) -> None:
         self._pool.submit(execute_run, run_id, self._processes)
+
+    def compare(self, run_id: int, against: str) -> None:
+        compare_on_request(self._processes, run_id, against)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -52,15 +59,27 @@ def resume_interrupted_runs(executor: Executor) -> list[int]:
 
 
 class CeleryExecutor:
-    """Sends runs to Celery workers; the broker, not the API, re-delivers lost jobs."""
+    """Sends runs to Celery workers; the broker, not the API, re-delivers lost jobs. A
+    comparison asked for later is answered at once, so it runs in a job process of the
+    API's own (started on the first request), like the embedded executor's."""
+
+    def __init__(self) -> None:
+        self._processes: JobProcesses | None = None
 
     def submit(self, run_id: int) -> None:
         from workers.tasks import start_task
 
         start_task.delay(run_id)
 
+    def compare(self, run_id: int, against: str) -> None:
+        if self._processes is None:
+            self._processes = job_processes()
+        compare_on_request(self._processes, run_id, against)
+
     def shutdown(self) -> None:
-        """Nothing to stop: the jobs live in the broker and the workers."""
+        """The runs' jobs live in the broker and the workers; only comparisons are here."""
+        if self._processes is not None:
+            self._processes.close()
 
 
 def make_executor() -> Executor:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from app.data.divergences import ROW_KEY
+from app.data.orm import LayerDivergence
 from workers.engine.metrics import AGGREGATE_METRICS, METRIC_FIELDS
 from workers.engine.status import BackendStatus, RunStatus
 
@@ -101,6 +103,12 @@ class RunCreate(BaseModel):
     reference: str = "numpy-f64"
     modes: list[ModeName] = Field(default_factory=lambda: ["accumulated"], min_length=1)
     repeats: Annotated[int, Field(ge=1)] = 1
+    compare_against: list[str] | None = Field(
+        default=None,
+        description="Backends to compare every other backend with besides the reference, "
+        "as part of the run. Default: keras-cpu when the run has it (the browser vs Python "
+        "view); others later with POST /api/runs/{id}/comparisons.",
+    )
 
 
 class ComparisonCreate(BaseModel):
@@ -147,6 +155,7 @@ class RunPublic(BaseModel):
     reference: str
     modes: list[str]
     repeats: int
+    compare_against: Annotated[list[str], BeforeValidator(lambda value: value or [])]
     status: RunStatus = Field(
         description="`finalizing`: every backend finished, the comparison is being stored"
     )
@@ -162,13 +171,12 @@ class RunsPublic(BaseModel):
     data: list[RunPublic]
 
 
-class DivergenceKey(BaseModel):
-    backend: str
-    against: str
-    mode: str
-    layer: str
-    class_name: str
-    depth: int
+DivergenceKey = create_model(
+    "DivergenceKey",
+    **{  # type: ignore[call-overload]
+        name: (LayerDivergence.__table__.c[name].type.python_type, ...) for name in ROW_KEY
+    },
+)
 
 
 def _metric_type(metric: Any) -> Any:

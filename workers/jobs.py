@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.config import settings
-from app.core.errors import StorageFull
+from app.core.errors import ComparisonFailed, StorageFull
 from app.data import divergences, runs, storage
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
@@ -44,10 +44,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """What a job process is sent: one step of a run."""
+    """What a job process is sent: one step of a run, or (`against` given) a comparison
+    asked for after the run."""
 
     run_id: int
     step: Step = COMPARISON
+    against: str | None = None
 
 
 @cache
@@ -131,45 +133,32 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     return _store(run_id, result)
 
 
-def compare_run(run_id: int, against: str) -> str | None:
-    """Compare every finished backend of the run with `against`, from stored outputs;
-    returns the run's reference (None if the run is gone)."""
+def compare_run(run_id: int, against: str | None = None) -> bool:
+    """Compare every finished backend of the run, from its stored outputs, with `against`,
+    or (None: the run's own last step) with its reference and each of its
+    `compare_against`; False when the run is gone."""
     stored = divergences.stored_run(run_id)
     if stored is None:
-        return None
-    comparisons = compare(
-        stored.graph,
-        stored.results,
-        against=against or stored.reference,
-        modes=stored.modes,
-        options=settings.engine_options(),
-    )
-    divergences.replace_divergences(
-        run_id=run_id, against=against or stored.reference, comparisons=comparisons
-    )
-    return stored.reference
-
-
-def compare_with_reference(run_id: int) -> None:
-    """The run's last step: every finished backend against its reference, then done."""
-    if compare_run(run_id, "") is not None:
-        runs.finish_run(run_id)
-
-
-def compare_on_request(run_id: int, against: str) -> None:
-    """A comparison a user asked for (POST /api/runs/{id}/comparisons): refused with the
-    reason when the run cannot be compared with `against`."""
-    divergences.check_comparable(run_id=run_id, against=against)
-    compare_run(run_id, against)
+        return False
+    for target in [against] if against else [stored.reference, *stored.compare_against]:
+        comparisons = compare(
+            stored.graph,
+            stored.results,
+            against=target,
+            modes=stored.modes,
+            options=settings.engine_options(),
+        )
+        divergences.replace_divergences(run_id=run_id, against=target, comparisons=comparisons)
+    return True
 
 
 def perform(job: Job) -> BackendStatus | None:
     """Runs in a job process: the step's final status (None if its run is gone)."""
-    if job.step.is_comparison:
-        compare_with_reference(job.run_id)
-        return BackendStatus.DONE
-    assert job.step.backend is not None
-    return run_backend_job(job.run_id, job.step.backend)
+    if job.step.backend is not None:
+        return run_backend_job(job.run_id, job.step.backend)
+    if compare_run(job.run_id, job.against) and job.against is None:
+        runs.finish_run(job.run_id)
+    return BackendStatus.DONE
 
 
 def job_processes() -> JobProcesses:
@@ -212,6 +201,15 @@ def supervised_step(processes: JobProcesses, run_id: int, step: Step) -> None:
             runs.record_failure(run_id, step.backend, str(error))
 
 
+def compare_on_request(processes: JobProcesses, run_id: int, against: str) -> None:
+    """A comparison asked for after the run (POST /api/runs/{id}/comparisons), in a
+    supervised job process like every other job; the caller checked it can be made."""
+    try:
+        processes.run("cpu", Job(run_id, COMPARISON, against), f"comparison of run {run_id}")
+    except (JobFailed, JobProcessDied) as error:
+        raise ComparisonFailed(f"comparing run {run_id} against {against}: {error}") from error
+
+
 def execute_run(run_id: int, processes: JobProcesses) -> None:
     """The embedded executor's job: every step of the run in order, each in a supervised
     job process, so a crash fails one backend and the run goes on. A run cut short by
@@ -220,11 +218,12 @@ def execute_run(run_id: int, processes: JobProcesses) -> None:
         plan = runs.start_run(run_id)
         if plan is None:
             return
-        run_in_order(
-            plan.order,
-            lambda step: supervised_step(processes, run_id, step),
-            lambda: runs.backend_statuses(run_id),
-        )
+
+        def run_step(step: Step) -> None:
+            if not step.is_comparison or runs.claim_comparison(run_id):
+                supervised_step(processes, run_id, step)
+
+        run_in_order(plan.order, run_step, lambda: runs.backend_statuses(run_id))
     except ShuttingDown as stopping:
         log.info("run %s left for the next start: %s", run_id, stopping)
     except Exception as error:

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
 from app.api.deps import Limit, RowId, RowIdFilter, SessionDep, Skip
@@ -28,7 +27,6 @@ from app.schemas import (
     RunPublic,
     RunsPublic,
 )
-from workers import jobs
 from workers.backends.registry import backend_entry
 from workers.engine.status import BackendStatus
 
@@ -54,6 +52,18 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
         backend_entry(backend)
         if settings.executor == "celery" and not statuses[backend]["available"]:
             raise InvalidRequest(f"backend {backend} cannot run: {statuses[backend]['reason']}")
+    compare_against = (
+        body.compare_against
+        if body.compare_against is not None
+        else [b for b in ["keras-cpu"] if b in backends and b != body.reference]
+    )
+    for against in compare_against:
+        backend_entry(against)
+        if against not in backends or against == body.reference:
+            raise InvalidRequest(
+                f"compare_against {against!r} must be one of the run's backends other "
+                f"than its reference {body.reference!r} (backends: {', '.join(backends)})"
+            )
     if body.repeats > settings.max_repeats:
         raise InvalidRequest(
             f"repeats {body.repeats} is over the limit of {settings.max_repeats} "
@@ -67,6 +77,7 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
         backends=backends,
         modes=list(body.modes),
         repeats=body.repeats,
+        compare_against=compare_against,
     )
     request.app.state.executor.submit(run.id)
     return run
@@ -98,12 +109,13 @@ def list_comparisons(session: SessionDep, run_id: RowId) -> dict[str, Any]:
     status_code=201,
     responses={409: {"model": ErrorPublic, "description": "The run has not finished"}},
 )
-async def create_comparison(run_id: RowId, body: ComparisonCreate) -> dict[str, Any]:
+def create_comparison(request: Request, run_id: RowId, body: ComparisonCreate) -> dict[str, Any]:
     """Compare every finished backend of a finished run with `against`, from the stored
-    outputs, and store the rows (replacing an earlier comparison with the same backend);
-    then read them with GET /divergence?against=..."""
+    outputs, in a supervised job process, and store the rows (replacing an earlier
+    comparison with the same backend); then read them with GET /divergence?against=..."""
     backend_entry(body.against)
-    await run_in_threadpool(jobs.compare_on_request, run_id, body.against)
+    divergences.check_comparable(run_id=run_id, against=body.against)
+    request.app.state.executor.compare(run_id, body.against)
     return {"run_id": run_id, "against": body.against}
 
 

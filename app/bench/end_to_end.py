@@ -17,6 +17,7 @@ from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE, runner_class
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
+from workers.engine.status import BackendStatus, RunStatus
 
 MODEL, BATCH = "dense10x50", 256
 POLL_S = 0.01
@@ -51,8 +52,8 @@ def run_to_done(client: DriftbenchClient, body: dict[str, Any]) -> float:
     started = time.perf_counter()
     run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)
     elapsed = time.perf_counter() - started
-    failed = [b["backend"] for b in run["backend_runs"] if b["status"] != "done"]
-    if run["status"] != "done" or failed:
+    failed = [b["backend"] for b in run["backend_runs"] if b["status"] != BackendStatus.DONE]
+    if run["status"] != RunStatus.DONE or failed:
         raise RuntimeError(f"bench run {run['id']} did not finish cleanly: {run}")
     return elapsed
 

@@ -20,6 +20,7 @@ from app.bench.tfjs_pages import tfjs_figures
 from app.core.config import settings
 from app.service_process import postgres_database
 from workers.backends.pool import RunnerPool
+from workers.engine.keras_env import import_keras
 from workers.engine.options import EngineOptions
 
 PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory")
@@ -53,6 +54,7 @@ def run_bench(
     seconds: dict[str, float] = {}
     # One pool of warm runners for every part that runs backends in this process.
     options = settings.engine_options()
+    import_keras(options.onednn)  # before an example model's build imports TensorFlow
     with (
         tempfile.TemporaryDirectory(prefix="driftbench-bench-") as scratch,
         RunnerPool(options) as pool,

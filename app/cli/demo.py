@@ -17,6 +17,7 @@ import uvicorn
 from app.cli.terminal_tables import layer_table
 from app.service_process import DriftbenchClient
 from workers.engine.examples import write_example
+from workers.engine.status import RunStatus
 
 POLL_S = 0.5
 RUN_TIMEOUT_S = 900
@@ -69,7 +70,7 @@ def run_demo(example_dir: Any) -> int:
                 "(the demo server stops now; `driftbench serve` keeps one running with the "
                 "same data)"
             )
-            return 0 if run["status"] == "done" else 1
+            return 0 if run["status"] == RunStatus.DONE else 1
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -20,6 +20,7 @@ from workers.engine.compare import compare
 from workers.engine.errors import DriftbenchError
 from workers.engine.examples import EXAMPLES, write_example, write_examples
 from workers.engine.inputs import GENERATOR_KINDS, InputRecipe, generate_inputs, load_input_file
+from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
 from workers.engine.report import drift_report
 from workers.engine.results import MODES, Mode
@@ -99,6 +100,7 @@ def drift_command(
 
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    import_keras(settings.onednn)  # before an example model's build imports TensorFlow
     artifact = load_artifact(resolve_model(args.model), settings.engine_options())
     if args.inputs is not None:
         inputs = load_input_file(args.inputs, artifact.graph.input_shapes, settings.max_input_bytes)

@@ -63,6 +63,12 @@ class StorageFull(DriftbenchError):
         )
 
 
+class ComparisonFailed(DriftbenchError):
+    """The job process comparing a run crashed, ran out of memory or out of time."""
+
+    status: ClassVar[int] = 500
+
+
 class OutputsExpired(DriftbenchError):
     """A request that needs the stored arrays of a backend run whose outputs the
     retention sweep deleted (app/data/retention.py); its metrics are still there."""
@@ -83,6 +89,7 @@ class OutputsExpired(DriftbenchError):
 
 
 __all__ = [
+    "ComparisonFailed",
     "Conflict",
     "DriftbenchError",
     "Forbidden",

@@ -17,7 +17,6 @@ from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import drift_cache, storage
 from app.data.orm import LayerDivergence, Run, StoredModel
 from app.data.runs import get_run
-from app.schemas import DivergenceKey
 from workers.engine.compare import Comparison
 from workers.engine.graph import ModelGraph, graph_from_summary
 from workers.engine.json_safe import jsonable
@@ -25,7 +24,9 @@ from workers.engine.metrics import DRIFT_VERDICTS, METRIC_NAMES
 from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus, RunStatus
 
-CSV_COLUMNS = (*DivergenceKey.model_fields, *METRIC_NAMES, "verdict")
+# Where a row is: the columns before the metrics in the API's rows and the CSV.
+ROW_KEY = ("backend", "against", "mode", "layer", "class_name", "depth")
+CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict")
 
 
 def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
@@ -109,6 +110,7 @@ class StoredRun:
     """What comparing a finished run needs: its graph, its backends' stored outputs."""
 
     reference: str
+    compare_against: tuple[str, ...]
     modes: tuple[Mode, ...]
     graph: ModelGraph
     results: dict[str, BackendResult]
@@ -120,7 +122,11 @@ def stored_run(run_id: int) -> StoredRun | None:
         if run is None:
             return None
         return StoredRun(
-            run.reference, tuple(run.modes), stored_graph(run.model), stored_results(run)
+            reference=run.reference,
+            compare_against=tuple(run.compare_against or ()),
+            modes=tuple(run.modes),
+            graph=stored_graph(run.model),
+            results=stored_results(run),
         )
 
 
@@ -128,10 +134,11 @@ def check_comparable(*, run_id: int, against: str) -> None:
     """Nothing when the run's finished backends can be compared with `against` from
     their stored outputs; otherwise the reason it cannot, naming what is missing."""
     with session_scope() as session:
-        _check_comparable(session, get_run(session, run_id), against)
+        run = get_run(session, run_id)
+        _check_comparable(run, against)
 
 
-def _check_comparable(session: Session, run: Run, against: str) -> None:
+def _check_comparable(run: Run, against: str) -> None:
     run_id = run.id
     if run.status != RunStatus.DONE:
         raise Conflict(f"run {run_id} is {run.status}; compare it once it is done")
@@ -141,6 +148,10 @@ def _check_comparable(session: Session, run: Run, against: str) -> None:
         raise InvalidRequest(
             f"run {run.id} has no finished backend {against!r} to compare "
             f"against (backends: {known})"
+        )
+    if len(finished) < 2:
+        raise InvalidRequest(
+            f"run {run.id} has no other finished backend to compare with {against!r}"
         )
     # The backend asked for is named first when its own outputs are the ones gone.
     expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
@@ -160,7 +171,7 @@ def read_rows(
     if backend is not None:
         query = query.filter_by(backend=backend)
     rows = list(session.scalars(query.order_by(LayerDivergence.backend, LayerDivergence.depth)))
-    if rows or against == run.reference or not RunStatus(run.status).is_final:
+    if rows or against == run.reference or run.status != RunStatus.DONE:
         return rows
     compared = session.scalar(
         select(LayerDivergence.id).filter_by(run_id=run.id, against=against).limit(1)

@@ -104,6 +104,9 @@ class Run(Base):
     reference: Mapped[str] = mapped_column(String(32))
     modes: Mapped[list[str]] = mapped_column(JSON)
     repeats: Mapped[int] = mapped_column(Integer, default=1)
+    # Backends every other backend is compared with besides the reference, in the run's
+    # comparison step; NULL for runs stored before migration 0005 (none).
+    compare_against: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[RunStatus] = mapped_column(
         status_column(RunStatus), default=RunStatus.QUEUED, index=True
     )

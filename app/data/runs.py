@@ -32,6 +32,7 @@ def create_run(
     backends: list[str],
     modes: list[str],
     repeats: int,
+    compare_against: list[str],
 ) -> Run:
     order = RunOrder.of(reference, backends)
     run = Run(
@@ -40,6 +41,7 @@ def create_run(
         reference=reference,
         modes=list(dict.fromkeys(modes)),
         repeats=repeats,
+        compare_against=list(dict.fromkeys(compare_against)),
         backend_runs=[BackendRun(backend=backend) for backend in order.backends],
     )
     session.add(run)

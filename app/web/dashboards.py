@@ -20,9 +20,10 @@ from fastapi.templating import Jinja2Templates
 from app.api.auth import COOKIE, presented_token
 from app.api.deps import RowId, SessionDep
 from app.core.config import settings
-from app.core.errors import NotFound, Unauthorized
-from app.data.orm import Run, StoredModel
+from app.core.errors import Unauthorized
+from app.data.runs import get_run
 from app.data.tokens import scope_of
+from app.data.uploads import get_model
 from workers.engine.metrics import AGGREGATE_METRICS, VERDICTS
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -64,12 +65,6 @@ def login(token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> 
     return response
 
 
-def require(session: SessionDep, table: type[StoredModel] | type[Run], identifier: int) -> None:
-    """Pages of unknown ids answer 404 like the API, before any script runs."""
-    if session.get(table, identifier) is None:
-        raise NotFound("model" if table is StoredModel else "run", identifier)
-
-
 @router.get("/static/plotly.min.js")
 def plotly() -> FileResponse:
     return FileResponse(PLOTLY, media_type="text/javascript")
@@ -82,19 +77,19 @@ def index(request: Request) -> Response:
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(request: Request, session: SessionDep, model_id: RowId) -> Response:
-    require(session, StoredModel, model_id)
+    get_model(session, model_id)  # unknown ids answer 404 like the API
     return page(request, "model.html", "model", model=model_id)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, session: SessionDep, run_id: RowId) -> Response:
-    require(session, Run, run_id)
+    get_run(session, run_id)
     return page(request, "run.html", "run", run=run_id)
 
 
 @router.get("/runs/{run_id}/browser", response_class=HTMLResponse)
 def browser_page(request: Request, session: SessionDep, run_id: RowId) -> Response:
-    require(session, Run, run_id)
+    get_run(session, run_id)
     return page(request, "browser.html", "browser", run=run_id)
 
 

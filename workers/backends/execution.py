@@ -14,7 +14,7 @@ import numpy as np
 from workers.backends.base import BackendUnavailable, BackendUnsupported, Runner
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import backend_entry
-from workers.engine.errors import failure_reason
+from workers.engine.errors import InvalidRequest, failure_reason
 from workers.engine.loading import ModelArtifact
 from workers.engine.results import (
     BackendResult,
@@ -108,6 +108,8 @@ def run_locally(
     """Every backend of a run in this process (the CLI, tests), in the run's order; results
     keyed by backend, the reference first. No comparison: `compare` the results."""
     modes = tuple(modes)
+    if repeats < 1:
+        raise InvalidRequest(f"repeats must be at least 1, got {repeats}")
     order = RunOrder.of(reference, backends)
     for backend in order.backends:
         backend_entry(backend)

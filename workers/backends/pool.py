@@ -9,6 +9,7 @@ one browser) is created once per pool in its `SharedResources`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from types import TracebackType
 
@@ -36,11 +37,15 @@ class RunnerPool:
             return runner
 
     def close(self) -> None:
+        """Deactivate every runner, newest first, then what they shared; one that fails to
+        deactivate does not keep the others (or a browser) alive: the first error is
+        raised once all are closed."""
         with self._lock:
             runners, self._runners = list(self._runners.values()), {}
-        for runner in reversed(runners):
-            runner.deactivate()
-        self.shared.close()
+        with contextlib.ExitStack() as closing:
+            closing.callback(self.shared.close)
+            for runner in runners:
+                closing.callback(runner.deactivate)
 
     def __enter__(self) -> RunnerPool:
         return self

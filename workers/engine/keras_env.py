@@ -12,17 +12,30 @@ from types import ModuleType
 _ONEDNN_ENV = {"on": "1", "off": "0"}
 
 
-@cache
 def import_keras(onednn: str = "default") -> ModuleType:
     """Import Keras 3 on TensorFlow with GPUs hidden (keras-gpu runs in its own process).
 
-    `onednn` ('on', 'off' or 'default': TensorFlow's own choice) counts only on the
-    process's first import, so a job process passes it when it warms up.
+    `onednn` is 'on', 'off' or 'default' (whatever the process already has: TensorFlow's
+    own choice if it was never set). It takes effect only before TensorFlow's first
+    import, so asking for 'on' or 'off' once TensorFlow runs the other way fails loudly
+    instead of recording a setting that is not the one in use.
     """
+    wanted = _ONEDNN_ENV.get(onednn)
+    if _keras.cache_info().currsize == 0:
+        if wanted is not None:
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = wanted
+    elif wanted is not None and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != wanted:
+        raise RuntimeError(
+            f"TensorFlow is already imported in this process without oneDNN {onednn}; "
+            "set DRIFTBENCH_ONEDNN before its first import"
+        )
+    return _keras()
+
+
+@cache
+def _keras() -> ModuleType:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if onednn in _ONEDNN_ENV:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = _ONEDNN_ENV[onednn]
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")

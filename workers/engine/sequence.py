@@ -52,7 +52,7 @@ class RunOrder:
         """What may start now that `finished` has: the other backends still queued once
         the reference is done, and the comparison once every backend has finished. Two
         backends finishing together may both be told to compare: executors that run
-        steps at once claim the comparison (workers/jobs.py `claim_comparison`)."""
+        steps at once claim the comparison (`claim_comparison` in app/data/runs.py)."""
         if finished.is_comparison:
             return []
         if finished.backend == self.reference:

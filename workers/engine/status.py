@@ -31,6 +31,3 @@ class RunStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (RunStatus.DONE, RunStatus.FAILED)
-
-
-FINAL_BACKEND_STATUSES = tuple(s for s in BackendStatus if s.is_final)

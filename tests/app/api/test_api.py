@@ -137,6 +137,14 @@ def test_run_results_divergence_csv_and_outputs(client: DriftbenchClient, exampl
     with pytest.raises(ServiceError, match="valid backends: keras-cpu") as bad:
         client.start_run(model_id=model_id, input_set_id=inputs["id"], backends=["numpy", "tpu"])
     assert bad.value.status_code == 422
+    with pytest.raises(ServiceError, match="compare_against 'tfjs-cpu' must be one of") as bad:
+        client.start_run(
+            model_id=model_id,
+            input_set_id=inputs["id"],
+            backends=["numpy"],
+            compare_against=["tfjs-cpu"],
+        )
+    assert bad.value.status_code == 422
     created = client.post(
         "/api/runs",
         json={
@@ -167,19 +175,31 @@ def test_run_results_divergence_csv_and_outputs(client: DriftbenchClient, exampl
     isolated = client.divergence(run["id"], mode="isolated", backend="numpy")
     assert {r["mode"] for r in isolated["rows"]} == {"isolated"} and len(isolated["rows"]) == 3
 
+    # keras-cpu (the Python side) is compared with as part of the run, by default.
+    assert run["compare_against"] == ["keras-cpu"]
+    as_part_of_run = client.divergence(run["id"], against="keras-cpu")
+    assert {r["backend"] for r in as_part_of_run["rows"]} == {"numpy", "numpy-f64"}
+    isolated_part = client.divergence(run["id"], against="keras-cpu", mode="isolated")
+    assert {r["backend"] for r in isolated_part["rows"]} == {"numpy", "numpy-f64"}
+    listed = client.get(f"/api/runs/{run['id']}/comparisons").json()["against"]
+    assert listed == ["keras-cpu", "numpy-f64"]
+
     # Reads never compute: a comparison against another backend is asked for first.
-    not_compared = client.get(f"/api/runs/{run['id']}/divergence", params={"against": "keras-cpu"})
+    not_compared = client.get(f"/api/runs/{run['id']}/divergence", params={"against": "numpy"})
     assert not_compared.status_code == 409
     assert (
-        f'POST /api/runs/{run["id"]}/comparisons {{"against": "keras-cpu"}}'
+        f'POST /api/runs/{run["id"]}/comparisons {{"against": "numpy"}}'
         in not_compared.json()["detail"]
     )
-    compared = client.post(f"/api/runs/{run['id']}/comparisons", json={"against": "keras-cpu"})
+    compared = client.post(f"/api/runs/{run['id']}/comparisons", json={"against": "numpy"})
     assert compared.status_code == 201, compared.text
-    on_demand = client.divergence(run["id"], against="keras-cpu")
-    assert {r["backend"] for r in on_demand["rows"]} == {"numpy", "numpy-f64"}
-    isolated_on_demand = client.divergence(run["id"], against="keras-cpu", mode="isolated")
-    assert {r["backend"] for r in isolated_on_demand["rows"]} == {"numpy", "numpy-f64"}
+    on_demand = client.divergence(run["id"], against="numpy")
+    assert {r["backend"] for r in on_demand["rows"]} == {"keras-cpu", "numpy-f64"}
+    by_numpy = {r["layer"]: r for r in on_demand["rows"] if r["backend"] == "numpy-f64"}
+    by_reference = {r["layer"]: r for r in divergence["rows"] if r["backend"] == "numpy"}
+    # The same pair of outputs seen from the other side: the same absolute errors.
+    for layer, row in by_numpy.items():
+        assert row["max_abs"] == by_reference[layer]["max_abs"]
 
     table = client.get(f"/api/runs/{run['id']}/divergence", params={"format": "csv"})
     assert table.headers["content-type"].startswith("text/csv")

@@ -94,11 +94,14 @@ class KerasGpuRunner(Runner):
         return None
 
     def activate_impl(self) -> None:
+        self._child = self._start_child()
+
+    def _start_child(self) -> GpuChild:
         child = GpuChild(self.options, self.FP32)
         if "unavailable" in child.hello:
             child.stop()
             raise BackendUnavailable(child.hello["unavailable"])
-        self._child = child
+        return child
 
     def deactivate_impl(self) -> None:
         self._child.stop()
@@ -106,7 +109,7 @@ class KerasGpuRunner(Runner):
     def _request(self, *message: Any) -> list[np.ndarray]:
         """A child that died with an earlier job is replaced before this one."""
         if not self._child.alive:
-            self._child = GpuChild(self.options, self.FP32)
+            self._child = self._start_child()
         return self._child.request(*message)
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:

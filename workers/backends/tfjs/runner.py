@@ -53,13 +53,16 @@ class TfjsSession:
     def __init__(self, chromium_path: Path) -> None:
         from workers.backends.tfjs.browser_host import BrowserHost, BrowserUnavailable
 
-        try:
-            self.host: BrowserHost = BrowserHost(chromium_path)
-        except BrowserUnavailable as error:
-            raise BackendUnavailable(f"{error}; {INSTALL_HINT}") from error
         self.chromium_path = chromium_path
         self.server = HarnessServer()
         self.exports = Path(tempfile.mkdtemp(prefix="driftbench-tfjs-"))
+        try:
+            self.host: BrowserHost = BrowserHost(chromium_path)
+        except BaseException as error:
+            self._close_local()
+            if isinstance(error, BrowserUnavailable):
+                raise BackendUnavailable(f"{error}; {INSTALL_HINT}") from error
+            raise
         self._lock = threading.Lock()
         # Weights read back from TF.js, per (model sha256, backend): the same export loads
         # the same way every time, so the page checks it on a backend's first job only.
@@ -73,10 +76,15 @@ class TfjsSession:
                 export_model(model.graph, directory)
         return self.server.add_model(model.sha256, directory)
 
-    def close(self) -> None:
-        self.host.close()
-        self.server.stop()
+    def _close_local(self) -> None:
         shutil.rmtree(self.exports, ignore_errors=True)
+        self.server.stop()
+
+    def close(self) -> None:
+        """The exports and the server first: closing the browser may take the rest of the
+        time a stopping job process has."""
+        self._close_local()
+        self.host.close()
 
 
 def tfjs_session(shared: SharedResources, options: EngineOptions) -> TfjsSession:

@@ -1,0 +1,46 @@
+"""The one run order every executor follows, checked case by case by hand."""
+
+from __future__ import annotations
+
+from workers.engine.sequence import COMPARISON, RunOrder, Step, run_in_order
+
+ORDER = RunOrder.of("numpy-f64", ["keras-cpu", "numpy-f64", "tfjs-cpu", "keras-cpu"])
+
+
+def test_the_reference_once_first_then_the_others_in_the_order_asked() -> None:
+    assert ORDER.backends == ("numpy-f64", "keras-cpu", "tfjs-cpu")
+    assert ORDER.first() == [Step("numpy-f64")]
+
+
+def test_after_the_reference_the_queued_others_start_together() -> None:
+    statuses = {"numpy-f64": "done", "keras-cpu": "queued", "tfjs-cpu": "queued"}
+    assert ORDER.after(Step("numpy-f64"), statuses) == [Step("keras-cpu"), Step("tfjs-cpu")]
+    # A reference delivered again while the others run starts nothing twice.
+    running = {"numpy-f64": "done", "keras-cpu": "running", "tfjs-cpu": "queued"}
+    assert ORDER.after(Step("numpy-f64"), running) == [Step("tfjs-cpu")]
+
+
+def test_the_comparison_waits_for_every_backend_whatever_its_outcome() -> None:
+    one_left = {"numpy-f64": "done", "keras-cpu": "failed", "tfjs-cpu": "running"}
+    assert ORDER.after(Step("keras-cpu"), one_left) == []
+    all_final = {"numpy-f64": "done", "keras-cpu": "failed", "tfjs-cpu": "skipped"}
+    assert ORDER.after(Step("tfjs-cpu"), all_final) == [COMPARISON]
+    assert ORDER.after(COMPARISON, all_final) == []
+
+
+def test_a_run_of_the_reference_alone_goes_straight_to_the_comparison() -> None:
+    alone = RunOrder.of("numpy-f64", ["numpy-f64"])
+    assert alone.after(Step("numpy-f64"), {"numpy-f64": "unsupported"}) == [COMPARISON]
+
+
+def test_run_in_order_walks_every_step_once_in_order() -> None:
+    statuses = dict.fromkeys(ORDER.backends, "queued")
+    walked: list[Step] = []
+
+    def run_step(step: Step) -> None:
+        walked.append(step)
+        if step.backend is not None:
+            statuses[step.backend] = "done"
+
+    run_in_order(ORDER, run_step, lambda: statuses)
+    assert walked == [Step("numpy-f64"), Step("keras-cpu"), Step("tfjs-cpu"), COMPARISON]
