@@ -52,7 +52,12 @@ def upload_model(
 ) -> StoredModel:
     tag_list = [tag.strip() for tag in (tags or "").split(",") if tag.strip()]
     model, created = uploads.create_model(
-        session, inspector, file.file, file.filename or "model", name, tag_list
+        session,
+        inspector=inspector,
+        upload=file.file,
+        filename=file.filename or "model",
+        name=name,
+        tags=tag_list,
     )
     if not created:
         response.status_code = 200

@@ -46,6 +46,7 @@ def copy_limited(source: BinaryIO, target: Path) -> tuple[str, int]:
 
 def create_model(
     session: Session,
+    *,
     inspector: ModelInspector,
     upload: BinaryIO,
     filename: str,
