@@ -38,12 +38,15 @@ def throwaway_postgres() -> Iterator[str]:
 
 
 def randomize_weights(model: Any, seed: int) -> None:
-    """Seeded weights with every entry non-trivial (BN variances kept positive)."""
+    """Seeded weights with every entry non-trivial (variances kept positive; integer
+    state such as a Normalization's sample count left as it is)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         for variable in layer.weights:
             shape = tuple(variable.shape)
-            if variable.name == "moving_variance":
+            if "float" not in str(variable.dtype):
+                continue
+            if variable.name in ("moving_variance", "variance"):
                 value = rng.uniform(0.5, 1.5, shape)
             else:
                 fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 4

@@ -150,6 +150,23 @@ def graph_from_summary(name: str, layers: list[dict[str, Any]]) -> ModelGraph:
     )
 
 
+# Keras 3 serialises an operation on symbolic tensors as a node whose module is this.
+KERAS_OPS_MODULE = "keras.src.ops"
+
+
+def keras_operation_node(entry: dict[str, Any]) -> str | None:
+    """Why a serialised graph node that is a keras.ops operation, not a layer, cannot be
+    compared yet; None for a layer."""
+    if not str(entry.get("module", "")).startswith(KERAS_OPS_MODULE):
+        return None
+    name = entry.get("config", {}).get("name", "?")
+    return (
+        f"{name!r} ({entry.get('class_name')}) is a keras.ops operation applied to "
+        "tensors (such as x + 3.0), not a layer; driftbench compares layers only so far: "
+        "express it with a layer (Add, Multiply, Activation, Rescaling)"
+    )
+
+
 def graph_from_keras(model: Any) -> ModelGraph:
     """Describe a loaded Keras 3 model (Sequential or Functional) as a `ModelGraph`."""
     config = model.get_config()
@@ -160,6 +177,9 @@ def graph_from_keras(model: Any) -> ModelGraph:
                 f"layer {entry['config']['name']!r} is a nested {entry['class_name']} model; "
                 "flatten it into one model to compare it layer by layer"
             )
+        operation = keras_operation_node(entry)
+        if operation:
+            raise ModelStructureError(operation)
     sequential = "inbound_nodes" not in (layer_configs[0] if layer_configs else {})
     layers: list[LayerSpec] = []
     previous: str | None = None

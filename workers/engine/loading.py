@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engine.errors import InvalidRequest
-from workers.engine.graph import ModelGraph, graph_from_keras
+from workers.engine.graph import ModelGraph, graph_from_keras, keras_operation_node
 from workers.engine.keras_env import import_keras
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 
@@ -227,6 +227,9 @@ def check_model_config(config: dict[str, Any], keras: Any = None) -> None:
             if class_name in {"Functional", "Sequential", "Model"}:
                 pending.append(layer)
                 continue
+            operation = keras_operation_node(layer)
+            if operation:
+                raise ModelRefused(operation)
             if class_name not in builtin:
                 raise ModelRefused(
                     f"layer {name!r} has class {class_name!r}, which is not a "

@@ -72,6 +72,29 @@ def test_lambda_layer_is_refused_by_name(keras: Any, tmp_path: Path) -> None:
         load_artifact(path)
 
 
+@pytest.mark.parametrize(
+    ("operation", "node"),
+    [
+        (lambda ops, x: x + 3.0, "'add' (Add)"),
+        (lambda ops, x: ops.tanh(x) * 0.5, "'tanh' (Tanh)"),
+    ],
+)
+def test_keras_operation_nodes_are_refused_in_one_line(
+    keras: Any, tmp_path: Path, operation: Any, node: str
+) -> None:
+    """What MobileNetV3's hard-swish (x + 3.0) and hand-written graphs serialise: operation
+    nodes, not layers. Refused with the node named, before any of them is deserialised."""
+    inp = keras.Input((3,))
+    out = keras.layers.Dense(2)(operation(keras.ops, keras.layers.Dense(3)(inp)))
+    path = tmp_path / "ops.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ModelRefused) as refused:
+        load_artifact(path)
+    message = str(refused.value)
+    assert message.startswith(f"{node} is a keras.ops operation applied to tensors")
+    assert "\n" not in message and refused.value.status == 422
+
+
 def test_lambda_in_h5_is_refused_before_keras_sees_it(keras: Any, tmp_path: Path) -> None:
     inp = keras.Input((3,))
     out = keras.layers.Lambda(lambda t: t + 1, name="plus_one")(inp)

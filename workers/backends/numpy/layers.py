@@ -267,6 +267,40 @@ def batch_norm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     return normalised + _along(beta, axis, x.ndim)
 
 
+def rescaling(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """x * scale + offset; a list scale or offset is per channel (the last axis)."""
+    scale = np.asarray(config["scale"], dtype=x.dtype)
+    return x * scale + np.asarray(config.get("offset", 0.0), dtype=x.dtype)
+
+
+NORMALIZATION_EPSILON = 1e-7  # keras.backend.epsilon(): the smallest divisor Keras uses
+
+
+def normalization_statistics(config: Config, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and variance a Normalization layer applies: its adapted weights, or the
+    constants given in its config (then it has no weights)."""
+    if "mean" in weights:
+        return weights["mean"], weights["variance"]
+    if config.get("mean") is None or config.get("variance") is None:
+        raise LayerConfigUnsupported("neither adapted nor given a mean and variance")
+    return np.asarray(config["mean"], np.float64), np.asarray(config["variance"], np.float64)
+
+
+def normalization(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """(x - mean) / max(sqrt(variance), epsilon), per kept axis; `invert` undoes it."""
+    axis = config.get("axis", -1)
+    kept = () if axis is None else _norm_axes(axis, x.ndim)
+    shape = [x.shape[a] if a in kept else 1 for a in range(x.ndim)]
+    mean, variance = (
+        np.asarray(s, dtype=x.dtype).reshape(shape)
+        for s in normalization_statistics(config, weights)
+    )
+    spread = np.maximum(np.sqrt(variance), x.dtype.type(NORMALIZATION_EPSILON))
+    if config.get("invert"):
+        return mean + x * spread
+    return (x - mean) / spread
+
+
 def layer_norm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     axes = _norm_axes(config.get("axis", -1), x.ndim)
     epsilon = x.dtype.type(config["epsilon"])
@@ -434,6 +468,8 @@ LAYERS: dict[str, LayerFunction] = {
     "GlobalMaxPooling2D": _unary(lambda x, c, w: _global_pool(x, c, np.max)),
     "BatchNormalization": _unary(batch_norm),
     "LayerNormalization": _unary(layer_norm),
+    "Rescaling": _unary(rescaling),
+    "Normalization": _unary(normalization),
     "ZeroPadding2D": _unary(zero_padding),
     "Cropping2D": _unary(cropping),
     "UpSampling2D": _unary(up_sampling),

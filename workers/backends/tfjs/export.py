@@ -19,6 +19,11 @@ import numpy as np
 
 from workers.backends.base import unsupported_label
 from workers.backends.numpy.activations import UnknownActivation, activation_name
+from workers.backends.numpy.layers import (
+    NORMALIZATION_EPSILON,
+    LayerConfigUnsupported,
+    normalization_statistics,
+)
 from workers.engine.graph import LayerSpec, ModelGraph
 
 TFJS_LAYERS = frozenset(
@@ -63,6 +68,8 @@ TFJS_LAYERS = frozenset(
         "Maximum",
         "Minimum",
         "Concatenate",
+        "Rescaling",
+        "Normalization",
     }
 )
 # Keras 3 activation name -> the TF.js class that computes it (TF.js camel-cases names).
@@ -86,6 +93,8 @@ TFJS_ACTIVATIONS = {
         "swish",
     )
 } | {"silu": "swish"}
+# Layers TF.js lacks, exported as the TF.js layer that computes the same.
+TFJS_CLASS_NAMES = {"Normalization": "BatchNormalization"}
 # Keras 3 renamed a few weights; TF.js keeps the Keras 2 names.
 TFJS_WEIGHT_NAMES = {"DepthwiseConv2D": {"kernel": "depthwise_kernel"}}
 DROPPED_KEYS = {
@@ -134,6 +143,14 @@ def _config_problem(layer: LayerSpec) -> str | None:
         return "keepdims=True"
     if layer.class_name == "LayerNormalization" and config.get("rms_scaling"):
         return "rms_scaling=True"
+    if layer.class_name == "Rescaling" and any(
+        np.ndim(config.get(key, 0.0)) for key in ("scale", "offset")
+    ):
+        return "per-channel scale or offset (TF.js Rescaling takes numbers)"
+    if layer.class_name == "Normalization":
+        problem = _normalization_problem(layer)
+        if problem:
+            return problem
     if (
         layer.class_name == "Softmax"
         and isinstance(config.get("axis"), list)
@@ -150,6 +167,44 @@ def unsupported_reason(layer: LayerSpec) -> str | None:
         return None
     detail = f" {problem}" if problem else ""
     return f"{unsupported_label(layer)}{detail}"
+
+
+def _normalization_problem(layer: LayerSpec) -> str | None:
+    """TF.js has no Normalization layer; one normalising a single axis, not inverted, is
+    exported as the BatchNormalization that computes the same (see _as_batch_norm)."""
+    axis = layer.config.get("axis", -1)
+    if axis is None or (not isinstance(axis, int) and len(axis) != 1):
+        return f"axis {axis!r} (TF.js can normalise one axis)"
+    if layer.config.get("invert"):
+        return "invert=True"
+    try:
+        normalization_statistics(layer.config, layer.weights)
+    except LayerConfigUnsupported as error:
+        return str(error)
+    return None
+
+
+def _as_batch_norm(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """Normalization as TF.js's BatchNormalization: no gamma or beta, epsilon 0, and as
+    variance the square of Keras's divisor max(sqrt(variance), 1e-7), computed in float64."""
+    axis = layer.config.get("axis", -1)
+    mean, variance = normalization_statistics(layer.config, layer.weights)
+    divisor = np.maximum(np.sqrt(np.asarray(variance, np.float64)), NORMALIZATION_EPSILON)
+    config = {
+        "name": layer.name,
+        "trainable": False,
+        "dtype": "float32",
+        "axis": axis if isinstance(axis, int) else int(axis[0]),
+        "momentum": 0.99,
+        "epsilon": 0.0,
+        "center": False,
+        "scale": False,
+    }
+    weights = [
+        (f"{layer.name}/moving_mean", np.asarray(mean, dtype="<f4").ravel()),
+        (f"{layer.name}/moving_variance", np.asarray(divisor**2, dtype="<f4").ravel()),
+    ]
+    return config, weights
 
 
 def _layer_config(layer: LayerSpec) -> dict[str, Any]:
@@ -180,6 +235,8 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
 
 
 def _weight_entries(layer: LayerSpec) -> list[tuple[str, np.ndarray]]:
+    if layer.class_name == "Normalization":
+        return _as_batch_norm(layer)[1]
     renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})
     return [
         (f"{layer.name}/{renames.get(name, name)}", np.asarray(value, dtype="<f4"))
@@ -191,9 +248,11 @@ def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
     """The model.json document and the weights file's bytes."""
     layers = [
         {
-            "class_name": layer.class_name,
+            "class_name": TFJS_CLASS_NAMES.get(layer.class_name, layer.class_name),
             "name": layer.name,
-            "config": _layer_config(layer),
+            "config": _as_batch_norm(layer)[0]
+            if layer.class_name == "Normalization"
+            else _layer_config(layer),
             "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],
         }
         for layer in graph.layers

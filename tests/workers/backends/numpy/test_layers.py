@@ -57,6 +57,20 @@ CASES: dict[str, Builder] = {
     "Softmax-axis1": single((3, 5), lambda L: L.Softmax(axis=1)),
     "PReLU": single((8,), lambda L: L.PReLU()),
     "PReLU-shared": single((4, 4, 3), lambda L: L.PReLU(shared_axes=[1, 2])),
+    "Rescaling": single((4, 4, 3), lambda L: L.Rescaling(1 / 255, offset=-0.5)),
+    "Rescaling-per-channel": single(
+        (4, 4, 3), lambda L: L.Rescaling([0.5, 2.0, -1.0], offset=[0.1, 0.0, 0.2])
+    ),
+    "Normalization-weights": single((4, 4, 3), lambda L: L.Normalization(axis=-1)),
+    "Normalization-given-zero-variance": single(
+        (4, 4, 3), lambda L: L.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 0.0])
+    ),
+    "Normalization-axis1-invert": single(
+        (5, 3),
+        lambda L: L.Normalization(
+            axis=1, mean=[1, 2, 3, 4, 5], variance=[1, 4, 9, 2, 3], invert=True
+        ),
+    ),
     "Dropout": single((8,), lambda L: L.Dropout(0.5)),
     "SpatialDropout1D": single((5, 4), lambda L: L.SpatialDropout1D(0.5)),
     "SpatialDropout2D": single((4, 4, 3), lambda L: L.SpatialDropout2D(0.5)),

@@ -55,6 +55,21 @@ def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model
             lambda L: L.ActivityRegularization(name="reg"),
             "unsupported: reg (ActivityRegularization)",
         ),
+        (lambda L: L.Rescaling(0.5, offset=1.0, name="scale"), None),
+        (
+            lambda L: L.Rescaling([0.5, 1.0, 2.0, 3.0], name="scale"),
+            "unsupported: scale (Rescaling) per-channel scale or offset "
+            "(TF.js Rescaling takes numbers)",
+        ),
+        (lambda L: L.Normalization(mean=[0, 1, 2, 3], variance=[1, 1, 1, 1], name="norm"), None),
+        (
+            lambda L: L.Normalization(axis=(1, 2), name="norm"),
+            "unsupported: norm (Normalization) axis (1, 2) (TF.js can normalise one axis)",
+        ),
+        (
+            lambda L: L.Normalization(mean=0.0, variance=1.0, invert=True, name="norm"),
+            "unsupported: norm (Normalization) invert=True",
+        ),
     ],
 )
 def test_layers_tfjs_lacks_are_named(

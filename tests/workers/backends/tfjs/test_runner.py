@@ -287,3 +287,30 @@ def test_a_warm_page_gives_the_numbers_of_a_fresh_one(
     for result in results[1:]:
         for layer, values in result.outputs["accumulated"].items():
             assert np.array_equal(values, first[layer], equal_nan=True), (backend, layer)
+
+
+def test_preprocessing_layers_run_in_the_browser_within_rounding(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """Rescaling as it is; Normalization (which TF.js lacks) exported as the BatchNormalization
+    computing the same, one variance 0 so Keras's 1e-7 floor on the divisor counts;
+    keras-cpu is the second opinion beside our float64 port."""
+    L = keras.layers
+    inp = keras.Input((4, 4, 3))
+    x = L.Rescaling(1 / 255, offset=-0.5, name="scale")(inp)
+    x = L.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 0.0], name="given")(x)
+    x = L.Normalization(axis=-1, name="adapted")(x)
+    model = keras.Model(inp, L.Dense(2, name="head")(x))
+    randomize_weights(model, seed=15)
+    artifact = save_model(model)
+    inputs = generate_inputs(
+        InputRecipe("uniform", batch=2, seed=3, low=0.0, high=255.0), artifact.graph.input_shapes
+    )
+    backends = ["keras-cpu", "tfjs-cpu", "tfjs-wasm"]
+    results = run_locally(runner_pool, artifact, inputs, backends=backends, reference="numpy-f64")
+    assert {b: r.status for b, r in results.items()} == dict.fromkeys(
+        ["numpy-f64", *backends], "done"
+    )
+    for comparison in compare(artifact.graph, results, against="numpy-f64"):
+        verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+        assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
