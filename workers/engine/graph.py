@@ -201,7 +201,7 @@ def graph_from_keras(model: Any) -> ModelGraph:
                 name=name,
                 class_name=entry["class_name"],
                 config=layer_config,
-                weights={w.name: np.asarray(w.numpy()) for w in keras_layer.weights},
+                weights=_layer_weights(keras_layer),
                 inbound=[n for n in inbound if n is not None],
                 output_shape=tuple(keras_layer.output.shape),
             )
@@ -209,6 +209,21 @@ def graph_from_keras(model: Any) -> ModelGraph:
         previous = name
     outputs = [layers[-1].name] if sequential else _names_of_refs(config["output_layers"])
     return ModelGraph(name=config.get("name", "model"), layers=layers, outputs=outputs)
+
+
+def _layer_weights(keras_layer: Any) -> dict[str, np.ndarray]:
+    """A layer's variables by name. A Bidirectional layer holds two cells whose variables
+    share their names: keyed 'forward/<name>' and 'backward/<name>'."""
+    if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
+        return {
+            f"{side}/{w.name}": np.asarray(w.numpy())
+            for side, inner in (
+                ("forward", keras_layer.forward_layer),
+                ("backward", keras_layer.backward_layer),
+            )
+            for w in inner.weights
+        }
+    return {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
 
 
 def _names_of_refs(refs: list[Any]) -> list[str]:

@@ -431,7 +431,7 @@ def _fold(operation: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable
 
 _identity = _unary(lambda x, config, weights: x)
 
-LAYERS: dict[str, LayerFunction] = {
+FEEDFORWARD_LAYERS: dict[str, LayerFunction] = {
     "Dense": _unary(dense),
     "Activation": _unary(lambda x, c, w: get_activation(c["activation"])(x)),
     "ReLU": _unary(relu_layer),
@@ -483,5 +483,3 @@ LAYERS: dict[str, LayerFunction] = {
         inputs, axis=config.get("axis", -1)
     ),
 }
-
-SUPPORTED_LAYERS: frozenset[str] = frozenset({*LAYERS, "InputLayer"})

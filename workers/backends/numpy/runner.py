@@ -20,7 +20,8 @@ from workers.backends.base import (
     unsupported_label,
 )
 from workers.backends.numpy.activations import UnknownActivation, activation_name, get_activation
-from workers.backends.numpy.layers import LAYERS, LayerConfigUnsupported
+from workers.backends.numpy.layers import LayerConfigUnsupported
+from workers.backends.numpy.port import LAYERS
 from workers.engine.graph import LayerSpec
 from workers.engine.loading import ModelArtifact
 

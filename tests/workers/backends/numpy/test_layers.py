@@ -14,7 +14,7 @@ import pytest
 from tests.support import randomize_weights
 from workers.backends.execution import run_locally
 from workers.backends.numpy.activations import ACTIVATIONS, gelu
-from workers.backends.numpy.layers import SUPPORTED_LAYERS
+from workers.backends.numpy.port import SUPPORTED_LAYERS
 from workers.backends.pool import RunnerPool
 from workers.engine.compare import compare
 from workers.engine.inputs import InputRecipe, generate_inputs
@@ -70,6 +70,38 @@ CASES: dict[str, Builder] = {
         lambda L: L.Normalization(
             axis=1, mean=[1, 2, 3, 4, 5], variance=[1, 4, 9, 2, 3], invert=True
         ),
+    ),
+    "SimpleRNN": single((6, 3), lambda L: L.SimpleRNN(4)),
+    "SimpleRNN-sequences-backwards-relu": single(
+        (6, 3),
+        lambda L: L.SimpleRNN(4, activation="relu", return_sequences=True, go_backwards=True),
+    ),
+    "LSTM": single((6, 3), lambda L: L.LSTM(4)),
+    "LSTM-sequences-nobias": single(
+        (6, 3), lambda L: L.LSTM(5, return_sequences=True, use_bias=False)
+    ),
+    "LSTM-backwards-hard-sigmoid": single(
+        (6, 3), lambda L: L.LSTM(4, go_backwards=True, recurrent_activation="hard_sigmoid")
+    ),
+    "GRU": single((6, 3), lambda L: L.GRU(4)),
+    "GRU-reset-before-sequences": single(
+        (6, 3), lambda L: L.GRU(4, reset_after=False, return_sequences=True)
+    ),
+    "GRU-nobias-backwards": single((6, 3), lambda L: L.GRU(3, use_bias=False, go_backwards=True)),
+    "Bidirectional": single((6, 3), lambda L: L.Bidirectional(L.LSTM(4))),
+    "Bidirectional-sequences-sum": single(
+        (6, 3), lambda L: L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum")
+    ),
+    "Bidirectional-ave-own-backward": single(
+        (6, 3),
+        lambda L: L.Bidirectional(
+            L.LSTM(3, return_sequences=True),
+            backward_layer=L.SimpleRNN(3, return_sequences=True, go_backwards=True),
+            merge_mode="ave",
+        ),
+    ),
+    "Bidirectional-mul": single(
+        (6, 3), lambda L: L.Bidirectional(L.SimpleRNN(3), merge_mode="mul")
     ),
     "Dropout": single((8,), lambda L: L.Dropout(0.5)),
     "SpatialDropout1D": single((5, 4), lambda L: L.SpatialDropout1D(0.5)),

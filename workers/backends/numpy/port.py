@@ -1,0 +1,10 @@
+"""Every layer the numpy port computes, by Keras class name: the one table its runner,
+the TF.js export's shared helpers and the tests read."""
+
+from __future__ import annotations
+
+from workers.backends.numpy.layers import FEEDFORWARD_LAYERS, LayerFunction
+from workers.backends.numpy.recurrent import RECURRENT_LAYERS
+
+LAYERS: dict[str, LayerFunction] = {**FEEDFORWARD_LAYERS, **RECURRENT_LAYERS}
+SUPPORTED_LAYERS: frozenset[str] = frozenset({*LAYERS, "InputLayer"})
