@@ -70,8 +70,14 @@ TFJS_LAYERS = frozenset(
         "Concatenate",
         "Rescaling",
         "Normalization",
+        "SimpleRNN",
+        "LSTM",
+        "GRU",
+        "Bidirectional",
     }
 )
+RECURRENT = {"SimpleRNN", "LSTM", "GRU"}
+BIDIRECTIONAL_MERGES = {"concat", "sum", "mul", "ave"}
 # Keras 3 activation name -> the TF.js class that computes it (TF.js camel-cases names).
 TFJS_ACTIVATIONS = {
     name: name
@@ -123,13 +129,22 @@ def _config_problem(layer: LayerSpec) -> str | None:
     config = layer.config
     if layer.class_name not in TFJS_LAYERS:
         return ""
-    if "activation" in config:
-        try:
-            name = activation_name(config["activation"])
-        except UnknownActivation:
-            name = repr(config["activation"])
-        if name not in TFJS_ACTIVATIONS:
-            return f"activation {name!r}"
+    for key in ("activation", "recurrent_activation"):
+        if key in config:
+            try:
+                name = activation_name(config[key])
+            except UnknownActivation:
+                name = repr(config[key])
+            if name not in TFJS_ACTIVATIONS:
+                return f"{key} {name!r}"
+    if layer.class_name == "Bidirectional":
+        return _bidirectional_problem(layer)
+    if layer.class_name in RECURRENT:
+        for option in ("return_state", "stateful"):
+            if config.get(option):
+                return f"{option}=True"
+        if layer.class_name == "GRU" and config.get("reset_after", True):
+            return "reset_after=True (TF.js's GRU has only the Keras 1 form, reset_after=False)"
     if int(config.get("groups", 1)) != 1:
         return f"groups={config['groups']}"
     if layer.class_name == "ReLU" and (config.get("negative_slope") or config.get("threshold")):
@@ -167,6 +182,55 @@ def unsupported_reason(layer: LayerSpec) -> str | None:
         return None
     detail = f" {problem}" if problem else ""
     return f"{unsupported_label(layer)}{detail}"
+
+
+def _wrapped(layer: LayerSpec, key: str) -> LayerSpec:
+    """The recurrent layer a Bidirectional wraps (key 'layer' or 'backward_layer')."""
+    inner = layer.config[key]
+    return LayerSpec(
+        name=inner["config"]["name"],
+        class_name=inner["class_name"],
+        config=inner["config"],
+        weights={},
+        inbound=[],
+        output_shape=(),
+    )
+
+
+def _bidirectional_problem(layer: LayerSpec) -> str | None:
+    """TF.js's Bidirectional builds its backward layer itself, as the forward one reversed:
+    a model whose backward layer is anything else cannot be expressed."""
+    merge = layer.config.get("merge_mode", "concat")
+    if merge not in BIDIRECTIONAL_MERGES:
+        return f"merge_mode {merge!r}"
+    forward = _wrapped(layer, "layer")
+    if forward.class_name not in RECURRENT:
+        return f"wrapped layer {forward.class_name}"
+    problem = _config_problem(forward)
+    if problem:
+        return f"wrapped {forward.class_name}: {problem}"
+    if "backward_layer" in layer.config:
+        backward = _wrapped(layer, "backward_layer")
+        ignored = {"name", "go_backwards"}
+        mirrored = backward.class_name == forward.class_name and {
+            k: v for k, v in backward.config.items() if k not in ignored
+        } == {k: v for k, v in forward.config.items() if k not in ignored}
+        if not mirrored or backward.config.get("go_backwards") == forward.config.get(
+            "go_backwards"
+        ):
+            return "a backward_layer that is not the forward layer reversed"
+    return None
+
+
+def _bidirectional_config(layer: LayerSpec) -> dict[str, Any]:
+    forward = _wrapped(layer, "layer")
+    return {
+        "name": layer.name,
+        "trainable": False,
+        "dtype": "float32",
+        "merge_mode": layer.config.get("merge_mode", "concat"),
+        "layer": {"class_name": forward.class_name, "config": _layer_config(forward)},
+    }
 
 
 def _normalization_problem(layer: LayerSpec) -> str | None:
@@ -222,8 +286,9 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
         and not key.endswith(("_initializer", "_regularizer", "_constraint"))
     }
     config["dtype"] = "float32"
-    if "activation" in config:
-        config["activation"] = TFJS_ACTIVATIONS[activation_name(config["activation"])]
+    for key in ("activation", "recurrent_activation"):
+        if key in config:
+            config[key] = TFJS_ACTIVATIONS[activation_name(config[key])]
     if layer.class_name == "LeakyReLU":
         config["alpha"] = config.pop("negative_slope", 0.3)
     if layer.class_name == "ReLU":
@@ -237,11 +302,29 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
 def _weight_entries(layer: LayerSpec) -> list[tuple[str, np.ndarray]]:
     if layer.class_name == "Normalization":
         return _as_batch_norm(layer)[1]
+    if layer.class_name == "Bidirectional":
+        # TF.js names the two copies forward_<layer> and backward_<layer>.
+        inner = layer.config["layer"]["config"]["name"]
+        return [
+            (f"{layer.name}/{side}_{inner}/{name}", np.asarray(value, dtype="<f4"))
+            for side in ("forward", "backward")
+            for key, value in layer.weights.items()
+            if key.startswith(f"{side}/")
+            for name in [key.split("/", 1)[1]]
+        ]
     renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})
     return [
         (f"{layer.name}/{renames.get(name, name)}", np.asarray(value, dtype="<f4"))
         for name, value in layer.weights.items()
     ]
+
+
+def _tfjs_config(layer: LayerSpec) -> dict[str, Any]:
+    if layer.class_name == "Normalization":
+        return _as_batch_norm(layer)[0]
+    if layer.class_name == "Bidirectional":
+        return _bidirectional_config(layer)
+    return _layer_config(layer)
 
 
 def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
@@ -250,9 +333,7 @@ def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
         {
             "class_name": TFJS_CLASS_NAMES.get(layer.class_name, layer.class_name),
             "name": layer.name,
-            "config": _as_batch_norm(layer)[0]
-            if layer.class_name == "Normalization"
-            else _layer_config(layer),
+            "config": _tfjs_config(layer),
             "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],
         }
         for layer in graph.layers

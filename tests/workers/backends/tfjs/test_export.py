@@ -70,6 +70,28 @@ def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model
             lambda L: L.Normalization(mean=0.0, variance=1.0, invert=True, name="norm"),
             "unsupported: norm (Normalization) invert=True",
         ),
+        (lambda L: L.LSTM(3, name="rec"), None),
+        (
+            lambda L: L.GRU(3, name="rec"),
+            "unsupported: rec (GRU) reset_after=True (TF.js's GRU has only the Keras 1 form, "
+            "reset_after=False)",
+        ),
+        (
+            lambda L: L.LSTM(3, recurrent_activation="sparsemax", name="rec"),
+            "unsupported: rec (LSTM) recurrent_activation 'sparsemax'",
+        ),
+        (
+            lambda L: L.Bidirectional(L.GRU(3), name="bi"),
+            "unsupported: bi (Bidirectional) wrapped GRU: reset_after=True (TF.js's GRU has "
+            "only the Keras 1 form, reset_after=False)",
+        ),
+        (
+            lambda L: L.Bidirectional(
+                L.LSTM(3), backward_layer=L.SimpleRNN(3, go_backwards=True), name="bi"
+            ),
+            "unsupported: bi (Bidirectional) a backward_layer that is not the forward layer "
+            "reversed",
+        ),
     ],
 )
 def test_layers_tfjs_lacks_are_named(

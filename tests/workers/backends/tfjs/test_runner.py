@@ -314,3 +314,34 @@ def test_preprocessing_layers_run_in_the_browser_within_rounding(
     for comparison in compare(artifact.graph, results, against="numpy-f64"):
         verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
         assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
+
+
+def test_recurrent_layers_run_in_the_browser_within_rounding(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """LSTM, GRU (TF.js has only reset_after=False), SimpleRNN walking backwards and
+    Bidirectional (concat and sum), in both modes on every float32 TF.js backend, with
+    keras-cpu as the second opinion beside our float64 port."""
+    L = keras.layers
+    inp = keras.Input((6, 3))
+    x = L.LSTM(5, return_sequences=True, name="lstm")(inp)
+    x = L.Bidirectional(L.LSTM(4, return_sequences=True), name="both_ways")(x)
+    x = L.GRU(4, reset_after=False, return_sequences=True, name="gru")(x)
+    x = L.Bidirectional(L.GRU(3, reset_after=False), merge_mode="sum", name="summed")(
+        L.SimpleRNN(3, go_backwards=True, return_sequences=True, name="backwards")(x)
+    )
+    model = keras.Model(inp, L.Dense(2, name="head")(x))
+    randomize_weights(model, seed=21)
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
+    backends = ["keras-cpu", *TFJS_FLOAT32]
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=backends, reference="numpy-f64", modes=MODES
+    )
+    statuses = {backend: result.status for backend, result in results.items()}
+    assert statuses == dict.fromkeys(["numpy-f64", *backends], "done"), results
+    comparisons = compare(artifact.graph, results, against="numpy-f64", modes=MODES)
+    assert {(c.backend, c.mode) for c in comparisons} == {(b, m) for b in backends for m in MODES}
+    for comparison in comparisons:
+        verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+        assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
