@@ -123,7 +123,11 @@ def test_unsupported_layer_stops_only_the_numpy_backends(
     keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
     model = keras.Sequential(
-        [keras.Input((5, 3)), keras.layers.LSTM(4, name="memory"), keras.layers.Dense(2)]
+        [
+            keras.Input((5, 3)),
+            keras.layers.Conv1DTranspose(4, 2, name="widen"),
+            keras.layers.Dense(2),
+        ]
     )
     artifact = save_model(model)
     inputs = generate_inputs(InputRecipe("ones", batch=2), artifact.graph.input_shapes)
@@ -131,9 +135,9 @@ def test_unsupported_layer_stops_only_the_numpy_backends(
         runner_pool, artifact, inputs, backends=["keras-cpu", "numpy"], reference="numpy-f64"
     )
     assert results["numpy-f64"].status == "unsupported"
-    assert results["numpy"].reason == "unsupported: memory (LSTM)"
+    assert results["numpy"].reason == "unsupported: widen (Conv1DTranspose)"
     assert results["keras-cpu"].status == "done"
-    assert results["keras-cpu"].outputs["accumulated"]["memory"].shape == (2, 4)
+    assert results["keras-cpu"].outputs["accumulated"]["widen"].shape == (2, 6, 4)
     isolated = run_locally(
         runner_pool, artifact, inputs, backends=["keras-cpu"], reference="numpy-f64", modes=MODES
     )["keras-cpu"]

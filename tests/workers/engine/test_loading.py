@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,8 @@ def test_lambda_layer_is_refused_by_name(keras: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("operation", "node"),
     [
-        (lambda ops, x: x + 3.0, "'add' (Add)"),
-        (lambda ops, x: ops.tanh(x) * 0.5, "'tanh' (Tanh)"),
+        (lambda ops, x: x + 3.0, r"'add(_\d+)?' \(Add\)"),
+        (lambda ops, x: ops.tanh(x) * 0.5, r"'tanh(_\d+)?' \(Tanh\)"),
     ],
 )
 def test_keras_operation_nodes_are_refused_in_one_line(
@@ -91,7 +92,7 @@ def test_keras_operation_nodes_are_refused_in_one_line(
     with pytest.raises(ModelRefused) as refused:
         load_artifact(path)
     message = str(refused.value)
-    assert message.startswith(f"{node} is a keras.ops operation applied to tensors")
+    assert re.match(f"{node} is a keras.ops operation applied to tensors", message), message
     assert "\n" not in message and refused.value.status == 422
 
 
