@@ -135,31 +135,26 @@ def check_comparable(*, run_id: int, against: str) -> None:
     their stored outputs; otherwise the reason it cannot, naming what is missing."""
     with session_scope() as session:
         run = get_run(session, run_id)
-        _check_comparable(run, against)
-
-
-def _check_comparable(run: Run, against: str) -> None:
-    run_id = run.id
-    if run.status != RunStatus.DONE:
-        raise Conflict(f"run {run_id} is {run.status}; compare it once it is done")
-    finished = {b.backend: b for b in run.backend_runs if b.status == BackendStatus.DONE}
-    if against not in finished:
-        known = ", ".join(sorted(b.backend for b in run.backend_runs))
-        raise InvalidRequest(
-            f"run {run.id} has no finished backend {against!r} to compare "
-            f"against (backends: {known})"
-        )
-    if len(finished) < 2:
-        raise InvalidRequest(
-            f"run {run.id} has no other finished backend to compare with {against!r}"
-        )
-    # The backend asked for is named first when its own outputs are the ones gone.
-    expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
-    if expired:
-        gone = expired[0]
-        raise OutputsExpired(
-            run.id, gone.backend, gone.outputs_expired_at, settings.output_retention_days
-        )
+        if run.status != RunStatus.DONE:
+            raise Conflict(f"run {run_id} is {run.status}; compare it once it is done")
+        finished = {b.backend: b for b in run.backend_runs if b.status == BackendStatus.DONE}
+        if against not in finished:
+            known = ", ".join(sorted(b.backend for b in run.backend_runs))
+            raise InvalidRequest(
+                f"run {run_id} has no finished backend {against!r} to compare "
+                f"against (backends: {known})"
+            )
+        if len(finished) < 2:
+            raise InvalidRequest(
+                f"run {run_id} has no other finished backend to compare with {against!r}"
+            )
+        # The backend asked for is named first when its own outputs are the ones gone.
+        expired = [b for b in (finished[against], *finished.values()) if b.outputs_expired_at]
+        if expired:
+            gone = expired[0]
+            raise OutputsExpired(
+                run_id, gone.backend, gone.outputs_expired_at, settings.output_retention_days
+            )
 
 
 def read_rows(

@@ -8,13 +8,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.core.errors import NotFound
 from app.data import storage
 from app.data.orm import BackendRun, InputSet, Run, StoredModel, utcnow
+from app.data.pages import page
 from workers.engine.json_safe import jsonable
 from workers.engine.results import BackendResult, Mode
 from workers.engine.sequence import RunOrder
@@ -55,9 +56,7 @@ def list_runs(
     query = select(Run)
     if model_id is not None:
         query = query.filter_by(model_id=model_id)
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    runs = session.scalars(query.order_by(Run.id.desc()).offset(skip).limit(limit)).all()
-    return count, list(runs)
+    return page(session, query, order_by=Run.id.desc(), skip=skip, limit=limit)
 
 
 def get_run(session: Session, run_id: int) -> Run:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from app.core.config import settings
 from app.core.errors import Conflict, NotFound, TooLarge, UnsupportedFile
 from app.data import drift_cache, storage
 from app.data.orm import InputSet, Run, StoredModel
+from app.data.pages import page
 from workers.engine.loading import detect_format
 from workers.engine.status import RunStatus
 from workers.inspection import ModelInspector
@@ -92,11 +93,7 @@ def create_model(
 
 
 def list_models(session: Session, *, skip: int, limit: int) -> tuple[int, list[StoredModel]]:
-    count = session.scalar(select(func.count()).select_from(StoredModel)) or 0
-    models = session.scalars(
-        select(StoredModel).order_by(StoredModel.id).offset(skip).limit(limit)
-    ).all()
-    return count, list(models)
+    return page(session, select(StoredModel), order_by=StoredModel.id, skip=skip, limit=limit)
 
 
 def get_model(session: Session, model_id: int) -> StoredModel:

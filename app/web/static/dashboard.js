@@ -17,8 +17,8 @@ async function api(path, options) {
 
 // Reads never write: a finished run's comparison against a backend other than its
 // reference is asked for once, explicitly, then read.
-async function divergence(id, against, mode) {
-  const run = await api(`/api/runs/${id}`);
+async function divergence(run, against, mode) {
+  const id = run.id;
   if (against !== run.reference && run.status === 'done') {
     const stored = await api(`/api/runs/${id}/comparisons`);
     if (!stored.against.includes(against)) {
@@ -190,7 +190,7 @@ async function runPage() {
   };
 
   const renderChart = async (mode, div) => {
-    const data = await divergence(id, against.value, mode);
+    const data = await divergence(run, against.value, mode);
     const traces = Object.keys(data.drift_start).map((backend) => {
       const rows = data.rows.filter((row) => row.backend === backend);
       const start = data.drift_start[backend];
@@ -282,7 +282,7 @@ async function browserPage() {
   const metric = document.getElementById('metric');
   const layerSelect = document.getElementById('layer');
   fillSelect(metric, METRICS, 'rel_l2');
-  const data = await divergence(id, 'keras-cpu', 'accumulated');
+  const data = await divergence(run, 'keras-cpu', 'accumulated');
   const layers = [...new Set(data.rows.map((row) => row.layer))];
   fillSelect(layerSelect, layers, layers[layers.length - 1]);
   const redrawChart = async () => {

@@ -222,15 +222,26 @@ def _bidirectional_problem(layer: LayerSpec) -> str | None:
     return None
 
 
-def _bidirectional_config(layer: LayerSpec) -> dict[str, Any]:
+def _as_bidirectional(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """TF.js's Bidirectional rebuilds both copies from the forward layer's config and names
+    them forward_<layer> and backward_<layer>; the weights follow those names."""
     forward = _wrapped(layer, "layer")
-    return {
+    config = {
         "name": layer.name,
         "trainable": False,
         "dtype": "float32",
         "merge_mode": layer.config.get("merge_mode", "concat"),
         "layer": {"class_name": forward.class_name, "config": _layer_config(forward)},
     }
+    weights = []
+    for side in ("forward", "backward"):
+        for key, value in layer.weights.items():
+            if key.startswith(f"{side}/"):
+                name = key.removeprefix(f"{side}/")
+                weights.append(
+                    (f"{layer.name}/{side}_{forward.name}/{name}", np.asarray(value, dtype="<f4"))
+                )
+    return config, weights
 
 
 def _normalization_problem(layer: LayerSpec) -> str | None:
@@ -299,46 +310,35 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
     return config
 
 
-def _weight_entries(layer: LayerSpec) -> list[tuple[str, np.ndarray]]:
+def _tfjs_layer(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """The layer's TF.js config and its weights, named as TF.js looks them up."""
     if layer.class_name == "Normalization":
-        return _as_batch_norm(layer)[1]
+        return _as_batch_norm(layer)
     if layer.class_name == "Bidirectional":
-        # TF.js names the two copies forward_<layer> and backward_<layer>.
-        inner = layer.config["layer"]["config"]["name"]
-        return [
-            (f"{layer.name}/{side}_{inner}/{name}", np.asarray(value, dtype="<f4"))
-            for side in ("forward", "backward")
-            for key, value in layer.weights.items()
-            if key.startswith(f"{side}/")
-            for name in [key.split("/", 1)[1]]
-        ]
+        return _as_bidirectional(layer)
     renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})
-    return [
+    weights = [
         (f"{layer.name}/{renames.get(name, name)}", np.asarray(value, dtype="<f4"))
         for name, value in layer.weights.items()
     ]
-
-
-def _tfjs_config(layer: LayerSpec) -> dict[str, Any]:
-    if layer.class_name == "Normalization":
-        return _as_batch_norm(layer)[0]
-    if layer.class_name == "Bidirectional":
-        return _bidirectional_config(layer)
-    return _layer_config(layer)
+    return _layer_config(layer), weights
 
 
 def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
     """The model.json document and the weights file's bytes."""
-    layers = [
-        {
-            "class_name": TFJS_CLASS_NAMES.get(layer.class_name, layer.class_name),
-            "name": layer.name,
-            "config": _tfjs_config(layer),
-            "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],
-        }
-        for layer in graph.layers
-    ]
-    weights = [entry for layer in graph.layers for entry in _weight_entries(layer)]
+    layers: list[dict[str, Any]] = []
+    weights: list[tuple[str, np.ndarray]] = []
+    for layer in graph.layers:
+        config, layer_weights = _tfjs_layer(layer)
+        layers.append(
+            {
+                "class_name": TFJS_CLASS_NAMES.get(layer.class_name, layer.class_name),
+                "name": layer.name,
+                "config": config,
+                "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],
+            }
+        )
+        weights.extend(layer_weights)
     topology = {
         "class_name": "Model",
         "config": {
