@@ -20,8 +20,8 @@ from typing import Any
 
 from workers.backends.registry import REGISTRY
 from workers.engine.errors import InvalidRequest
-from workers.engine.graph import ModelStructureError, architecture_signature
-from workers.engine.loading import ModelRefused, load_artifact
+from workers.engine.graph import architecture_signature
+from workers.engine.loading import load_artifact
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 from workers.processes.lifetime import die_with_parent
 
@@ -34,7 +34,7 @@ def summarize_model(path: str, options: EngineOptions) -> dict[str, Any]:
     """Runs in the child: layers, architecture and which backends can run the model."""
     try:
         artifact = load_artifact(Path(path), options)
-    except (ModelRefused, ModelStructureError) as error:
+    except InvalidRequest as error:
         return {"error": str(error)}
     graph = artifact.graph
     architecture, label = architecture_signature(graph)

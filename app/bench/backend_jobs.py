@@ -20,7 +20,8 @@ from workers.backends.pool import RunnerPool
 from workers.engine.examples import write_example
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.keras_env import import_keras
-from workers.engine.loading import ModelArtifact, capture_model, load_artifact
+from workers.engine.loading import ModelArtifact, load_artifact
+from workers.engine.unroll import capture_model
 from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus
 
@@ -55,8 +56,7 @@ def bare_predict(
     """`predict` on a model whose outputs are every layer: what a user would write."""
     keras = import_keras(options.onednn)
     model = keras.saving.load_model(artifact.path, compile=False)
-    names = [layer.name for layer in artifact.graph.compute_layers]
-    capture = capture_model(keras, model, names)
+    capture = capture_model(keras, model).model
     feed = [inputs[layer.name] for layer in artifact.graph.inputs]
 
     def predict() -> None:

@@ -24,8 +24,9 @@ import numpy as np
 from workers.backends.base import LayerInputs, LayerOutputs, Runner, unsupported_label
 from workers.engine.graph import LayerSpec
 from workers.engine.keras_env import import_keras, onednn_enabled
-from workers.engine.loading import ModelArtifact, capture_model, load_keras_model
+from workers.engine.loading import ModelArtifact, load_keras_model
 from workers.engine.options import EngineOptions
+from workers.engine.unroll import KerasCapture, capture_model
 
 NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
 MODELS_KEPT = 2
@@ -33,10 +34,9 @@ MODELS_KEPT = 2
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model and its all-layers capture model; `lock` keeps one job at a time on them."""
+    """A model's all-nodes capture; `lock` keeps one job at a time on it."""
 
-    model: Any
-    capture: Any
+    capture: KerasCapture
     lock: threading.Lock
 
 
@@ -91,13 +91,9 @@ class KerasCpuRunner(Runner):
                 self._loaded.move_to_end(model.sha256)
                 return self._loaded[model.sha256]
         keras_model = load_keras_model(model.path, self._keras, self.options)
-        capture = capture_model(
-            self._keras, keras_model, [layer.name for layer in model.graph.compute_layers]
-        )
+        capture = capture_model(self._keras, keras_model)
         with self._loaded_lock:
-            entry = self._loaded.setdefault(
-                model.sha256, LoadedModel(keras_model, capture, threading.Lock())
-            )
+            entry = self._loaded.setdefault(model.sha256, LoadedModel(capture, threading.Lock()))
             while len(self._loaded) > MODELS_KEPT:
                 self._loaded.popitem(last=False)
             return entry
@@ -106,15 +102,14 @@ class KerasCpuRunner(Runner):
         loaded = self.loaded_model(model)
         feed = [inputs[layer.name] for layer in model.graph.inputs]
         with loaded.lock, self._tf.device("/CPU:0"):
-            outputs = loaded.capture.predict(
+            outputs = loaded.capture.model.predict(
                 feed if len(feed) > 1 else feed[0],
                 batch_size=self.options.keras_batch_size,
                 verbose=0,
             )
         if not isinstance(outputs, list):
             outputs = [outputs]
-        names = [layer.name for layer in model.graph.compute_layers]
-        return dict(zip(names, outputs, strict=True))
+        return dict(zip(loaded.capture.names, outputs, strict=True))
 
     def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
         loaded = self.loaded_model(model)
@@ -122,10 +117,7 @@ class KerasCpuRunner(Runner):
         with loaded.lock, self._tf.device("/CPU:0"):
             for layer in model.graph.compute_layers:
                 feed = [self._tf.constant(x) for x in layer_inputs[layer.name]]
-                result = loaded.model.get_layer(layer.name)(
-                    feed if len(feed) > 1 else feed[0], training=False
-                )
-                outputs[layer.name] = np.asarray(result)
+                outputs[layer.name] = np.asarray(loaded.capture.call(layer.name, feed))
         return outputs
 
     def environment(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """A backend-neutral description of a Keras model: layers, configs, weights, wiring.
 
 The numpy runners read this and never a Keras object, so our port depends only on
-the layer configs and weights, as a hand re-implementation would. The wiring is
-parsed from the model's Keras 3 config (the `inbound_nodes` of a Functional model,
-the order of a Sequential one), the same data a TF.js topology is written from.
+the layer configs and weights, as a hand re-implementation would. One spec per
+node of the unrolled model (`workers.engine.unroll`): a nested layer under its
+path, a repeated call as `name@k`, a keras.ops operation as class `ops.<Name>`
+with its recorded arguments; the TF.js topology is written from the same list.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from workers.engine.errors import InvalidRequest
+
+from workers.engine.unroll import KerasNode, unroll
 
 INPUT_LAYER = "InputLayer"
-NESTED_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
-
-
-class ModelStructureError(InvalidRequest):
-    """The model's wiring is something the engine cannot describe layer by layer."""
 
 
 @dataclass(frozen=True)
@@ -68,29 +65,6 @@ class ModelGraph:
     def compute_layers(self) -> list[LayerSpec]:
         """The layers whose outputs are captured and compared (inputs excluded), in order."""
         return [layer for layer in self.layers if not layer.is_input]
-
-
-def _history_names(args: Any) -> list[str]:
-    """Layer names of every Keras tensor in a node's call arguments, in call order."""
-    if isinstance(args, dict):
-        if args.get("class_name") == "__keras_tensor__":
-            return [args["config"]["keras_history"][0]]
-        return [name for value in args.values() for name in _history_names(value)]
-    if isinstance(args, list | tuple):
-        return [name for item in args for name in _history_names(item)]
-    return []
-
-
-def _inbound_of(layer_config: dict[str, Any]) -> list[str]:
-    nodes = layer_config.get("inbound_nodes", [])
-    if len(nodes) > 1:
-        raise ModelStructureError(
-            f"layer {layer_config['name']!r} is called {len(nodes)} times; "
-            "shared layers cannot be captured layer by layer"
-        )
-    if not nodes:
-        return []
-    return _history_names(nodes[0].get("args", []))
 
 
 def _input_spec(name: str, batch_shape: list[int | None], dtype: str) -> LayerSpec:
@@ -150,65 +124,52 @@ def graph_from_summary(name: str, layers: list[dict[str, Any]]) -> ModelGraph:
     )
 
 
-# Keras 3 serialises an operation on symbolic tensors as a node whose module is this.
-KERAS_OPS_MODULE = "keras.src.ops"
+OPERATION_PREFIX = "ops."
 
 
-def keras_operation_node(entry: dict[str, Any]) -> str | None:
-    """Why a serialised graph node that is a keras.ops operation, not a layer, cannot be
-    compared yet; None for a layer."""
-    if not str(entry.get("module", "")).startswith(KERAS_OPS_MODULE):
-        return None
-    name = entry.get("config", {}).get("name", "?")
-    return (
-        f"{name!r} ({entry.get('class_name')}) is a keras.ops operation applied to "
-        "tensors (such as x + 3.0), not a layer; driftbench compares layers only so far: "
-        "express it with a layer (Add, Multiply, Activation, Rescaling)"
+def _call_template(node: KerasNode) -> dict[str, Any]:
+    """The operation's recorded arguments with each tensor replaced by {"input": i}, the
+    index of its inbound node: constants (`x * 0.5`), axes and slices stay as given."""
+    index = {id(t): i for i, t in reversed(list(enumerate(node.call.input_tensors)))}
+
+    def template(value: Any) -> Any:
+        if id(value) in index:
+            return {"input": index[id(value)]}
+        if isinstance(value, list | tuple):
+            return [template(item) for item in value]
+        if isinstance(value, dict):
+            return {key: template(item) for key, item in value.items()}
+        return value
+
+    arguments = node.call.arguments
+    return {"args": template(list(arguments.args)), "kwargs": template(dict(arguments.kwargs))}
+
+
+def _spec(node: KerasNode) -> LayerSpec:
+    if node.is_input:
+        return _input_spec(node.name, list(node.output_shape), node.dtype)
+    operation = node.operation
+    if node.is_layer:
+        class_name = type(operation).__name__
+        config = operation.get_config()
+    else:
+        class_name = OPERATION_PREFIX + type(operation).__name__
+        config = {**operation.get_config(), "call": _call_template(node)}
+    return LayerSpec(
+        name=node.name,
+        class_name=class_name,
+        config=config,
+        weights=_layer_weights(operation) if node.is_layer else {},
+        inbound=node.inbound,
+        output_shape=node.output_shape,
     )
 
 
 def graph_from_keras(model: Any) -> ModelGraph:
-    """Describe a loaded Keras 3 model (Sequential or Functional) as a `ModelGraph`."""
-    config = model.get_config()
-    layer_configs = config["layers"]
-    for entry in layer_configs:
-        if entry["class_name"] in NESTED_MODEL_CLASSES:
-            raise ModelStructureError(
-                f"layer {entry['config']['name']!r} is a nested {entry['class_name']} model; "
-                "flatten it into one model to compare it layer by layer"
-            )
-        operation = keras_operation_node(entry)
-        if operation:
-            raise ModelStructureError(operation)
-    sequential = "inbound_nodes" not in (layer_configs[0] if layer_configs else {})
-    layers: list[LayerSpec] = []
-    previous: str | None = None
-    if sequential and (not layer_configs or layer_configs[0]["class_name"] != INPUT_LAYER):
-        shape = config.get("build_input_shape") or list(model.inputs[0].shape)
-        layers.append(_input_spec("input", list(shape), "float32"))
-        previous = "input"
-    for entry in layer_configs:
-        layer_config = entry["config"]
-        name = layer_config["name"]
-        if entry["class_name"] == INPUT_LAYER:
-            layers.append(_input_spec(name, layer_config["batch_shape"], layer_config["dtype"]))
-            previous = name
-            continue
-        keras_layer = model.get_layer(name)
-        inbound = [previous] if sequential else _inbound_of(entry)
-        layers.append(
-            LayerSpec(
-                name=name,
-                class_name=entry["class_name"],
-                config=layer_config,
-                weights=_layer_weights(keras_layer),
-                inbound=[n for n in inbound if n is not None],
-                output_shape=tuple(keras_layer.output.shape),
-            )
-        )
-        previous = name
-    outputs = [layers[-1].name] if sequential else _names_of_refs(config["output_layers"])
-    return ModelGraph(name=config.get("name", "model"), layers=layers, outputs=outputs)
+    """Describe a loaded Keras 3 model, nested models and repeated calls unrolled (see
+    `workers.engine.unroll`), as a `ModelGraph`."""
+    nodes, outputs = unroll(model)
+    return ModelGraph(name=model.name, layers=[_spec(node) for node in nodes], outputs=outputs)
 
 
 def _layer_weights(keras_layer: Any) -> dict[str, np.ndarray]:
@@ -224,10 +185,3 @@ def _layer_weights(keras_layer: Any) -> dict[str, np.ndarray]:
             for w in inner.weights
         }
     return {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
-
-
-def _names_of_refs(refs: list[Any]) -> list[str]:
-    """`output_layers` is either one ["name", node, tensor] triple or a list of them."""
-    if refs and isinstance(refs[0], str):
-        return [refs[0]]
-    return [ref[0] for ref in refs]

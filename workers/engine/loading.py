@@ -12,6 +12,7 @@ Dense layer with billions of units is refused by a limit instead of by the kerne
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import zipfile
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engine.errors import InvalidRequest
-from workers.engine.graph import ModelGraph, graph_from_keras, keras_operation_node
+from workers.engine.graph import ModelGraph, graph_from_keras
 from workers.engine.keras_env import import_keras
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 
@@ -177,6 +178,15 @@ def check_parameter_count(
         )
 
 
+# Layers that `keras.applications` models are built with, outside `keras.layers`.
+APPLICATION_LAYERS = frozenset({("keras.src.applications.convnext", "LayerScale")})
+# The modules whose Operation classes a Functional graph may apply to tensors
+# (`x + 3.0` is keras.src.ops.numpy's Add); each is imported by Keras itself anyway.
+OPERATION_MODULES = frozenset(
+    {"keras.src.ops.numpy", "keras.src.ops.nn", "keras.src.ops.math", "keras.src.ops.image"}
+)
+
+
 def _builtin_layer_classes(keras: Any) -> frozenset[str]:
     return frozenset(
         name
@@ -184,6 +194,20 @@ def _builtin_layer_classes(keras: Any) -> frozenset[str]:
         if isinstance(getattr(keras.layers, name), type)
         and issubclass(getattr(keras.layers, name), keras.layers.Layer)
     )
+
+
+def _operation_problem(entry: dict[str, Any]) -> str | None:
+    """Why a serialised node naming a module under keras.src.ops is not a built-in
+    operation, or None when it is one (an Operation class of an allowed module)."""
+    module = entry.get("module")
+    class_name = entry.get("class_name", "?")
+    if module not in OPERATION_MODULES:
+        return f"module {module!r} is not one of Keras's operation modules"
+    candidate = getattr(importlib.import_module(module), str(class_name), None)
+    operation = importlib.import_module("keras.src.ops.operation").Operation
+    if not (isinstance(candidate, type) and issubclass(candidate, operation)):
+        return f"{module} has no operation {class_name!r}"
+    return None
 
 
 def _foreign_object(value: Any) -> str | None:
@@ -212,7 +236,8 @@ def _foreign_object(value: Any) -> str | None:
 
 def check_model_config(config: dict[str, Any], keras: Any = None) -> None:
     """Refuse Lambda layers and custom objects, naming the layer; never executes them."""
-    builtin = _builtin_layer_classes(keras or import_keras())
+    keras = keras or import_keras()
+    builtin = _builtin_layer_classes(keras)
     pending = [config]
     while pending:
         model_entry = pending.pop()
@@ -227,10 +252,13 @@ def check_model_config(config: dict[str, Any], keras: Any = None) -> None:
             if class_name in {"Functional", "Sequential", "Model"}:
                 pending.append(layer)
                 continue
-            operation = keras_operation_node(layer)
-            if operation:
-                raise ModelRefused(operation)
-            if class_name not in builtin:
+            if str(layer.get("module", "")).startswith("keras.src.ops"):
+                problem = _operation_problem(layer)
+                if problem:
+                    raise ModelRefused(f"operation node {name!r} ({class_name}): {problem}")
+            elif class_name not in builtin and (layer.get("module"), class_name) not in (
+                APPLICATION_LAYERS
+            ):
                 raise ModelRefused(
                     f"layer {name!r} has class {class_name!r}, which is not a "
                     "built-in Keras layer (custom objects are never loaded)"
@@ -259,14 +287,6 @@ def load_keras_model(
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         raise ModelRefused(f"{path.name}: Keras could not load the model ({error})") from error
-
-
-def capture_model(keras: Any, keras_model: Any, layer_names: list[str]) -> Any:
-    """The model with every named layer's output made an output, so one `predict` captures
-    every layer from the same graph a user's `model.predict` runs."""
-    return keras.Model(
-        keras_model.inputs, [keras_model.get_layer(name).output for name in layer_names]
-    )
 
 
 def load_artifact(path: Path, options: EngineOptions = DEFAULT_OPTIONS) -> ModelArtifact:

@@ -141,7 +141,8 @@ def serve(connection: Connection, options: EngineOptions, fp32: bool, parent_pid
     precision = set_precision(framework, fp32)
     import keras
 
-    from workers.engine.loading import capture_model, load_keras_model
+    from workers.engine.loading import load_keras_model
+    from workers.engine.unroll import capture_model
 
     connection.send(
         {
@@ -155,26 +156,23 @@ def serve(connection: Connection, options: EngineOptions, fp32: bool, parent_pid
             }
         }
     )
-    models: dict[str, tuple[Any, Any]] = {}
+    models: dict[str, Any] = {}
     while (request := connection.recv()) is not None:
         mode, path, names, feeds = request
         try:
             if path not in models:
                 model = load_keras_model(Path(path), keras, options)
-                capture = capture_model(keras, model, names)
                 models.clear()
-                models[path] = (model, capture)
-            model, capture = models[path]
+                models[path] = capture_model(keras, model)
+            capture = models[path]
             if mode == "accumulated":
-                outputs = capture.predict(feeds if len(feeds) > 1 else feeds[0], verbose=0)
+                outputs = capture.model.predict(feeds if len(feeds) > 1 else feeds[0], verbose=0)
                 outputs = outputs if isinstance(outputs, list) else [outputs]
             else:
                 outputs = []
                 for name, layer_feed in zip(names, feeds, strict=True):
                     tensors = [keras.ops.convert_to_tensor(x) for x in layer_feed]
-                    result = model.get_layer(name)(
-                        tensors if len(tensors) > 1 else tensors[0], training=False
-                    )
+                    result = capture.call(name, tensors)
                     outputs.append(keras.ops.convert_to_numpy(result))
             connection.send({"outputs": [np.asarray(o, dtype=np.float32) for o in outputs]})
         except Exception as error:  # reported to the parent, which keeps other jobs going

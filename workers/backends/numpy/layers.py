@@ -404,6 +404,27 @@ def up_sampling(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     return _restore_format(inner, data_format)
 
 
+def embedding(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Row lookup; an id outside [0, input_dim) is refused, as Keras's CPU gather is."""
+    ids = np.asarray(x)
+    if ids.dtype.kind == "f":
+        if not np.array_equal(ids, np.round(ids)):
+            raise LayerConfigUnsupported("non-integer token ids")
+        ids = ids.astype(np.int64)
+    table = weights["embeddings"]
+    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+        raise LayerConfigUnsupported(
+            f"token ids in [{ids.min()}, {ids.max()}] outside [0, {table.shape[0]})"
+        )
+    return table[ids]
+
+
+def layer_scale(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """ConvNeXt's LayerScale: x times one learned scale per channel (its only variable)."""
+    (gamma,) = weights.values()
+    return x * gamma
+
+
 def _unary(function: Callable[[np.ndarray, Config, Weights], np.ndarray]) -> LayerFunction:
     return lambda inputs, config, weights: function(inputs[0], config, weights)
 
@@ -469,6 +490,8 @@ FEEDFORWARD_LAYERS: dict[str, LayerFunction] = {
     "BatchNormalization": _unary(batch_norm),
     "LayerNormalization": _unary(layer_norm),
     "Rescaling": _unary(rescaling),
+    "Embedding": _unary(embedding),
+    "LayerScale": _unary(layer_scale),
     "Normalization": _unary(normalization),
     "ZeroPadding2D": _unary(zero_padding),
     "Cropping2D": _unary(cropping),

@@ -1,10 +1,11 @@
-"""Every layer the numpy port computes, by Keras class name: the one table its runner,
+"""Every layer and keras.ops operation (`ops.<Class>`) the numpy port computes: the one table its runner,
 the TF.js export's shared helpers and the tests read."""
 
 from __future__ import annotations
 
 from workers.backends.numpy.layers import FEEDFORWARD_LAYERS, LayerFunction
+from workers.backends.numpy.operations import OPERATIONS
 from workers.backends.numpy.recurrent import RECURRENT_LAYERS
 
-LAYERS: dict[str, LayerFunction] = {**FEEDFORWARD_LAYERS, **RECURRENT_LAYERS}
+LAYERS: dict[str, LayerFunction] = {**FEEDFORWARD_LAYERS, **RECURRENT_LAYERS, **OPERATIONS}
 SUPPORTED_LAYERS: frozenset[str] = frozenset({*LAYERS, "InputLayer"})
