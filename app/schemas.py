@@ -66,11 +66,12 @@ class ModelsPublic(BaseModel):
 
 
 class InputGenerate(BaseModel):
-    """Generated inputs: `ones`, `uniform(low, high)` or `normal(mean, std)`, seeded."""
+    """Generated inputs, seeded: `ones`, `uniform(low, high)`, `normal(mean, std)`, or
+    `randint(low, high)` (integers in [low, high), e.g. token ids for an Embedding)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["ones", "uniform", "normal"]
+    kind: Literal["ones", "uniform", "normal", "randint"]
     batch: Annotated[int, Field(ge=1)] = 1
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     low: float = -1.0

@@ -50,6 +50,7 @@ def summarize_model(path: str, options: EngineOptions) -> dict[str, Any]:
                 "params": layer.param_count,
                 "depth": 0 if layer.is_input else depth,
                 "inbound": layer.inbound,
+                **({"dtype": layer.config["dtype"]} if layer.is_input else {}),
             }
         )
     support = {

@@ -133,7 +133,12 @@ def _input_set_from_file(session: Session, model_id: int, upload: UploadFile) ->
     suffix = ".npz" if (upload.filename or "").endswith(".npz") else ".npy"
     with storage.staged_file(suffix, upload.filename) as staged:
         uploads.copy_limited(upload.file, staged)
-        inputs = load_input_file(staged, uploads.input_shapes(model), settings.max_input_bytes)
+        inputs = load_input_file(
+            staged,
+            uploads.input_shapes(model),
+            settings.max_input_bytes,
+            uploads.input_dtypes(model),
+        )
     return uploads.create_input_set(
         session, model=model, kind="npy", params={"filename": upload.filename}, inputs=inputs
     )
@@ -154,7 +159,7 @@ def _input_set_from_spec(session: Session, model_id: int, body: bytes) -> InputS
         )
     recipe = InputRecipe(**spec.model_dump())
     check_generated_size(recipe.batch, shapes, settings.max_input_bytes)
-    inputs = generate_inputs(recipe, shapes)
+    inputs = generate_inputs(recipe, shapes, uploads.input_dtypes(model))
     check_input_shapes(inputs, shapes)
     return uploads.create_input_set(
         session, model=model, kind=spec.kind, params=spec.model_dump(), inputs=inputs

@@ -21,9 +21,9 @@ from workers.engine.examples import write_example
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
-from workers.engine.unroll import capture_model
 from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus
+from workers.engine.unroll import capture_model
 
 
 def example_job(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.cli.terminal_tables import amplification_line, backend_line, comparison_table
+from app.cli.zoo import add_zoo_parser
 from app.core.config import MiB, settings
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
@@ -103,7 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import_keras(settings.onednn)  # before an example model's build imports TensorFlow
     artifact = load_artifact(resolve_model(args.model), settings.engine_options())
     if args.inputs is not None:
-        inputs = load_input_file(args.inputs, artifact.graph.input_shapes, settings.max_input_bytes)
+        inputs = load_input_file(
+            args.inputs,
+            artifact.graph.input_shapes,
+            settings.max_input_bytes,
+            artifact.graph.input_dtypes,
+        )
         label = str(args.inputs)
     else:
         recipe = InputRecipe(
@@ -115,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             mean=args.mean,
             std=args.std,
         )
-        inputs = generate_inputs(recipe, artifact.graph.input_shapes)
+        inputs = generate_inputs(recipe, artifact.graph.input_shapes, artifact.graph.input_dtypes)
         label = f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
     status = drift_command(
         artifact,
@@ -310,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--generate", choices=GENERATOR_KINDS, default="uniform")
     run.add_argument("--batch", type=int, default=1)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--low", type=float, default=-1.0, help="uniform lower bound")
-    run.add_argument("--high", type=float, default=1.0, help="uniform upper bound")
+    run.add_argument("--low", type=float, default=-1.0, help="uniform/randint lower bound")
+    run.add_argument(
+        "--high", type=float, default=1.0, help="uniform upper bound; randint's, exclusive"
+    )
     run.add_argument("--mean", type=float, default=0.0, help="normal mean")
     run.add_argument("--std", type=float, default=1.0, help="normal standard deviation")
     run.add_argument(
@@ -368,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete the layer outputs of runs older than DRIFTBENCH_OUTPUT_RETENTION_DAYS",
     )
     expire.set_defaults(handler=cmd_outputs_expire)
+
+    add_zoo_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start the service, run dense10x50 on every backend, print the drift"

@@ -127,6 +127,15 @@ def input_shapes(model: StoredModel) -> dict[str, tuple[int | None, ...]]:
     }
 
 
+def input_dtypes(model: StoredModel) -> dict[str, str]:
+    """Models stored before dtypes were recorded took float32 inputs only."""
+    return {
+        layer["name"]: layer.get("dtype", "float32")
+        for layer in model.layers
+        if layer["class_name"] == "InputLayer"
+    }
+
+
 def create_input_set(
     session: Session,
     *,

@@ -128,16 +128,18 @@ class Runner(ABC):
         """The model end to end: every layer's output from one forward pass (accumulated)."""
         self._check(model)
         check_input_shapes(inputs, model.graph.input_shapes)
-        outputs = self.run_impl(model, {k: v.astype(self.OUTPUT_DTYPE) for k, v in inputs.items()})
+        outputs = self.run_impl(model, {k: self._own_dtype(v) for k, v in inputs.items()})
         return self._collect(model.graph, outputs)
 
     def run_isolated(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
         """Each layer fed the reference's inputs to that layer: the layer's own error only."""
         self._check(model)
-        cast = {
-            name: [x.astype(self.OUTPUT_DTYPE) for x in xs] for name, xs in layer_inputs.items()
-        }
+        cast = {name: [self._own_dtype(x) for x in xs] for name, xs in layer_inputs.items()}
         return self._collect(model.graph, self.run_isolated_impl(model, cast))
+
+    def _own_dtype(self, array: np.ndarray) -> np.ndarray:
+        """Floats in the backend's precision; integers (token ids) stay integers."""
+        return array.astype(self.OUTPUT_DTYPE) if array.dtype.kind == "f" else array
 
     def _check(self, model: ModelArtifact) -> None:
         if not self.active:

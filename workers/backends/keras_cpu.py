@@ -29,6 +29,7 @@ from workers.engine.options import EngineOptions
 from workers.engine.unroll import KerasCapture, capture_model
 
 NCHW_UNSUPPORTED_ON_CPU = frozenset({"Conv1D", "Conv2D", "Conv2DTranspose"})
+ONEDNN_ONLY_TRANSPOSED = frozenset({"Conv1DTranspose", "Conv3DTranspose"})
 MODELS_KEPT = 2
 
 
@@ -66,10 +67,20 @@ class KerasCpuRunner(Runner):
                 "TensorFlow has no NCHW convolution kernel on the CPU"
             )
         dilation = config.get("dilation_rate", 1)
-        if layer.class_name == "Conv2DTranspose" and any(d != 1 for d in np.atleast_1d(dilation)):
+        dilated = any(d != 1 for d in np.atleast_1d(dilation))
+        if layer.class_name == "Conv2DTranspose" and dilated:
             return (
-                f"{label} dilation_rate {tuple(dilation)}: "
+                f"{label} dilation_rate {tuple(np.atleast_1d(dilation))}: "
                 "TensorFlow's CPU transposed convolution does not implement dilation"
+            )
+        if (
+            layer.class_name in ONEDNN_ONLY_TRANSPOSED
+            and (dilated or config.get("data_format") == "channels_first")
+            and not onednn_enabled()
+        ):
+            return (
+                f"{label} dilation or channels_first: TensorFlow's CPU runs this transposed "
+                "convolution with oneDNN only (TF_ENABLE_ONEDNN_OPTS=0 here)"
             )
         return None
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-
 from workers.engine.unroll import KerasNode, unroll
 
 INPUT_LAYER = "InputLayer"
@@ -60,6 +59,10 @@ class ModelGraph:
     @property
     def input_shapes(self) -> dict[str, tuple[int | None, ...]]:
         return {layer.name: layer.output_shape for layer in self.inputs}
+
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        return {layer.name: layer.config["dtype"] for layer in self.inputs}
 
     @property
     def compute_layers(self) -> list[LayerSpec]:
@@ -151,7 +154,7 @@ def _spec(node: KerasNode) -> LayerSpec:
     operation = node.operation
     if node.is_layer:
         class_name = type(operation).__name__
-        config = operation.get_config()
+        config = {**operation.get_config(), "call": _call_template(node)}
     else:
         class_name = OPERATION_PREFIX + type(operation).__name__
         config = {**operation.get_config(), "call": _call_template(node)}
@@ -174,7 +177,9 @@ def graph_from_keras(model: Any) -> ModelGraph:
 
 def _layer_weights(keras_layer: Any) -> dict[str, np.ndarray]:
     """A layer's variables by name. A Bidirectional layer holds two cells whose variables
-    share their names: keyed 'forward/<name>' and 'backward/<name>'."""
+    share their names: keyed 'forward/<name>' and 'backward/<name>'; any other layer whose
+    variables share names (MultiHeadAttention's four sublayers) by path within the layer,
+    'query/kernel'."""
     if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
         return {
             f"{side}/{w.name}": np.asarray(w.numpy())
@@ -184,4 +189,7 @@ def _layer_weights(keras_layer: Any) -> dict[str, np.ndarray]:
             )
             for w in inner.weights
         }
-    return {w.name: np.asarray(w.numpy()) for w in keras_layer.weights}
+    weights = keras_layer.weights
+    if len({w.name for w in weights}) == len(weights):
+        return {w.name: np.asarray(w.numpy()) for w in weights}
+    return {w.path.removeprefix(f"{keras_layer.path}/"): np.asarray(w.numpy()) for w in weights}

@@ -1,7 +1,9 @@
 """Model inputs: loaded from `.npy`/`.npz` files or generated from a seeded recipe.
 
-Inputs are float32 because that is what every deployed backend is fed; NaN and Inf
-are allowed on purpose, since how a backend propagates them is part of its drift.
+Float inputs are float32 because that is what every deployed backend is fed; NaN and
+Inf are allowed on purpose, since how a backend propagates them is part of its drift.
+An input the model declares as integer (token ids for an Embedding) is generated
+and kept as int32, never passed through float.
 An uploaded file's `.npy` headers are read and judged before numpy loads any data:
 numpy would otherwise allocate whatever size a hostile header declares.
 """
@@ -18,9 +20,15 @@ import numpy as np
 
 from workers.engine.errors import InvalidRequest
 
-GeneratorKind = Literal["ones", "uniform", "normal"]
-GENERATOR_KINDS: tuple[str, ...] = ("ones", "uniform", "normal")
+GeneratorKind = Literal["ones", "uniform", "normal", "randint"]
+GENERATOR_KINDS: tuple[str, ...] = ("ones", "uniform", "normal", "randint")
 InputShapes = dict[str, tuple[int | None, ...]]
+InputDtypes = dict[str, str]
+INTEGER_DTYPE = np.int32
+
+
+def takes_integers(dtype: str) -> bool:
+    return np.dtype(dtype).kind in "iu"
 
 
 class InputError(InvalidRequest):
@@ -44,8 +52,12 @@ class InputRecipe:
             raise InputError(f"unknown generator {self.kind!r}; use one of {GENERATOR_KINDS}")
         if self.batch < 1:
             raise InputError(f"batch must be at least 1, got {self.batch}")
-        if self.kind == "uniform" and not self.low < self.high:
-            raise InputError(f"uniform needs low < high, got low={self.low} high={self.high}")
+        if self.kind in ("uniform", "randint") and not self.low < self.high:
+            raise InputError(f"{self.kind} needs low < high, got low={self.low} high={self.high}")
+        if self.kind == "randint" and not (
+            float(self.low).is_integer() and float(self.high).is_integer()
+        ):
+            raise InputError(f"randint needs integer bounds, got low={self.low} high={self.high}")
         if self.kind == "normal" and self.std < 0:
             raise InputError(f"normal needs std >= 0, got {self.std}")
 
@@ -59,26 +71,47 @@ def _concrete_shape(graph_shape: tuple[int | None, ...], batch: int, name: str) 
     return (batch, *(int(dim) for dim in graph_shape[1:]))
 
 
-def generate_inputs(recipe: InputRecipe, input_shapes: InputShapes) -> dict[str, np.ndarray]:
-    """One array per model input (shapes as `ModelGraph.input_shapes` gives them)."""
+def generate_inputs(
+    recipe: InputRecipe, input_shapes: InputShapes, input_dtypes: InputDtypes | None = None
+) -> dict[str, np.ndarray]:
+    """One array per model input (shapes and dtypes as `ModelGraph` gives them)."""
     rng = np.random.default_rng(recipe.seed)
     inputs: dict[str, np.ndarray] = {}
     for name, model_shape in input_shapes.items():
         shape = _concrete_shape(model_shape, recipe.batch, name)
+        integers = takes_integers((input_dtypes or {}).get(name, "float32"))
+        if integers and recipe.kind not in ("ones", "randint"):
+            raise InputError(
+                f"input {name!r} takes integers (token ids): generate them with "
+                "randint --low 0 --high <vocabulary size>"
+            )
         if recipe.kind == "ones":
             values = np.ones(shape)
         elif recipe.kind == "uniform":
             values = rng.uniform(recipe.low, recipe.high, size=shape)
+        elif recipe.kind == "randint":
+            values = rng.integers(int(recipe.low), int(recipe.high), size=shape)
         else:
             values = rng.normal(recipe.mean, recipe.std, size=shape)
-        inputs[name] = values.astype(np.float32)
+        inputs[name] = values.astype(INTEGER_DTYPE if integers else np.float32)
     return inputs
 
 
-def _as_float32(array: np.ndarray, label: str) -> np.ndarray:
+def _as_model_dtype(array: np.ndarray, label: str, dtype: str) -> np.ndarray:
+    """float32 for a float input; int32 for an integer one, which takes integers only."""
     if array.dtype.kind not in "fiub":
         raise InputError(f"{label}: dtype {array.dtype} is not numeric")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    if not takes_integers(dtype):
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype.kind not in "iub":
+        raise InputError(
+            f"{label}: the model's input is {dtype} (token ids) but the array holds "
+            f"{array.dtype}; save it as an integer array"
+        )
+    info = np.iinfo(INTEGER_DTYPE)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise InputError(f"{label}: values outside the int32 range")
+    return np.ascontiguousarray(array, dtype=INTEGER_DTYPE)
 
 
 def npy_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
@@ -148,10 +181,13 @@ def check_generated_size(batch: int, input_shapes: InputShapes, max_bytes: int) 
         )
 
 
-def load_input_file(path: Path, input_shapes: InputShapes, max_bytes: int) -> dict[str, np.ndarray]:
+def load_input_file(
+    path: Path, input_shapes: InputShapes, max_bytes: int, input_dtypes: InputDtypes | None = None
+) -> dict[str, np.ndarray]:
     """A `.npy` for a one-input model, or an `.npz` keyed by input layer name."""
     path = Path(path)
     names = list(input_shapes)
+    dtypes = {name: (input_dtypes or {}).get(name, "float32") for name in names}
     check_input_file(path, max_bytes)
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -165,7 +201,7 @@ def load_input_file(path: Path, input_shapes: InputShapes, max_bytes: int) -> di
                 f"{path.name}: the model has {len(names)} inputs {names}; "
                 "give an .npz with one array per input name"
             )
-        inputs = {names[0]: _as_float32(loaded, path.name)}
+        inputs = {names[0]: _as_model_dtype(loaded, path.name, dtypes[names[0]])}
     else:
         with loaded:
             missing = sorted(set(names) - set(loaded.files))
@@ -174,7 +210,10 @@ def load_input_file(path: Path, input_shapes: InputShapes, max_bytes: int) -> di
                     f"{path.name}: no array for input(s) {missing}; "
                     f"the file holds {sorted(loaded.files)}"
                 )
-            inputs = {name: _as_float32(loaded[name], f"{path.name}[{name}]") for name in names}
+            inputs = {
+                name: _as_model_dtype(loaded[name], f"{path.name}[{name}]", dtypes[name])
+                for name in names
+            }
     check_input_shapes(inputs, input_shapes)
     return inputs
 

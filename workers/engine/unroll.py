@@ -5,7 +5,8 @@ call one layer more than once, and apply `keras.ops` to tensors between layers
 (`x + 3.0` in MobileNetV3). Each of those calls has its own output, and drift can
 start in any of them, so every call becomes one node: nested layers are named by
 their path (`mobilenetv2_1.00_64/Conv1`), a layer called n > 1 times gets one node
-per call (`dense@1`, `dense@2`), and an operation is a node like a layer.
+per call (`dense@1`, `dense@2`), and an operation is a node like a layer (one Keras
+adds itself, such as a mask's `not_equal`, is named by kind and rank: `not_equal#1`).
 
 The walk reads Keras's own call graph (each operation's nodes and the arguments it
 was called with) rather than re-parsing the saved config, so the same list drives
@@ -15,6 +16,7 @@ inputs, the same layer objects and weights) and the isolated per-node calls.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,19 +77,37 @@ def _functional_of(model: Any) -> Any:
     return model
 
 
+def _declared_names(model: Any) -> frozenset[str]:
+    """The operations a model's saved config names: its layers, and for a Functional model
+    the keras.ops nodes written by the user. Keras also adds operations of its own when it
+    builds the graph (the NotEqual and Any that compute a Masking layer's mask); those take
+    names from a process-wide counter, different at every load."""
+    if type(model).__name__ == "Sequential":
+        return frozenset(layer.name for layer in model.layers)
+    return frozenset(entry["config"]["name"] for entry in model.get_config()["layers"])
+
+
 def _own_nodes(function: Any) -> list[Any]:
     """The function's nodes in an order where every node follows what feeds it."""
     by_depth = function._nodes_by_depth
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
-def _call_names(function: Any, nodes: list[Any]) -> dict[int, str]:
+def _call_names(nodes: list[Any], declared: frozenset[str]) -> dict[int, str]:
     """'name' for an operation called once in this function, 'name@k' (k from 1, in
-    Keras's own call order) for each call of one called more than once."""
+    Keras's own call order) for each call of one called more than once; an operation
+    Keras added is named by its kind and rank in the graph ('not_equal#1'), the same at
+    every load."""
     mine = {id(node) for node in nodes}
     names: dict[int, str] = {}
+    added: dict[str, int] = {}
     for node in nodes:
         operation = node.operation
+        if operation.name not in declared:
+            kind = re.sub(r"_\d+$", "", operation.name)
+            added[kind] = added.get(kind, 0) + 1
+            names[id(node)] = f"{kind}#{added[kind]}"
+            continue
         calls = [n for n in operation._inbound_nodes if id(n) in mine]
         if len(calls) == 1:
             names[id(node)] = operation.name
@@ -97,12 +117,13 @@ def _call_names(function: Any, nodes: list[Any]) -> dict[int, str]:
     return names
 
 
-def _walk(function: Any, inputs: list[str], prefix: str) -> Iterator[KerasNode | list[str]]:
-    """Yield the function's nodes (nested functions expanded in place), then, last, the
-    names of the nodes that produce its outputs."""
+def _walk(model: Any, inputs: list[str], prefix: str) -> Iterator[KerasNode | list[str]]:
+    """Yield the model's nodes (nested models expanded in place), then, last, the names of
+    the nodes that produce its outputs."""
+    function = _functional_of(model)
     produced = dict(zip((id(t) for t in function.inputs), inputs, strict=True))
     nodes = [node for node in _own_nodes(function) if not node.is_input]
-    names = _call_names(function, nodes)
+    names = _call_names(nodes, _declared_names(model))
     for node in nodes:
         inbound = [produced[id(t)] for t in node.input_tensors]
         name = prefix + names[id(node)]
@@ -119,7 +140,7 @@ def _walk(function: Any, inputs: list[str], prefix: str) -> Iterator[KerasNode |
                     f"nested model {name!r} is called with {len(inbound)} tensors "
                     f"but has {len(inner.inputs)} inputs"
                 )
-            *inner_nodes, outputs = _walk(inner, inbound, f"{name}/")
+            *inner_nodes, outputs = _walk(node.operation, inbound, f"{name}/")
             yield from inner_nodes
             produced[id(node.outputs[0])] = outputs[0]
             continue
@@ -150,7 +171,7 @@ def unroll(model: Any) -> tuple[list[KerasNode], list[str]]:
         )
         for tensor in function.inputs
     ]
-    *nodes, outputs = _walk(function, [node.name for node in inputs], "")
+    *nodes, outputs = _walk(model, [node.name for node in inputs], "")
     return [*inputs, *nodes], outputs
 
 

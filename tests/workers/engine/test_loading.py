@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,12 @@ import pytest
 from tests.support import randomize_weights
 from workers.engine.loading import (
     ModelRefused,
-    capture_model,
     declared_parameter_count,
     load_artifact,
     read_model_config,
 )
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+from workers.engine.unroll import capture_model
 
 
 def branching_model(keras: Any) -> Any:
@@ -74,26 +73,35 @@ def test_lambda_layer_is_refused_by_name(keras: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("operation", "node"),
+    ("module", "class_name", "problem"),
     [
-        (lambda ops, x: x + 3.0, r"'add(_\d+)?' \(Add\)"),
-        (lambda ops, x: ops.tanh(x) * 0.5, r"'tanh(_\d+)?' \(Tanh\)"),
+        ("keras.src.ops.core", "Cond", "is not one of Keras's operation modules"),
+        ("keras.src.ops.numpy", "Popen", "keras.src.ops.numpy has no operation 'Popen'"),
     ],
 )
-def test_keras_operation_nodes_are_refused_in_one_line(
-    keras: Any, tmp_path: Path, operation: Any, node: str
+def test_operation_nodes_outside_kerass_operations_are_refused(
+    keras: Any, tmp_path: Path, module: str, class_name: str, problem: str
 ) -> None:
-    """What MobileNetV3's hard-swish (x + 3.0) and hand-written graphs serialise: operation
-    nodes, not layers. Refused with the node named, before any of them is deserialised."""
+    """An operation node is loaded only from Keras's own operation modules and only as an
+    Operation class there: the file names the class, and a hostile one names anything."""
     inp = keras.Input((3,))
-    out = keras.layers.Dense(2)(operation(keras.ops, keras.layers.Dense(3)(inp)))
+    out = keras.layers.Dense(2)(keras.ops.tanh(keras.layers.Dense(3)(inp)))
     path = tmp_path / "ops.keras"
     keras.Model(inp, out).save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(entries["config.json"])
+    [node] = [n for n in config["config"]["layers"] if n["class_name"] == "Tanh"]
+    node.update(module=module, class_name=class_name, registered_name=class_name)
+    entries["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
     with pytest.raises(ModelRefused) as refused:
         load_artifact(path)
     message = str(refused.value)
-    assert re.match(f"{node} is a keras.ops operation applied to tensors", message), message
-    assert "\n" not in message and refused.value.status == 422
+    assert message.startswith(f"operation node '{node['config']['name']}' ({class_name}): ")
+    assert problem in message and "\n" not in message and refused.value.status == 422
 
 
 def test_lambda_in_h5_is_refused_before_keras_sees_it(keras: Any, tmp_path: Path) -> None:
@@ -209,15 +217,16 @@ def test_zip_entries_outside_the_archive_and_bombs_are_refused(keras: Any, tmp_p
         load_artifact(path, EngineOptions(max_unpacked_bytes=4 * 1024 * 1024))
 
 
-def test_capture_model_outputs_every_named_layer(keras: Any, example: Any) -> None:
-    """The all-layers model a user would build: one output per layer, in the order asked."""
+def test_capture_model_outputs_every_node(keras: Any, example: Any) -> None:
+    """The all-nodes model a user would build: one output per node, in graph order, the
+    last one the model's own prediction."""
     artifact = example("regression")
     model = keras.saving.load_model(artifact.path, compile=False)
+    capture = capture_model(keras, model)
     names = [layer.name for layer in artifact.graph.compute_layers]
-    capture = capture_model(keras, model, names)
+    assert capture.names == names
     batch = np.ones((2, *model.inputs[0].shape[1:]), dtype=np.float32)
-    outputs = capture.predict(batch, verbose=0)
-    assert len(outputs) == len(names)
+    outputs = capture.model.predict(batch, verbose=0)
     assert [tuple(output.shape) for output in outputs] == [
         (2, *artifact.graph.layer(name).output_shape[1:]) for name in names
     ]

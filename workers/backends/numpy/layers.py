@@ -20,6 +20,7 @@ from workers.backends.numpy.activations import elu, get_activation, leaky_relu, 
 Config = dict[str, Any]
 Weights = dict[str, np.ndarray]
 LayerFunction = Callable[[list[np.ndarray], Config, Weights], np.ndarray]
+MaskedFunction = Callable[[np.ndarray, Config, Weights, np.ndarray | None], np.ndarray]
 
 IM2COL_CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -121,7 +122,7 @@ def _finish(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
 
 
 def conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
-    """Conv1D and Conv2D (any padding, strides, dilation, groups, data format)."""
+    """Conv1D, Conv2D and Conv3D (any padding, strides, dilation, groups, data format)."""
     kernel = weights["kernel"]
     rank = kernel.ndim - 2
     data_format = config.get("data_format")
@@ -174,7 +175,8 @@ def _transpose_length(
 
 
 def conv_transpose(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
-    """Conv2DTranspose: scatter every input pixel times each kernel tap, then crop."""
+    """Conv1DTranspose, Conv2DTranspose and Conv3DTranspose: scatter every input pixel
+    times each kernel tap, then crop."""
     kernel = weights["kernel"]  # (*window, filters, channels)
     rank = kernel.ndim - 2
     data_format = config.get("data_format")
@@ -241,6 +243,22 @@ def _global_pool(x: np.ndarray, config: Config, reduce: Callable[..., np.ndarray
         tuple(range(2, x.ndim)) if data_format == "channels_first" else tuple(range(1, x.ndim - 1))
     )
     return reduce(x, axis=axes, keepdims=bool(config.get("keepdims", False)))
+
+
+def global_average_pooling_1d(
+    x: np.ndarray, config: Config, weights: Weights, mask: np.ndarray | None
+) -> np.ndarray:
+    """The mean over the steps the mask keeps (a sample with none kept gives NaN, as in
+    Keras)."""
+    if mask is None:
+        return _global_pool(x, config, np.mean)
+    channels_first = config.get("data_format") == "channels_first"
+    kept = np.expand_dims(mask, 1 if channels_first else 2)
+    steps = 2 if channels_first else 1
+    keepdims = bool(config.get("keepdims", False))
+    total = np.sum(np.where(kept, x, x.dtype.type(0)), axis=steps, keepdims=keepdims)
+    with np.errstate(invalid="ignore"):
+        return total / np.sum(kept.astype(x.dtype), axis=steps, keepdims=keepdims)
 
 
 def _norm_axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -352,8 +370,12 @@ def permute(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
 
 
 def _pairs(value: Any, rank: int) -> list[tuple[int, int]]:
+    """(before, after) per axis. Keras writes one axis's pair as (a, b), several axes
+    as one n or (a, b) per axis."""
     if isinstance(value, int):
         return [(value, value)] * rank
+    if rank == 1 and all(isinstance(v, int) for v in value):
+        return [(int(value[0]), int(value[1]))]
     return [(v, v) if isinstance(v, int) else (int(v[0]), int(v[1])) for v in value]
 
 
@@ -375,33 +397,132 @@ def cropping(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     return _restore_format(inner[(slice(None), *region)], data_format)
 
 
-def _bilinear_axis(x: np.ndarray, axis: int, factor: int) -> np.ndarray:
+def _bilinear_axis(x: np.ndarray, axis: int, size: int) -> np.ndarray:
     """Half-pixel-centre linear resize along one axis, as tf.image.resize does."""
-    size = x.shape[axis]
-    centres = (np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5
+    length = x.shape[axis]
+    centres = (np.arange(size, dtype=np.float64) + 0.5) * (length / size) - 0.5
     floor = np.floor(centres)
-    frac = (centres - floor).astype(x.dtype)
-    low = np.clip(floor.astype(int), 0, size - 1)
-    high = np.clip(floor.astype(int) + 1, 0, size - 1)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    frac = frac.reshape(shape)
+    frac = _along((centres - floor).astype(x.dtype), axis, x.ndim)
+    low = np.clip(floor.astype(int), 0, length - 1)
+    high = np.clip(floor.astype(int) + 1, 0, length - 1)
     return np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
 
 
+def _nearest_axis(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """TensorFlow's half-pixel nearest neighbour: source floor((i + 0.5) * length / size),
+    computed in float32 as its kernel does, so a source index on a tie is TF's own."""
+    scale = np.float32(x.shape[axis]) / np.float32(size)
+    source = np.floor((np.arange(size, dtype=np.float32) + np.float32(0.5)) * scale)
+    return np.take(x, np.minimum(source.astype(int), x.shape[axis] - 1), axis=axis)
+
+
+RESAMPLERS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "nearest": _nearest_axis,
+    "bilinear": _bilinear_axis,
+}
+
+
+def _resample(x: np.ndarray, sizes: Sequence[int], interpolation: str) -> np.ndarray:
+    """Channels-last `x` resized to `sizes`, one spatial axis at a time (both methods are
+    separable). Nearest with an integer factor repeats each pixel, as UpSampling does."""
+    if interpolation not in RESAMPLERS:
+        raise LayerConfigUnsupported(f"interpolation {interpolation!r}")
+    for axis, size in enumerate(sizes, start=1):
+        x = RESAMPLERS[interpolation](x, axis, int(size))
+    return x
+
+
 def up_sampling(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """UpSampling1D, 2D and 3D."""
     data_format = config.get("data_format")
     inner = _channels_last(x, data_format)
-    size = _tuple(config["size"], 2)
-    interpolation = config.get("interpolation", "nearest")
-    for axis, factor in zip((1, 2), size, strict=True):
-        if interpolation == "nearest":
-            inner = np.repeat(inner, factor, axis=axis)
-        elif interpolation == "bilinear":
-            inner = _bilinear_axis(inner, axis, factor)
-        else:
-            raise LayerConfigUnsupported(f"interpolation {interpolation!r}")
-    return _restore_format(inner, data_format)
+    factors = _tuple(config["size"], inner.ndim - 2)
+    sizes = [n * f for n, f in zip(inner.shape[1:-1], factors, strict=True)]
+    out = _resample(inner, sizes, config.get("interpolation", "nearest"))
+    return _restore_format(out, data_format)
+
+
+def _centre_window(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The height x width window of channels-last images, centred (the odd pixel after)."""
+    top, left = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
+    return x[:, top : top + height, left : left + width]
+
+
+def _crop_to_aspect_ratio(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The largest centred window with the target's aspect ratio, as Keras crops before
+    resizing (`crop_to_aspect_ratio`, and CenterCrop onto a larger target)."""
+    have_height, have_width = x.shape[1:3]
+    crop_height = max(min(have_height, have_width * height // width), 1)
+    crop_width = max(min(have_width, have_height * width // height), 1)
+    return _centre_window(x, crop_height, crop_width)
+
+
+def resizing(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Resizing as Keras runs it, tf.image.resize: half-pixel centres, no antialiasing."""
+    for option in ("pad_to_aspect_ratio", "antialias"):
+        if config.get(option):
+            raise LayerConfigUnsupported(f"{option}=True")
+    data_format = config.get("data_format")
+    inner = _channels_last(x, data_format)
+    height, width = int(config["height"]), int(config["width"])
+    if config.get("crop_to_aspect_ratio"):
+        inner = _crop_to_aspect_ratio(inner, height, width)
+    out = _resample(inner, (height, width), config.get("interpolation", "bilinear"))
+    return _restore_format(out, data_format)
+
+
+def center_crop(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """The centred window; a target larger than the image in either dimension makes Keras
+    crop to the target's aspect ratio and resize bilinearly instead (smart_resize)."""
+    data_format = config.get("data_format")
+    inner = _channels_last(x, data_format)
+    height, width = int(config["height"]), int(config["width"])
+    if inner.shape[1] >= height and inner.shape[2] >= width:
+        out = _centre_window(inner, height, width)
+    else:
+        out = _resample(_crop_to_aspect_ratio(inner, height, width), (height, width), "bilinear")
+    return _restore_format(out, data_format)
+
+
+def repeat_vector(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    return np.repeat(x[:, np.newaxis], int(config["n"]), axis=1)
+
+
+def _l2_normalize(x: np.ndarray, axis: int) -> np.ndarray:
+    """keras.ops.normalize: x / max(||x||, epsilon) along `axis`."""
+    norm = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+    return x / np.maximum(norm, x.dtype.type(NORMALIZATION_EPSILON))
+
+
+def dot(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.ndarray:
+    """Keras's batch_dot: per sample, x's axes bar the contracted one, then y's; a result
+    left with the batch axis alone becomes (batch, 1), as Keras returns it."""
+    x, y = inputs
+    axes = config["axes"]
+    x_axis, y_axis = (axes, axes) if isinstance(axes, int) else axes
+    x_axis, y_axis = x_axis % x.ndim, y_axis % y.ndim
+    if config.get("normalize"):
+        x, y = _l2_normalize(x, x_axis), _l2_normalize(y, y_axis)
+    x, y = np.moveaxis(x, x_axis, -1), np.moveaxis(y, y_axis, 1)
+    batch = x.shape[0]
+    out = x.reshape(batch, -1, x.shape[-1]) @ y.reshape(batch, y.shape[1], -1)
+    out = out.reshape(batch, *x.shape[1:-1], *y.shape[2:])
+    return out.reshape(batch, 1) if out.ndim == 1 else out
+
+
+def masking_mask(x: np.ndarray, config: Config) -> np.ndarray:
+    """Keras's Masking mask: a timestep is kept unless every feature equals mask_value.
+    The value is the float32 model's constant, in the float64 port too, so that a step
+    Keras masks is masked here."""
+    mask_value = config.get("mask_value", 0.0)
+    if not isinstance(mask_value, int | float):
+        raise LayerConfigUnsupported(f"mask_value {mask_value!r}")
+    return np.any(x != x.dtype.type(np.float32(mask_value)), axis=-1)
+
+
+def masking(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """Masked timesteps zeroed; the mask itself is for the layers downstream."""
+    return np.where(masking_mask(x, config)[..., np.newaxis], x, x.dtype.type(0))
 
 
 def embedding(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
@@ -425,8 +546,43 @@ def layer_scale(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     return x * gamma
 
 
-def _unary(function: Callable[[np.ndarray, Config, Weights], np.ndarray]) -> LayerFunction:
-    return lambda inputs, config, weights: function(inputs[0], config, weights)
+def keyword_tensor(inputs: list[np.ndarray], config: Config, name: str) -> np.ndarray | None:
+    """The tensor a node passed as keyword argument `name`, found through the call template
+    the graph records in `config["call"]` (as for keras.ops nodes); None if not passed."""
+    reference = config.get("call", {}).get("kwargs", {}).get(name)
+    return None if reference is None else inputs[reference["input"]]
+
+
+def _more_tensors(count: int) -> LayerConfigUnsupported:
+    return LayerConfigUnsupported(
+        f"called with {count} tensors: the port takes the input alone, with no mask or state"
+    )
+
+
+def unary(function: Callable[[np.ndarray, Config, Weights], np.ndarray]) -> LayerFunction:
+    """A one-input layer. A second inbound tensor is a Keras mask or another argument the
+    function would ignore, so it is refused rather than dropped."""
+
+    def run(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.ndarray:
+        if len(inputs) != 1:
+            raise _more_tensors(len(inputs))
+        return function(inputs[0], config, weights)
+
+    return run
+
+
+def with_mask(function: MaskedFunction) -> LayerFunction:
+    """A layer that takes its input's Keras mask. Keras's functional graph passes the mask
+    as a tensor (computed by keras.ops nodes) in the call's `mask` keyword: inbound [x] or
+    [x, mask], which is which read from the call template."""
+
+    def run(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.ndarray:
+        mask = keyword_tensor(inputs, config, "mask")
+        if len(inputs) != (1 if mask is None else 2):
+            raise _more_tensors(len(inputs))
+        return function(inputs[0], config, weights, None if mask is None else mask.astype(bool))
+
+    return run
 
 
 def _merge(reduce: Callable[[list[np.ndarray]], np.ndarray]) -> LayerFunction:
@@ -450,18 +606,24 @@ def _fold(operation: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable
     return reduce
 
 
-_identity = _unary(lambda x, config, weights: x)
+def _pooling(rank: int, reduce: str) -> LayerFunction:
+    return unary(lambda x, config, weights: _pool(x, config, rank, reduce))
+
+
+def _global_pooling(reduce: Callable[..., np.ndarray]) -> LayerFunction:
+    return unary(lambda x, config, weights: _global_pool(x, config, reduce))
+
+
+_identity = unary(lambda x, config, weights: x)
 
 FEEDFORWARD_LAYERS: dict[str, LayerFunction] = {
-    "Dense": _unary(dense),
-    "Activation": _unary(lambda x, c, w: get_activation(c["activation"])(x)),
-    "ReLU": _unary(relu_layer),
-    "LeakyReLU": _unary(lambda x, c, w: leaky_relu(x, c.get("negative_slope", 0.3))),
-    "ELU": _unary(lambda x, c, w: elu(x, c.get("alpha", 1.0))),
-    "Softmax": _unary(
-        lambda x, c, w: softmax(x, axis=tuple(_norm_axes(c.get("axis", -1), x.ndim)))
-    ),
-    "PReLU": _unary(prelu),
+    "Dense": unary(dense),
+    "Activation": unary(lambda x, c, w: get_activation(c["activation"])(x)),
+    "ReLU": unary(relu_layer),
+    "LeakyReLU": unary(lambda x, c, w: leaky_relu(x, c.get("negative_slope", 0.3))),
+    "ELU": unary(lambda x, c, w: elu(x, c.get("alpha", 1.0))),
+    "Softmax": unary(lambda x, c, w: softmax(x, axis=tuple(_norm_axes(c.get("axis", -1), x.ndim)))),
+    "PReLU": unary(prelu),
     "Dropout": _identity,
     "SpatialDropout1D": _identity,
     "SpatialDropout2D": _identity,
@@ -471,31 +633,49 @@ FEEDFORWARD_LAYERS: dict[str, LayerFunction] = {
     "AlphaDropout": _identity,
     "ActivityRegularization": _identity,
     "Identity": _identity,
-    "Flatten": _unary(flatten),
-    "Reshape": _unary(reshape),
-    "Permute": _unary(permute),
-    "Conv1D": _unary(conv),
-    "Conv2D": _unary(conv),
-    "DepthwiseConv2D": _unary(depthwise_conv),
-    "SeparableConv2D": _unary(separable_conv),
-    "Conv2DTranspose": _unary(conv_transpose),
-    "MaxPooling1D": _unary(lambda x, c, w: _pool(x, c, 1, "max")),
-    "MaxPooling2D": _unary(lambda x, c, w: _pool(x, c, 2, "max")),
-    "AveragePooling1D": _unary(lambda x, c, w: _pool(x, c, 1, "average")),
-    "AveragePooling2D": _unary(lambda x, c, w: _pool(x, c, 2, "average")),
-    "GlobalAveragePooling1D": _unary(lambda x, c, w: _global_pool(x, c, np.mean)),
-    "GlobalAveragePooling2D": _unary(lambda x, c, w: _global_pool(x, c, np.mean)),
-    "GlobalMaxPooling1D": _unary(lambda x, c, w: _global_pool(x, c, np.max)),
-    "GlobalMaxPooling2D": _unary(lambda x, c, w: _global_pool(x, c, np.max)),
-    "BatchNormalization": _unary(batch_norm),
-    "LayerNormalization": _unary(layer_norm),
-    "Rescaling": _unary(rescaling),
-    "Embedding": _unary(embedding),
-    "LayerScale": _unary(layer_scale),
-    "Normalization": _unary(normalization),
-    "ZeroPadding2D": _unary(zero_padding),
-    "Cropping2D": _unary(cropping),
-    "UpSampling2D": _unary(up_sampling),
+    "Flatten": unary(flatten),
+    "Reshape": unary(reshape),
+    "Permute": unary(permute),
+    "Conv1D": unary(conv),
+    "Conv2D": unary(conv),
+    "Conv3D": unary(conv),
+    "DepthwiseConv2D": unary(depthwise_conv),
+    "SeparableConv2D": unary(separable_conv),
+    "Conv1DTranspose": unary(conv_transpose),
+    "Conv2DTranspose": unary(conv_transpose),
+    "Conv3DTranspose": unary(conv_transpose),
+    "MaxPooling1D": _pooling(1, "max"),
+    "MaxPooling2D": _pooling(2, "max"),
+    "MaxPooling3D": _pooling(3, "max"),
+    "AveragePooling1D": _pooling(1, "average"),
+    "AveragePooling2D": _pooling(2, "average"),
+    "AveragePooling3D": _pooling(3, "average"),
+    "GlobalAveragePooling1D": with_mask(global_average_pooling_1d),
+    "GlobalAveragePooling2D": _global_pooling(np.mean),
+    "GlobalAveragePooling3D": _global_pooling(np.mean),
+    "GlobalMaxPooling1D": _global_pooling(np.max),
+    "GlobalMaxPooling2D": _global_pooling(np.max),
+    "GlobalMaxPooling3D": _global_pooling(np.max),
+    # Its mask only weights the statistics it gathers in training.
+    "BatchNormalization": with_mask(lambda x, c, w, mask: batch_norm(x, c, w)),
+    "LayerNormalization": unary(layer_norm),
+    "Rescaling": unary(rescaling),
+    "Embedding": unary(embedding),
+    "LayerScale": unary(layer_scale),
+    "Normalization": unary(normalization),
+    "ZeroPadding1D": unary(zero_padding),
+    "ZeroPadding2D": unary(zero_padding),
+    "ZeroPadding3D": unary(zero_padding),
+    "Cropping1D": unary(cropping),
+    "Cropping2D": unary(cropping),
+    "Cropping3D": unary(cropping),
+    "UpSampling1D": unary(up_sampling),
+    "UpSampling2D": unary(up_sampling),
+    "UpSampling3D": unary(up_sampling),
+    "Resizing": unary(resizing),
+    "CenterCrop": unary(center_crop),
+    "RepeatVector": unary(repeat_vector),
+    "Masking": unary(masking),
     "Add": _merge(_sum),
     "Subtract": _merge(lambda inputs: inputs[0] - inputs[1]),
     "Multiply": _merge(_fold(np.multiply)),
@@ -505,4 +685,5 @@ FEEDFORWARD_LAYERS: dict[str, LayerFunction] = {
     "Concatenate": lambda inputs, config, weights: np.concatenate(
         inputs, axis=config.get("axis", -1)
     ),
+    "Dot": dot,
 }

@@ -4,8 +4,9 @@ A Functional graph records each operation as a node whose config holds the
 operation's own parameters (an axis, a shape) and the arguments it was called with,
 tensors replaced by `{"input": i}` (see `workers.engine.graph`). Each function here
 fills those arguments with the node's inputs and computes the NumPy equivalent of
-the operation's documented semantics; python-number constants take the array's dtype
-(NumPy 2 promotion), as they do in Keras.
+the operation's documented semantics. A python float constant is, in the model Keras
+runs, a float32 tensor: the float64 port uses that float32 value too (0.1 is
+0.100000001490116...), or a mask `x != 0.1` would differ for no fault of anyone's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _filled(value: Any, inputs: list[np.ndarray]) -> Any:
         return {key: _filled(item, inputs) for key, item in value.items()}
     if isinstance(value, list):
         return [_filled(item, inputs) for item in value]
+    if isinstance(value, float):
+        return float(np.float32(value))
     return value
 
 
@@ -157,6 +160,13 @@ OPERATIONS: dict[str, LayerFunction] = {
             "Reciprocal": np.reciprocal,
             "Erf": scipy.special.erf,
             "GetItem": _get_item,
+            "NotEqual": np.not_equal,
+            "Equal": np.equal,
+            "LogicalOr": np.logical_or,
+            "LogicalAnd": np.logical_and,
+            "LogicalNot": np.logical_not,
+            "ZerosLike": np.zeros_like,
+            "OnesLike": np.ones_like,
         }.items()
     },
     OPERATION_PREFIX + "Gelu": _configured(gelu, "approximate"),
@@ -169,6 +179,8 @@ OPERATIONS: dict[str, LayerFunction] = {
     OPERATION_PREFIX + "Sum": _configured(_reduce(np.sum), "axis", "keepdims"),
     OPERATION_PREFIX + "Max": _configured(_reduce(np.max), "axis", "keepdims"),
     OPERATION_PREFIX + "Min": _configured(_reduce(np.min), "axis", "keepdims"),
+    OPERATION_PREFIX + "Any": _configured(_reduce(np.any), "axis", "keepdims"),
+    OPERATION_PREFIX + "All": _configured(_reduce(np.all), "axis", "keepdims"),
     OPERATION_PREFIX + "Reshape": _configured(_reshape, "newshape"),
     OPERATION_PREFIX + "Transpose": _configured(np.transpose, "axes"),
     OPERATION_PREFIX + "ExpandDims": _configured(np.expand_dims, "axis"),

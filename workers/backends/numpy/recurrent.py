@@ -5,6 +5,12 @@ Only the layer's outputs are compared (the last step's, or every step's with
 `return_sequences`); the per-step state is internal. Gate order is Keras's: LSTM
 [i, f, c, o], GRU [z, r, h]. `go_backwards` walks the sequence from its end and
 returns the steps in that order, as Keras does.
+
+A layer given a Keras mask, (batch, time) booleans as a Masking layer or an Embedding
+with `mask_zero` makes it, skips the masked steps as Keras's TensorFlow `rnn` loop does:
+the state stays as it was and the output repeats the previous step's, or is zeros with
+`zero_output_for_mask`. The mask reaches the layer as a second inbound tensor (see
+`with_mask`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from workers.backends.numpy.activations import get_activation
-from workers.backends.numpy.layers import Config, LayerConfigUnsupported, LayerFunction, Weights
+from workers.backends.numpy.layers import (
+    Config,
+    LayerConfigUnsupported,
+    LayerFunction,
+    MaskedFunction,
+    Weights,
+    with_mask,
+)
 
 State = list[np.ndarray]
 Step = Callable[[np.ndarray, State], tuple[np.ndarray, State]]
@@ -33,16 +46,28 @@ def _bias(weights: Weights, config: Config, width: int, dtype: Any) -> np.ndarra
     return np.zeros(width, dtype=dtype)
 
 
-def _unroll(x: np.ndarray, step: Step, state: State, config: Config) -> np.ndarray:
+def _unroll(
+    x: np.ndarray, step: Step, state: State, config: Config, mask: np.ndarray | None
+) -> np.ndarray:
     steps = range(x.shape[1] - 1, -1, -1) if config.get("go_backwards") else range(x.shape[1])
-    outputs = []
+    outputs: list[np.ndarray] = []
     for t in steps:
-        h, state = step(x[:, t], state)
+        h, new_state = step(x[:, t], state)
+        if mask is not None:
+            keep = mask[:, t, np.newaxis]
+            zeros = config.get("zero_output_for_mask") or not outputs
+            h = np.where(keep, h, np.zeros_like(h) if zeros else outputs[-1])
+            new_state = [
+                np.where(keep, new, old) for new, old in zip(new_state, state, strict=True)
+            ]
+        state = new_state
         outputs.append(h)
     return np.stack(outputs, axis=1) if config.get("return_sequences") else outputs[-1]
 
 
-def simple_rnn(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+def simple_rnn(
+    x: np.ndarray, config: Config, weights: Weights, mask: np.ndarray | None
+) -> np.ndarray:
     _check(config)
     units = int(config["units"])
     activation = get_activation(config.get("activation", "tanh"))
@@ -53,10 +78,10 @@ def simple_rnn(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
         h = activation(x_t @ kernel + bias + state[0] @ recurrent)
         return h, [h]
 
-    return _unroll(x, step, [np.zeros((x.shape[0], units), x.dtype)], config)
+    return _unroll(x, step, [np.zeros((x.shape[0], units), x.dtype)], config, mask)
 
 
-def lstm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+def lstm(x: np.ndarray, config: Config, weights: Weights, mask: np.ndarray | None) -> np.ndarray:
     _check(config)
     units = int(config["units"])
     activation = get_activation(config.get("activation", "tanh"))
@@ -73,10 +98,10 @@ def lstm(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
         return h, [h, c]
 
     zeros = np.zeros((x.shape[0], units), x.dtype)
-    return _unroll(x, step, [zeros, zeros], config)
+    return _unroll(x, step, [zeros, zeros], config, mask)
 
 
-def gru(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+def gru(x: np.ndarray, config: Config, weights: Weights, mask: np.ndarray | None) -> np.ndarray:
     """`reset_after` (Keras's default) applies the reset gate after the recurrent matrix
     product and has a second, recurrent bias; without it, before."""
     _check(config)
@@ -105,10 +130,10 @@ def gru(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
         h = z * h_prev + (1 - z) * activation(x_h + recurrent_h)
         return h, [h]
 
-    return _unroll(x, step, [np.zeros((x.shape[0], units), x.dtype)], config)
+    return _unroll(x, step, [np.zeros((x.shape[0], units), x.dtype)], config, mask)
 
 
-RECURRENT: dict[str, Callable[[np.ndarray, Config, Weights], np.ndarray]] = {
+RECURRENT: dict[str, MaskedFunction] = {
     "SimpleRNN": simple_rnn,
     "LSTM": lstm,
     "GRU": gru,
@@ -121,9 +146,13 @@ MERGES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def bidirectional(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+def bidirectional(
+    x: np.ndarray, config: Config, weights: Weights, mask: np.ndarray | None
+) -> np.ndarray:
     """The forward layer, the backward one (its steps put back in time order), merged.
-    Their weights are keyed 'forward/<name>' and 'backward/<name>' (engine/graph.py)."""
+    Their weights are keyed 'forward/<name>' and 'backward/<name>' (engine/graph.py).
+    Both see the same mask; Keras sets their `zero_output_for_mask` to their
+    `return_sequences`, whatever their configs say."""
     merge = config.get("merge_mode", "concat")
     if merge not in MERGES:
         raise LayerConfigUnsupported(f"merge_mode {merge!r}")
@@ -136,19 +165,16 @@ def bidirectional(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray
         inner_config = dict(inner["config"])
         if side == "backward" and key not in config:
             inner_config["go_backwards"] = not inner_config.get("go_backwards", False)
+        inner_config["zero_output_for_mask"] = inner_config.get("return_sequences", False)
         prefix = f"{side}/"
         own = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
-        output = run(x, inner_config, own)
+        output = run(x, inner_config, own, mask)
         if side == "backward" and inner_config.get("return_sequences"):
             output = np.flip(output, axis=1)
         sides.append(output)
     return MERGES[merge](*sides)
 
 
-def _on_the_input(run: Callable[[np.ndarray, Config, Weights], np.ndarray]) -> LayerFunction:
-    return lambda inputs, config, weights: run(inputs[0], config, weights)
-
-
 RECURRENT_LAYERS: dict[str, LayerFunction] = {
-    name: _on_the_input(run) for name, run in {**RECURRENT, "Bidirectional": bidirectional}.items()
+    name: with_mask(run) for name, run in {**RECURRENT, "Bidirectional": bidirectional}.items()
 }

@@ -48,13 +48,8 @@ class NumpyRunner(Runner):
     def versions(cls) -> dict[str, str]:
         return {"numpy": np.__version__, "scipy": scipy.__version__}
 
-    def _own_dtype(self, array: np.ndarray) -> np.ndarray:
-        """Floats in the port's precision; integers (token ids) stay integers."""
-        return array.astype(self.OUTPUT_DTYPE) if array.dtype.kind == "f" else array
-
     def _apply(self, layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
         weights = {key: value.astype(self.OUTPUT_DTYPE) for key, value in layer.weights.items()}
-        inputs = [self._own_dtype(x) for x in inputs]
         try:
             out = LAYERS[layer.class_name](inputs, layer.config, weights)
         except LayerConfigUnsupported as error:

@@ -12,6 +12,8 @@ ignore, is refused for the TF.js backends only.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from workers.backends.numpy.layers import (
     LayerConfigUnsupported,
     normalization_statistics,
 )
+from workers.backends.tfjs.operations import OPERATION_PREFIX, operation_layer, operation_problem
 from workers.engine.graph import LayerSpec, ModelGraph
 
 TFJS_LAYERS = frozenset(
@@ -70,6 +73,8 @@ TFJS_LAYERS = frozenset(
         "Concatenate",
         "Rescaling",
         "Normalization",
+        "Embedding",
+        "LayerScale",
         "SimpleRNN",
         "LSTM",
         "GRU",
@@ -99,11 +104,15 @@ TFJS_ACTIVATIONS = {
         "swish",
     )
 } | {"silu": "swish"}
-# Layers TF.js lacks, exported as the TF.js layer that computes the same.
-TFJS_CLASS_NAMES = {"Normalization": "BatchNormalization"}
+# Keras 3's hard-swish names; TF.js has no such activation (see _as_hard_silu).
+HARD_SILU = frozenset({"hard_silu", "hard_swish"})
+# Characters a TF.js layer name may hold: its weights are looked up as '<layer>/<weight>',
+# so a nested node's path ('outer/conv') or a repeated call ('dense@2') is renamed.
+TFJS_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # Keras 3 renamed a few weights; TF.js keeps the Keras 2 names.
 TFJS_WEIGHT_NAMES = {"DepthwiseConv2D": {"kernel": "depthwise_kernel"}}
 DROPPED_KEYS = {
+    "call",
     "dtype",
     "quantization_config",
     "lora_rank",
@@ -127,6 +136,10 @@ GLOBAL_POOLING = {
 def _config_problem(layer: LayerSpec) -> str | None:
     """Why TF.js cannot compute this layer as Keras does, or None."""
     config = layer.config
+    if _is_hard_silu(layer):
+        return None
+    if layer.class_name.startswith(OPERATION_PREFIX):
+        return operation_problem(layer)
     if layer.class_name not in TFJS_LAYERS:
         return ""
     for key in ("activation", "recurrent_activation"):
@@ -145,8 +158,8 @@ def _config_problem(layer: LayerSpec) -> str | None:
                 return f"{option}=True"
         if layer.class_name == "GRU" and config.get("reset_after", True):
             return "reset_after=True (TF.js's GRU has only the Keras 1 form, reset_after=False)"
-    if int(config.get("groups", 1)) != 1:
-        return f"groups={config['groups']}"
+    if int(config.get("groups", 1)) != 1 and not _is_depthwise(layer):
+        return f"groups={config['groups']} (TF.js convolutions are ungrouped or depthwise)"
     if layer.class_name == "ReLU" and (config.get("negative_slope") or config.get("threshold")):
         return "negative_slope/threshold"
     if layer.class_name == "Conv2DTranspose":
@@ -154,8 +167,12 @@ def _config_problem(layer: LayerSpec) -> str | None:
             return f"dilation_rate {config['dilation_rate']}"
         if config.get("output_padding") is not None:
             return f"output_padding {config['output_padding']}"
-    if layer.class_name in GLOBAL_POOLING and config.get("keepdims"):
-        return "keepdims=True"
+    if (
+        layer.class_name in GLOBAL_POOLING
+        and config.get("keepdims")
+        and config.get("data_format") == "channels_first"
+    ):
+        return "keepdims=True with channels_first"
     if layer.class_name == "LayerNormalization" and config.get("rms_scaling"):
         return "rms_scaling=True"
     if layer.class_name == "Rescaling" and any(
@@ -282,6 +299,66 @@ def _as_batch_norm(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np
     return config, weights
 
 
+def _as_scaling(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """ConvNeXt's LayerScale (x * gamma per channel) as TF.js's BatchNormalization with
+    mean 0, variance 1 and epsilon 0: x * rsqrt(1) * gamma, the same product exactly."""
+    (gamma,) = (np.asarray(value, dtype="<f4") for value in layer.weights.values())
+    config = {
+        "name": layer.name,
+        "trainable": False,
+        "dtype": "float32",
+        "axis": -1,
+        "momentum": 0.99,
+        "epsilon": 0.0,
+        "center": False,
+        "scale": True,
+    }
+    weights = [
+        (f"{layer.name}/gamma", gamma),
+        (f"{layer.name}/moving_mean", np.zeros_like(gamma)),
+        (f"{layer.name}/moving_variance", np.ones_like(gamma)),
+    ]
+    return config, weights
+
+
+def _is_depthwise(layer: LayerSpec) -> bool:
+    """A Conv2D with one group per input channel (ConvNeXt's 7x7) is a depthwise one."""
+    groups = int(layer.config.get("groups", 1))
+    kernel = layer.weights.get("kernel")
+    return (
+        layer.class_name == "Conv2D"
+        and groups > 1
+        and kernel is not None
+        and kernel.shape[2] == 1
+        and layer.config.get("data_format") != "channels_first"
+    )
+
+
+def _as_depthwise(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """The grouped Conv2D as TF.js's DepthwiseConv2D. Output channel c*m + j of both is
+    input channel c's j-th filter, so the (h, w, 1, C*m) kernel is (h, w, C, m) reshaped."""
+    kernel = layer.weights["kernel"]
+    groups = int(layer.config["groups"])
+    multiplier = kernel.shape[3] // groups
+    config = {
+        key: layer.config[key]
+        for key in ("kernel_size", "strides", "padding", "dilation_rate", "use_bias")
+    }
+    config.update(
+        name=layer.name,
+        trainable=False,
+        dtype="float32",
+        data_format="channels_last",
+        depth_multiplier=multiplier,
+        activation=TFJS_ACTIVATIONS[activation_name(layer.config.get("activation", "linear"))],
+    )
+    depthwise = kernel.reshape(*kernel.shape[:2], groups, multiplier)
+    weights = [(f"{layer.name}/depthwise_kernel", np.asarray(depthwise, dtype="<f4"))]
+    if "bias" in layer.weights:
+        weights.append((f"{layer.name}/bias", np.asarray(layer.weights["bias"], dtype="<f4")))
+    return config, weights
+
+
 def _layer_config(layer: LayerSpec) -> dict[str, Any]:
     if layer.is_input:
         return {
@@ -297,6 +374,7 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
         and not key.endswith(("_initializer", "_regularizer", "_constraint"))
     }
     config["dtype"] = "float32"
+    config["name"] = layer.name
     for key in ("activation", "recurrent_activation"):
         if key in config:
             config[key] = TFJS_ACTIVATIONS[activation_name(config[key])]
@@ -310,29 +388,125 @@ def _layer_config(layer: LayerSpec) -> dict[str, Any]:
     return config
 
 
-def _tfjs_layer(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
-    """The layer's TF.js config and its weights, named as TF.js looks them up."""
+def _tfjs_layer(layer: LayerSpec) -> tuple[str, dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """The layer's TF.js class, config and weights, named as TF.js looks them up. Layers
+    and operations TF.js lacks are exported as the TF.js layer that computes the same."""
+    if layer.class_name.startswith(OPERATION_PREFIX):
+        class_name, config = operation_layer(layer)
+        return class_name, {"name": layer.name, **config}, []
     if layer.class_name == "Normalization":
-        return _as_batch_norm(layer)
+        return "BatchNormalization", *_as_batch_norm(layer)
+    if layer.class_name == "LayerScale":
+        return "BatchNormalization", *_as_scaling(layer)
+    if _is_depthwise(layer):
+        return "DepthwiseConv2D", *_as_depthwise(layer)
     if layer.class_name == "Bidirectional":
-        return _as_bidirectional(layer)
+        return "Bidirectional", *_as_bidirectional(layer)
     renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})
     weights = [
         (f"{layer.name}/{renames.get(name, name)}", np.asarray(value, dtype="<f4"))
         for name, value in layer.weights.items()
     ]
-    return _layer_config(layer), weights
+    return layer.class_name, _layer_config(layer), weights
+
+
+def tfjs_names(graph: ModelGraph) -> dict[str, str]:
+    """Each node's name in the TF.js model: unchanged when TF.js-safe, else made safe
+    and unique ('block/conv@2' -> 'block_conv_2')."""
+    names: dict[str, str] = {}
+    taken = {layer.name for layer in graph.layers}
+    for layer in graph.layers:
+        name = layer.name
+        if TFJS_NAME_UNSAFE.search(name):
+            name = base = TFJS_NAME_UNSAFE.sub("_", name)
+            suffix = 1
+            while name in taken:
+                suffix += 1
+                name = f"{base}_{suffix}"
+            taken.add(name)
+        names[layer.name] = name
+    return names
+
+
+def _renamed(graph: ModelGraph) -> ModelGraph:
+    names = tfjs_names(graph)
+    return ModelGraph(
+        name=graph.name,
+        layers=[
+            replace(layer, name=names[layer.name], inbound=[names[n] for n in layer.inbound])
+            for layer in graph.layers
+        ],
+        outputs=[names[name] for name in graph.outputs],
+    )
+
+
+def _is_hard_silu(layer: LayerSpec) -> bool:
+    if layer.class_name == OPERATION_PREFIX + "HardSilu":
+        return True
+    if layer.class_name != "Activation":
+        return False
+    try:
+        return activation_name(layer.config["activation"]) in HARD_SILU
+    except UnknownActivation:
+        return False
+
+
+def _as_hard_silu(layer: LayerSpec) -> list[LayerSpec]:
+    """x * relu6(x + 3) / 6 (MobileNetV3's hard-swish), which TF.js has no activation for,
+    as the four TF.js layers that compute it; the last keeps the node's name."""
+    (source,) = layer.inbound
+
+    def step(suffix: str, class_name: str, config: dict[str, Any], inbound: list[str]) -> Any:
+        name = f"{layer.name}{suffix}"
+        return LayerSpec(name, class_name, {"name": name, **config}, {}, inbound, ())
+
+    shifted = step("__plus3", "Rescaling", {"scale": 1.0, "offset": 3.0}, [source])
+    clipped = step("__relu6", "ReLU", {"max_value": 6.0}, [shifted.name])
+    gate = step("__div6", "Rescaling", {"scale": 1.0 / 6.0, "offset": 0.0}, [clipped.name])
+    return [shifted, clipped, gate, step("", "Multiply", {}, [source, gate.name])]
+
+
+def _as_kept_dims(layer: LayerSpec) -> list[LayerSpec]:
+    """Global pooling with keepdims=True (MobileNetV3's squeeze-excite) as TF.js's global
+    pooling, which has no keepdims, then a Reshape to (1, ..., channels): the same values."""
+    pooled = replace(
+        layer,
+        name=f"{layer.name}__pool",
+        config={**layer.config, "name": f"{layer.name}__pool", "keepdims": False},
+    )
+    target = [1] * (len(layer.output_shape) - 2) + [layer.output_shape[-1]]
+    reshape = LayerSpec(
+        layer.name, "Reshape", {"name": layer.name, "target_shape": target}, {}, [pooled.name], ()
+    )
+    return [pooled, reshape]
+
+
+def _expanded(layer: LayerSpec) -> list[LayerSpec]:
+    """A node TF.js has no one layer for, as the TF.js layers that compute it."""
+    if _is_hard_silu(layer):
+        return _as_hard_silu(layer)
+    if layer.class_name in GLOBAL_POOLING and layer.config.get("keepdims"):
+        return _as_kept_dims(layer)
+    return [layer]
+
+
+def _tfjs_graph(graph: ModelGraph) -> ModelGraph:
+    """The graph TF.js loads: names made TF.js-safe, some nodes expanded (`_expanded`)."""
+    graph = _renamed(graph)
+    layers = [part for layer in graph.layers for part in _expanded(layer)]
+    return ModelGraph(name=graph.name, layers=layers, outputs=graph.outputs)
 
 
 def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
-    """The model.json document and the weights file's bytes."""
+    """The model.json document and the weights file's bytes; layers named by `tfjs_names`."""
+    graph = _tfjs_graph(graph)
     layers: list[dict[str, Any]] = []
     weights: list[tuple[str, np.ndarray]] = []
     for layer in graph.layers:
-        config, layer_weights = _tfjs_layer(layer)
+        class_name, config, layer_weights = _tfjs_layer(layer)
         layers.append(
             {
-                "class_name": TFJS_CLASS_NAMES.get(layer.class_name, layer.class_name),
+                "class_name": class_name,
                 "name": layer.name,
                 "config": config,
                 "inbound_nodes": [] if layer.is_input else [[[n, 0, 0, {}] for n in layer.inbound]],

@@ -30,7 +30,7 @@ from workers.backends.base import (
     Runner,
     SharedResources,
 )
-from workers.backends.tfjs.export import export_model, unsupported_reason
+from workers.backends.tfjs.export import export_model, tfjs_names, unsupported_reason
 from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer
 from workers.engine.graph import LayerSpec
 from workers.engine.loading import ModelArtifact
@@ -135,6 +135,7 @@ class TfjsRunner(Runner):
         self, model: ModelArtifact, mode: str, tensors: list[np.ndarray], spec_extra: dict[str, Any]
     ) -> LayerOutputs:
         names = [layer.name for layer in model.graph.compute_layers]
+        in_page_names = tfjs_names(model.graph)
         from workers.backends.tfjs.browser_host import BrowserJobFailed
 
         server = self.session.server
@@ -146,7 +147,7 @@ class TfjsRunner(Runner):
             "modelUrl": self.model_url(model),
             "jobUrl": f"{server.url}/jobs/{job_id}",
             "mode": mode,
-            "layers": names,
+            "layers": [in_page_names[name] for name in names],
             "batchSize": self.options.tfjs_batch_size,
             "checkWeights": checked is None,
             **spec_extra,
