@@ -45,6 +45,7 @@ def drift_report(
                 "arrays": {
                     name: {
                         "shape": list(array.shape),
+                        "dtype": array.dtype.name,
                         "nonfinite": int(np.count_nonzero(~np.isfinite(array))),
                     }
                     for name, array in inputs.items()

@@ -148,3 +148,41 @@ def test_examples_writes_every_example(tmp_path: Path, capsys: Any) -> None:
     kernels = [layer.weights["kernel"] for layer in dense.compute_layers]
     assert len(kernels) == 10 and all(k.shape == (50, 50) for k in kernels)
     assert all(k.min() >= -1.0 and k.max() <= 1.0 for k in kernels)
+
+
+def test_zoo_prints_one_line_per_model_and_writes_json(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "zoo.json"
+    status = main(["zoo", "--models", "ops_graph,text_classifier", "--backends", "numpy"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    header, _, *rows = printed.strip().splitlines()[-4:]
+    assert header.split()[:5] == ["model", "layers", "params", "numpy-f64", "numpy"]
+    assert [row.split()[0] for row in rows] == ["ops_graph", "text_classifier"]
+    assert (
+        main(["zoo", "--models", "text_classifier", "--backends", "numpy", "--json", str(path)])
+        == 0
+    )
+    [row] = json.loads(path.read_text())
+    assert row["model"] == "text_classifier" and row["within_rounding"]
+    assert sum(row["verdicts"]["numpy"].values()) == row["layers"] == 3
+    assert row["worst_layer"]["numpy"]["layer"] in {"embedding", "lstm", "classes"}
+
+
+def test_randint_feeds_token_ids_and_float_generators_are_refused(
+    data_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """An Embedding's input takes integers: randint generates them, uniform is refused."""
+    from workers.engine.keras_env import import_keras
+    from workers.engine.zoo import text_classifier
+
+    model_path = tmp_path / "text.keras"
+    text_classifier(import_keras()).save(model_path)
+    json_path = tmp_path / "out.json"
+    args = ["run", str(model_path), "--backends", "numpy,keras-cpu", "--json", str(json_path)]
+    assert main([*args, "--generate", "randint", "--low", "0", "--high", "50"]) == 0
+    report = json.loads(json_path.read_text())
+    assert {b["backend"]: b["status"] for b in report["backends"]}["keras-cpu"] == "done"
+    assert report["inputs"]["arrays"]["tokens"]["dtype"] == "int32"
+    capsys.readouterr()
+    assert main([*args, "--generate", "uniform"]) == 2
+    assert "input 'tokens' takes integers" in capsys.readouterr().err

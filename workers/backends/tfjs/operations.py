@@ -31,6 +31,7 @@ ACTIVATIONS = {
     "HardSigmoid": "hard_sigmoid",
 }
 AFFINE = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative"}
+UNARY = {*ACTIVATIONS, "Gelu", "Softmax", "Transpose", "Reshape"}
 
 
 def _tensor(value: Any) -> bool:
@@ -78,8 +79,10 @@ def _translate(layer: LayerSpec) -> tuple[str, dict[str, Any]] | str:
         if affine is None:
             return "only a tensor and a number (x + c, c - x, x * c, x / c) have a TF.js layer"
         return "Rescaling", {"scale": affine[0], "offset": affine[1]}
-    if tensors != len(args) or not all(map(_tensor, args)):
-        return f"arguments {args!r}"
+    if operation not in UNARY:
+        return "no TF.js layer computes it"
+    if len(args) != 1 or not _tensor(args[0]):
+        return "only the form with one tensor argument has a TF.js layer"
     if operation in ACTIVATIONS:
         return "Activation", {"activation": ACTIVATIONS[operation]}
     if operation == "Gelu":

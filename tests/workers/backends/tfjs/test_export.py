@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support import randomize_weights
-from workers.backends.tfjs.export import export_model, model_json, unsupported_reason
+from workers.backends.tfjs.export import export_model, model_json, tfjs_names, unsupported_reason
 
 
 def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model: Any) -> None:
@@ -44,7 +44,8 @@ def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model
         ),
         (
             lambda L: L.Conv1D(4, 2, groups=2, name="grouped"),
-            "unsupported: grouped (Conv1D) groups=2",
+            "unsupported: grouped (Conv1D) groups=2 (TF.js convolutions are ungrouped or "
+            "depthwise)",
         ),
         (
             lambda L: L.ReLU(threshold=0.5, name="thr"),
@@ -115,3 +116,114 @@ def test_export_writes_model_json_and_weights(example: Any, tmp_path: Path) -> N
     manifest = document["weightsManifest"][0]
     assert manifest["paths"] == ["weights.bin"]
     assert (tmp_path / "dense" / "weights.bin").stat().st_size == 10 * (50 * 50 + 50) * 4
+
+
+def exported_layers(graph: Any) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The TF.js layers by name, and the weights by their TF.js name."""
+    document, blob = model_json(graph)
+    layers = {layer["name"]: layer for layer in document["modelTopology"]["config"]["layers"]}
+    weights, offset = {}, 0
+    for entry in document["weightsManifest"][0]["weights"]:
+        size = int(np.prod(entry["shape"]))
+        weights[entry["name"]] = np.frombuffer(blob, "<f4", size, offset).reshape(entry["shape"])
+        offset += 4 * size
+    return layers, weights
+
+
+def test_nested_and_repeated_nodes_get_tfjs_safe_names_and_their_own_weights(
+    keras: Any, save_model: Any
+) -> None:
+    """TF.js looks weights up as '<layer>/<weight>': a path or '@' in a layer name is
+    renamed, uniquely, and each call of a shared layer is a layer with its weights."""
+    L = keras.layers
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(3, name="d")], name="inner")
+    x = keras.Input((3,), name="x")
+    shared = L.Dense(3, name="s")
+    model = keras.Model(x, shared(shared(inner(x))))
+    randomize_weights(model, seed=5)
+    graph = save_model(model).graph
+    assert tfjs_names(graph) == {"x": "x", "inner/d": "inner_d", "s@1": "s_1", "s@2": "s_2"}
+    layers, weights = exported_layers(graph)
+    assert layers["s_2"]["inbound_nodes"] == [[["s_1", 0, 0, {}]]]
+    assert layers["s_2"]["config"]["name"] == "s_2"
+    np.testing.assert_array_equal(weights["s_1/kernel"], weights["s_2/kernel"])
+    np.testing.assert_array_equal(weights["inner_d/kernel"], inner.get_layer("d").kernel.numpy())
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        (lambda ops, a, b: a + 3.0, ("Rescaling", {"scale": 1.0, "offset": 3.0})),
+        (lambda ops, a, b: 2.0 - a, ("Rescaling", {"scale": -1.0, "offset": 2.0})),
+        (lambda ops, a, b: a / 4.0, ("Rescaling", {"scale": 0.25, "offset": 0.0})),
+        (lambda ops, a, b: -a, ("Rescaling", {"scale": -1.0, "offset": 0.0})),
+        (lambda ops, a, b: a * b, ("Multiply", {})),
+        (lambda ops, a, b: ops.maximum(a, b), ("Maximum", {})),
+        (lambda ops, a, b: ops.tanh(a), ("Activation", {"activation": "tanh"})),
+        (lambda ops, a, b: ops.silu(a), ("Activation", {"activation": "swish"})),
+        (lambda ops, a, b: ops.concatenate([a, b], axis=-1), ("Concatenate", {"axis": -1})),
+        (lambda ops, a, b: ops.transpose(a, (0, 2, 1)), ("Permute", {"dims": [2, 1]})),
+        (lambda ops, a, b: a - b, "only a tensor and a number"),
+        (lambda ops, a, b: ops.power(a, 2.0), "no TF.js layer"),
+    ],
+)
+def test_operations_are_exported_as_the_tfjs_layer_computing_them(
+    keras: Any, save_model: Any, operation: Any, expected: Any
+) -> None:
+    x = keras.Input((4, 3), name="x")
+    a, b = keras.layers.Dense(3, name="a")(x), keras.layers.Dense(3, name="b")(x)
+    model = keras.Model(x, operation(keras.ops, a, b))
+    graph = save_model(model).graph
+    node = graph.compute_layers[-1]
+    assert node.class_name.startswith("ops.")
+    reason = unsupported_reason(node)
+    if isinstance(expected, str):
+        assert reason is not None and reason.startswith(
+            f"unsupported: {node.name} ({node.class_name})"
+        )
+        assert expected in reason
+        return
+    assert reason is None
+    layers, _ = exported_layers(graph)
+    exported = layers[tfjs_names(graph)[node.name]]
+    assert exported["class_name"] == expected[0]
+    assert {k: exported["config"][k] for k in expected[1]} == expected[1]
+
+
+def test_layers_tfjs_lacks_are_rewritten_as_layers_it_has(keras: Any, save_model: Any) -> None:
+    """Hard-swish as four layers, keepdims pooling as pooling then Reshape, a one-group-per-
+    channel Conv2D as a DepthwiseConv2D (kernel regrouped), LayerScale as a
+    BatchNormalization that multiplies by gamma."""
+    from keras.src.applications.convnext import LayerScale
+
+    L = keras.layers
+    x = keras.Input((5, 5, 4), name="x")
+    grouped = L.Conv2D(8, 3, groups=4, padding="same", name="grouped")(x)
+    scaled = LayerScale(0.5, 8, name="scale")(grouped)
+    swished = L.Activation("hard_silu", name="swish")(scaled)
+    pooled = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(swished)
+    model = keras.Model(x, L.Multiply(name="excite")([swished, pooled]))
+    randomize_weights(model, seed=6)
+    graph = save_model(model).graph
+    assert all(unsupported_reason(layer) is None for layer in graph.compute_layers)
+    layers, weights = exported_layers(graph)
+    assert layers["grouped"]["class_name"] == "DepthwiseConv2D"
+    assert layers["grouped"]["config"]["depth_multiplier"] == 2
+    kernel = model.get_layer("grouped").kernel.numpy()  # (3, 3, 1, 8): output c*2 + j
+    np.testing.assert_array_equal(
+        weights["grouped/depthwise_kernel"][:, :, 1, 0], kernel[:, :, 0, 2]
+    )
+    assert layers["scale"]["class_name"] == "BatchNormalization"
+    np.testing.assert_array_equal(
+        weights["scale/gamma"], model.get_layer("scale").weights[0].numpy()
+    )
+    assert [layers[f"swish{s}"]["class_name"] for s in ("__plus3", "__relu6", "__div6", "")] == [
+        "Rescaling",
+        "ReLU",
+        "Rescaling",
+        "Multiply",
+    ]
+    assert layers["swish"]["inbound_nodes"] == [[["scale", 0, 0, {}], ["swish__div6", 0, 0, {}]]]
+    assert layers["squeeze"]["class_name"] == "Reshape"
+    assert layers["squeeze"]["config"]["target_shape"] == [1, 1, 8]
+    assert layers["squeeze__pool"]["class_name"] == "GlobalAveragePooling2D"
