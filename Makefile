@@ -10,7 +10,7 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium redis-server demo test lint bench clean
+.PHONY: install chromium redis-server demo test lint zoo bench clean
 
 install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server
 
@@ -50,6 +50,12 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# Every zoo model (twelve keras.applications architectures and four hand-built ones) on
+# keras-cpu, numpy and tfjs-cpu against numpy-f64; fails unless every layer is within
+# rounding (about 3 minutes).
+zoo: install
+	$(BIN)/driftbench zoo
 
 # driftbench against bare baselines: ratios with their targets (about 7 minutes).
 bench: install

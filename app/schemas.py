@@ -35,11 +35,17 @@ UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class LayerPublic(BaseModel):
+    """One node of the unrolled model: a nested layer named by its path ('base/conv'), a
+    repeated call 'dense@2', an operation of class 'ops.<Name>'; `inbound` names the
+    nodes feeding it, `dtype` is given for inputs (int32 for token ids)."""
+
     name: str
     class_name: str
     output_shape: list[int | None]
     params: int
     depth: int
+    inbound: list[str] = []
+    dtype: str | None = None
 
 
 class ModelPublic(BaseModel):

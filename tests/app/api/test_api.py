@@ -304,3 +304,54 @@ def test_backends_report_availability_and_versions(client: DriftbenchClient) -> 
     assert backends["keras-cpu"]["versions"]["tensorflow"].startswith("2.")
     assert backends["tfjs-webgl"]["queue"] == "browser"
     assert backends["tfjs-webgl"]["versions"] == {"tfjs": "4.22.0"}
+
+
+def test_token_ids_and_a_nested_model_over_http(
+    client: DriftbenchClient, keras: Any, tmp_path: Path
+) -> None:
+    """Integer inputs are generated and uploaded as integers (a float array for them is
+    refused); a transfer-learning model's nested layers come back under their path."""
+    from workers.engine.zoo import text_classifier
+
+    path = tmp_path / "text.keras"
+    text_classifier(keras).save(path)
+    model = client.upload_model(path)
+    [tokens] = [layer for layer in model["layers"] if layer["class_name"] == "InputLayer"]
+    assert tokens["dtype"] == "int32"
+    refused = client.post(f"/api/models/{model['id']}/inputs", json={"kind": "uniform"})
+    assert refused.status_code == 422 and "takes integers" in refused.json()["detail"]
+    floats = io.BytesIO()
+    np.save(floats, np.full((2, 12), 3.5, dtype=np.float32))
+    refused = client.post(
+        f"/api/models/{model['id']}/inputs", files={"file": ("ids.npy", floats.getvalue())}
+    )
+    assert refused.status_code == 422 and "save it as an integer array" in refused.json()["detail"]
+    ids = io.BytesIO()
+    np.save(ids, np.random.default_rng(0).integers(0, 50, (2, 12)))
+    uploaded = client.post(
+        f"/api/models/{model['id']}/inputs", files={"file": ("ids.npy", ids.getvalue())}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    generated = client.add_inputs(model["id"], kind="randint", batch=3, low=0, high=50)
+    for input_set in (uploaded.json(), generated):
+        run = client.wait_for_run(
+            client.start_run(
+                model_id=model["id"], input_set_id=input_set["id"], backends=CPU_BACKENDS
+            )["id"]
+        )
+        assert run["status"] == "done", run
+        rows = client.divergence(run["id"])["rows"]
+        assert {r["layer"] for r in rows} == {"embedding", "lstm", "classes"}
+        assert all(r["verdict"] in ("identical", "rounding") for r in rows)
+
+    L = keras.layers
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d")], name="inner")
+    x = keras.Input((4,), name="x")
+    nested = keras.Model(x, L.Dense(2, name="head")(inner(x)))
+    nested.save(tmp_path / "nested.keras")
+    layers = client.upload_model(tmp_path / "nested.keras")["layers"]
+    assert [(layer["name"], layer["depth"]) for layer in layers] == [
+        ("x", 0),
+        ("inner/d", 1),
+        ("head", 2),
+    ]

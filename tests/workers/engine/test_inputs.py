@@ -94,3 +94,35 @@ def test_nan_and_inf_inputs_run_and_are_counted(
     assert row.nonfinite_reference == 8 and row.nonfinite_candidate == 8
     assert row.nonfinite_mismatch == 0
     assert row.verdict in {"identical", "rounding"}
+
+
+TOKENS = {"tokens": (None, 5)}
+INTEGER_INPUT = {"tokens": "int32"}
+
+
+def test_randint_generates_int32_token_ids_in_range() -> None:
+    recipe = InputRecipe("randint", batch=4, seed=1, low=0, high=7)
+    ids = generate_inputs(recipe, TOKENS, INTEGER_INPUT)["tokens"]
+    assert ids.dtype == np.int32 and ids.shape == (4, 5)
+    assert ids.min() >= 0 and ids.max() < 7 and len(np.unique(ids)) > 1
+    floats = generate_inputs(recipe, TOKENS)["tokens"]
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, ids)
+
+
+def test_an_integer_input_is_never_fed_floats(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"input 'tokens' takes integers .* randint"):
+        generate_inputs(InputRecipe("normal"), TOKENS, INTEGER_INPUT)
+    with pytest.raises(InputError, match="randint needs integer bounds"):
+        InputRecipe("randint", low=0.5, high=3)
+    path = tmp_path / "ids.npy"
+    np.save(path, np.arange(10, dtype=np.int64).reshape(2, 5))
+    loaded = load_input_file(path, TOKENS, 1 << 20, INTEGER_INPUT)["tokens"]
+    assert loaded.dtype == np.int32
+    np.testing.assert_array_equal(loaded, np.arange(10).reshape(2, 5))
+    np.save(path, np.full((2, 5), 1.5, dtype=np.float32))
+    with pytest.raises(InputError, match=r"the model's input is int32 \(token ids\) but"):
+        load_input_file(path, TOKENS, 1 << 20, INTEGER_INPUT)
+    np.save(path, np.full((2, 5), 2**40, dtype=np.int64))
+    with pytest.raises(InputError, match="outside the int32 range"):
+        load_input_file(path, TOKENS, 1 << 20, INTEGER_INPUT)
