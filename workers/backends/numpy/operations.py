@@ -41,11 +41,9 @@ ACTIVATION_OPERATIONS = (
     "Tanh",
     "LogSigmoid",
     "Selu",
-    "Celu",
     "Mish",
     "HardTanh",
     "SparsePlus",
-    "Squareplus",
     "TanhShrink",
 )
 
@@ -101,10 +99,31 @@ def _activation_operations() -> dict[str, LayerFunction]:
     }
 
 
+def _constant(x: np.ndarray, value: float) -> np.generic:
+    """A python number as Keras uses it with a float32 tensor: a float32 value."""
+    return x.dtype.type(np.float32(value))
+
+
+def _celu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    alpha_, zero = _constant(x, alpha), _constant(x, 0)
+    return np.maximum(x, zero) + alpha_ * np.expm1(np.minimum(x, zero) / alpha_)
+
+
+def _squareplus(x: np.ndarray, b: float = 4) -> np.ndarray:
+    return (x + np.sqrt(x * x + _constant(x, b))) / _constant(x, 2)
+
+
 def _reduce(reduce: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    def apply(x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """A reduction over `axis`; Max's and Min's `initial` joins the reduced values, as in
+    NumPy and Keras (`ops.max(x, initial=0.0)` is never below 0)."""
+
+    def apply(
+        x: np.ndarray, axis: Any = None, keepdims: bool = False, initial: float | None = None
+    ) -> np.ndarray:
         axes = None if axis is None else tuple(np.atleast_1d(axis))
-        return reduce(x, axis=axes, keepdims=keepdims)
+        if initial is None:
+            return reduce(x, axis=axes, keepdims=keepdims)
+        return reduce(x, axis=axes, keepdims=keepdims, initial=_constant(x, initial))
 
     return apply
 
@@ -169,6 +188,8 @@ OPERATIONS: dict[str, LayerFunction] = {
             "OnesLike": np.ones_like,
         }.items()
     },
+    OPERATION_PREFIX + "Celu": _configured(_celu, "alpha"),
+    OPERATION_PREFIX + "Squareplus": _configured(_squareplus, "b"),
     OPERATION_PREFIX + "Gelu": _configured(gelu, "approximate"),
     OPERATION_PREFIX + "Elu": _configured(elu, "alpha"),
     OPERATION_PREFIX + "LeakyRelu": _configured(leaky_relu, "negative_slope"),
@@ -177,8 +198,8 @@ OPERATIONS: dict[str, LayerFunction] = {
     OPERATION_PREFIX + "Clip": _configured(_clip, "x_min", "x_max"),
     OPERATION_PREFIX + "Mean": _configured(_reduce(np.mean), "axis", "keepdims"),
     OPERATION_PREFIX + "Sum": _configured(_reduce(np.sum), "axis", "keepdims"),
-    OPERATION_PREFIX + "Max": _configured(_reduce(np.max), "axis", "keepdims"),
-    OPERATION_PREFIX + "Min": _configured(_reduce(np.min), "axis", "keepdims"),
+    OPERATION_PREFIX + "Max": _configured(_reduce(np.max), "axis", "keepdims", "initial"),
+    OPERATION_PREFIX + "Min": _configured(_reduce(np.min), "axis", "keepdims", "initial"),
     OPERATION_PREFIX + "Any": _configured(_reduce(np.any), "axis", "keepdims"),
     OPERATION_PREFIX + "All": _configured(_reduce(np.all), "axis", "keepdims"),
     OPERATION_PREFIX + "Reshape": _configured(_reshape, "newshape"),

@@ -26,8 +26,8 @@ from workers.backends.numpy.layers import (
     LayerConfigUnsupported,
     normalization_statistics,
 )
-from workers.backends.tfjs.operations import OPERATION_PREFIX, operation_layer, operation_problem
-from workers.engine.graph import LayerSpec, ModelGraph
+from workers.backends.tfjs.operations import operation_layer, operation_problem
+from workers.engine.graph import OPERATION_PREFIX, LayerSpec, ModelGraph
 
 TFJS_LAYERS = frozenset(
     {
@@ -276,22 +276,28 @@ def _normalization_problem(layer: LayerSpec) -> str | None:
     return None
 
 
+def _batch_norm_config(name: str, axis: int) -> dict[str, Any]:
+    """A TF.js BatchNormalization that only applies its moving statistics (and gamma, if
+    `scale` is turned on): epsilon 0, no beta."""
+    return {
+        "name": name,
+        "trainable": False,
+        "dtype": "float32",
+        "axis": axis,
+        "momentum": 0.99,
+        "epsilon": 0.0,
+        "center": False,
+        "scale": False,
+    }
+
+
 def _as_batch_norm(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
     """Normalization as TF.js's BatchNormalization: no gamma or beta, epsilon 0, and as
     variance the square of Keras's divisor max(sqrt(variance), 1e-7), computed in float64."""
     axis = layer.config.get("axis", -1)
     mean, variance = normalization_statistics(layer.config, layer.weights)
     divisor = np.maximum(np.sqrt(np.asarray(variance, np.float64)), NORMALIZATION_EPSILON)
-    config = {
-        "name": layer.name,
-        "trainable": False,
-        "dtype": "float32",
-        "axis": axis if isinstance(axis, int) else int(axis[0]),
-        "momentum": 0.99,
-        "epsilon": 0.0,
-        "center": False,
-        "scale": False,
-    }
+    config = _batch_norm_config(layer.name, axis if isinstance(axis, int) else int(axis[0]))
     weights = [
         (f"{layer.name}/moving_mean", np.asarray(mean, dtype="<f4").ravel()),
         (f"{layer.name}/moving_variance", np.asarray(divisor**2, dtype="<f4").ravel()),
@@ -303,16 +309,7 @@ def _as_scaling(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.nd
     """ConvNeXt's LayerScale (x * gamma per channel) as TF.js's BatchNormalization with
     mean 0, variance 1 and epsilon 0: x * rsqrt(1) * gamma, the same product exactly."""
     (gamma,) = (np.asarray(value, dtype="<f4") for value in layer.weights.values())
-    config = {
-        "name": layer.name,
-        "trainable": False,
-        "dtype": "float32",
-        "axis": -1,
-        "momentum": 0.99,
-        "epsilon": 0.0,
-        "center": False,
-        "scale": True,
-    }
+    config = {**_batch_norm_config(layer.name, -1), "scale": True}
     weights = [
         (f"{layer.name}/gamma", gamma),
         (f"{layer.name}/moving_mean", np.zeros_like(gamma)),

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from workers.engine.graph import LayerSpec
+from workers.engine.graph import OPERATION_PREFIX, LayerSpec
 
-OPERATION_PREFIX = "ops."
 # Operations on two tensors that a TF.js merge layer computes.
 MERGES = {"Add": "Add", "Multiply": "Multiply", "Maximum": "Maximum", "Minimum": "Minimum"}
 # Operations on one tensor that a TF.js activation computes; the value is its TF.js name.
