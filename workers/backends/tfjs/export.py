@@ -71,6 +71,13 @@ TFJS_LAYERS = frozenset(
         "Maximum",
         "Minimum",
         "Concatenate",
+        "Dot",
+        "Conv3D",
+        "Conv3DTranspose",
+        "MaxPooling3D",
+        "AveragePooling3D",
+        "RepeatVector",
+        "TimeDistributed",
         "Rescaling",
         "Normalization",
         "Embedding",
@@ -81,6 +88,14 @@ TFJS_LAYERS = frozenset(
         "Bidirectional",
     }
 )
+# Layers tfjs-layers 4.22 has that fail in a loaded layers-model (seen here).
+TFJS_BROKEN = {
+    "CenterCrop": "(tfjs-layers 4.22's CenterCrop takes its output shape for the model's "
+    "input shape: 'expected y to have shape [null,4,4,3] but got [2,6,8,3]')",
+    "Resizing": "(tfjs-layers 4.22's Resizing fails in a loaded model, 'x must be rank 3 or "
+    "4, but got rank 1', and would resize with align_corners, not Keras's half-pixel "
+    "centres)",
+}
 RECURRENT = {"SimpleRNN", "LSTM", "GRU"}
 BIDIRECTIONAL_MERGES = {"concat", "sum", "mul", "ave"}
 # Keras 3 activation name -> the TF.js class that computes it (TF.js camel-cases names).
@@ -140,8 +155,10 @@ def _config_problem(layer: LayerSpec) -> str | None:
         return None
     if layer.class_name.startswith(OPERATION_PREFIX):
         return operation_problem(layer)
+    if layer.class_name in TFJS_BROKEN:
+        return TFJS_BROKEN[layer.class_name]
     if layer.class_name not in TFJS_LAYERS:
-        return ""
+        return "(tfjs-layers 4.22 has no such layer)"
     for key in ("activation", "recurrent_activation"):
         if key in config:
             try:
@@ -160,8 +177,15 @@ def _config_problem(layer: LayerSpec) -> str | None:
             return "reset_after=True (TF.js's GRU has only the Keras 1 form, reset_after=False)"
     if int(config.get("groups", 1)) != 1 and not _is_depthwise(layer):
         return f"groups={config['groups']} (TF.js convolutions are ungrouped or depthwise)"
-    if layer.class_name == "ReLU" and (config.get("negative_slope") or config.get("threshold")):
-        return "negative_slope/threshold"
+    if layer.class_name == "ReLU" and config.get("negative_slope"):
+        return "negative_slope (TF.js's ReLU has none)"
+    if _is_thresholded(layer) and config.get("max_value") is not None:
+        return "threshold with max_value (TF.js's ThresholdedReLU has no maximum)"
+    if layer.class_name == "TimeDistributed":
+        inner = _wrapped(layer, "layer")
+        problem = _config_problem(inner)
+        if problem is not None:
+            return f"wrapped {inner.class_name} {problem}".rstrip()
     if layer.class_name == "Conv2DTranspose":
         if any(d != 1 for d in np.atleast_1d(config.get("dilation_rate", 1))):
             return f"dilation_rate {config['dilation_rate']}"
@@ -202,7 +226,8 @@ def unsupported_reason(layer: LayerSpec) -> str | None:
 
 
 def _wrapped(layer: LayerSpec, key: str) -> LayerSpec:
-    """The recurrent layer a Bidirectional wraps (key 'layer' or 'backward_layer')."""
+    """The layer a wrapper holds: a Bidirectional's (key 'layer' or 'backward_layer'), a
+    TimeDistributed's ('layer')."""
     inner = layer.config[key]
     return LayerSpec(
         name=inner["config"]["name"],
@@ -318,6 +343,39 @@ def _as_scaling(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str, np.nd
     return config, weights
 
 
+def _is_thresholded(layer: LayerSpec) -> bool:
+    """A ReLU with a threshold and no slope below it is TF.js's ThresholdedReLU."""
+    return layer.class_name == "ReLU" and bool(layer.config.get("threshold"))
+
+
+def _as_thresholded(layer: LayerSpec) -> dict[str, Any]:
+    return {
+        "name": layer.name,
+        "trainable": False,
+        "dtype": "float32",
+        "theta": float(layer.config["threshold"]),
+    }
+
+
+def _as_time_distributed(
+    layer: LayerSpec,
+) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """The wrapped layer's TF.js config inside; TF.js names its weights after the wrapper."""
+    inner = replace(_wrapped(layer, "layer"), weights=layer.weights)
+    class_name, config, _ = _tfjs_layer(inner)
+    wrapper = {
+        "name": layer.name,
+        "trainable": False,
+        "dtype": "float32",
+        "layer": {"class_name": class_name, "config": config},
+    }
+    weights = [
+        (f"{layer.name}/{name}", np.asarray(value, dtype="<f4"))
+        for name, value in layer.weights.items()
+    ]
+    return wrapper, weights
+
+
 def _is_depthwise(layer: LayerSpec) -> bool:
     """A Conv2D with one group per input channel (ConvNeXt's 7x7) is a depthwise one."""
     groups = int(layer.config.get("groups", 1))
@@ -397,6 +455,10 @@ def _tfjs_layer(layer: LayerSpec) -> tuple[str, dict[str, Any], list[tuple[str, 
         return "BatchNormalization", *_as_scaling(layer)
     if _is_depthwise(layer):
         return "DepthwiseConv2D", *_as_depthwise(layer)
+    if _is_thresholded(layer):
+        return "ThresholdedReLU", _as_thresholded(layer), []
+    if layer.class_name == "TimeDistributed":
+        return "TimeDistributed", *_as_time_distributed(layer)
     if layer.class_name == "Bidirectional":
         return "Bidirectional", *_as_bidirectional(layer)
     renames = TFJS_WEIGHT_NAMES.get(layer.class_name, {})

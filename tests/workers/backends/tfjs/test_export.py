@@ -47,14 +47,30 @@ def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model
             "unsupported: grouped (Conv1D) groups=2 (TF.js convolutions are ungrouped or "
             "depthwise)",
         ),
+        (lambda L: L.ReLU(threshold=0.5, name="thr"), None),
         (
-            lambda L: L.ReLU(threshold=0.5, name="thr"),
-            "unsupported: thr (ReLU) negative_slope/threshold",
+            lambda L: L.ReLU(negative_slope=0.1, name="slope"),
+            "unsupported: slope (ReLU) negative_slope (TF.js's ReLU has none)",
+        ),
+        (
+            lambda L: L.ReLU(threshold=0.5, max_value=2.0, name="thr"),
+            "unsupported: thr (ReLU) threshold with max_value (TF.js's ThresholdedReLU has no "
+            "maximum)",
+        ),
+        (
+            lambda L: L.Resizing(8, 8, name="resize"),
+            "unsupported: resize (Resizing) (tfjs-layers 4.22's Resizing fails in a loaded "
+            "model, 'x must be rank 3 or 4, but got rank 1', and would resize with "
+            "align_corners, not Keras's half-pixel centres)",
+        ),
+        (
+            lambda L: L.TimeDistributed(L.Dense(3, activation="sparsemax"), name="td"),
+            "unsupported: td (TimeDistributed) wrapped Dense activation 'sparsemax'",
         ),
         (lambda L: L.SpatialDropout1D(0.1, name="sd"), None),
         (
             lambda L: L.ActivityRegularization(name="reg"),
-            "unsupported: reg (ActivityRegularization)",
+            "unsupported: reg (ActivityRegularization) (tfjs-layers 4.22 has no such layer)",
         ),
         (lambda L: L.Rescaling(0.5, offset=1.0, name="scale"), None),
         (

@@ -345,3 +345,35 @@ def test_recurrent_layers_run_in_the_browser_within_rounding(
     for comparison in comparisons:
         verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
         assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
+
+
+def test_volumetric_and_sequence_layers_run_in_the_browser_within_rounding(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """Conv3D, 3D pooling, Conv3DTranspose, RepeatVector, TimeDistributed, Dot and a
+    thresholded ReLU (exported as TF.js's ThresholdedReLU), with keras-cpu beside."""
+    L = keras.layers
+    x = keras.Input((4, 4, 4, 2), name="x")
+    c = L.Conv3D(3, 2, padding="same", name="conv3d")(x)
+    p = L.MaxPooling3D(2, name="max3d")(c)
+    t = L.Conv3DTranspose(2, 2, strides=2, name="convt3d")(p)
+    a = L.AveragePooling3D(2, name="avg3d")(t)
+    r = L.RepeatVector(3, name="repeat")(L.Flatten(name="flat")(a))
+    td = L.TimeDistributed(L.Dense(4, name="inner"), name="td")(r)
+    d = L.Dot(axes=(2, 2), name="dot")([td, td])
+    model = keras.Model(x, L.ReLU(threshold=0.1, name="thr")(d))
+    randomize_weights(model, seed=16)
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=0), artifact.graph.input_shapes)
+    backends = ["keras-cpu", "tfjs-cpu"]
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=backends, reference="numpy-f64", modes=MODES
+    )
+    assert {b: r.status for b, r in results.items()} == dict.fromkeys(
+        ["numpy-f64", *backends], "done"
+    )
+    assert results["tfjs-cpu"].environment["weights_roundtrip"]["identical"] is True
+    for comparison in compare(artifact.graph, results, against="numpy-f64", modes=MODES):
+        verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+        assert len(verdicts) == 9
+        assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
