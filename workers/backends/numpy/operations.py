@@ -41,7 +41,6 @@ ACTIVATION_OPERATIONS = (
     "Tanh",
     "LogSigmoid",
     "Selu",
-    "Mish",
     "HardTanh",
     "SparsePlus",
     "TanhShrink",
