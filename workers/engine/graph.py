@@ -132,7 +132,9 @@ OPERATION_PREFIX = "ops."
 
 def _call_template(node: KerasNode) -> dict[str, Any]:
     """The operation's recorded arguments with each tensor replaced by {"input": i}, the
-    index of its inbound node: constants (`x * 0.5`), axes and slices stay as given."""
+    index of its inbound node: constants (`x * 0.5`), axes and slices stay as given.
+    `masked` lists the inputs that carry a Keras mask, which some layers (attention)
+    apply without the graph recording it as an argument."""
     index = {id(t): i for i, t in reversed(list(enumerate(node.call.input_tensors)))}
 
     def template(value: Any) -> Any:
@@ -145,7 +147,15 @@ def _call_template(node: KerasNode) -> dict[str, Any]:
         return value
 
     arguments = node.call.arguments
-    return {"args": template(list(arguments.args)), "kwargs": template(dict(arguments.kwargs))}
+    return {
+        "args": template(list(arguments.args)),
+        "kwargs": template(dict(arguments.kwargs)),
+        "masked": [
+            i
+            for i, t in enumerate(node.call.input_tensors)
+            if getattr(t, "_keras_mask", None) is not None
+        ],
+    }
 
 
 def _spec(node: KerasNode) -> LayerSpec:

@@ -3,8 +3,9 @@ MultiHeadAttention, in inference mode (no dropout).
 
 A node's inbound tensors are the layer's call arguments in order: [query, value] or
 [query, value, key], the key defaulting to the value. Keras applies the inputs' masks,
-`attention_mask` and `use_causal_mask` when it runs these layers, but its functional
-graph records none of them for their nodes, so the port applies none.
+`attention_mask` and `use_causal_mask` when it runs these layers; the port applies
+none of them, so a call with any (the graph records which inputs carry a mask, and
+the call's keywords) is refused rather than computed without it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ import numpy as np
 
 from workers.backends.numpy.activations import sigmoid, softmax
 from workers.backends.numpy.layers import Config, LayerConfigUnsupported, LayerFunction, Weights
+
+
+def _check_call(config: Config) -> None:
+    call = config.get("call", {})
+    if call.get("masked"):
+        raise LayerConfigUnsupported("inputs carrying a Keras mask (the port applies none)")
+    for key, value in call.get("kwargs", {}).items():
+        if key != "training" and value not in (None, False):
+            raise LayerConfigUnsupported(f"called with {key}")
 
 
 def _query_value_key(inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -33,6 +43,7 @@ def _pairwise_sum(query: np.ndarray, key: np.ndarray) -> np.ndarray:
 def attention(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.ndarray:
     """Scores q.k (times the learned `scale`), or with score_mode 'concat'
     concat_score_weight * sum(tanh(scale * (q + k))); softmax over the keys."""
+    _check_call(config)
     query, value, key = _query_value_key(inputs)
     scale = weights["scale"] if config.get("use_scale") else None
     mode = config.get("score_mode", "dot")
@@ -52,6 +63,7 @@ def attention(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.
 
 def additive_attention(inputs: list[np.ndarray], config: Config, weights: Weights) -> np.ndarray:
     """Scores sum(scale * tanh(q + k)), `scale` one learned weight per feature."""
+    _check_call(config)
     query, value, key = _query_value_key(inputs)
     terms = np.tanh(_pairwise_sum(query, key))
     if config.get("use_scale", True):
@@ -108,6 +120,7 @@ def multi_head_attention(inputs: list[np.ndarray], config: Config, weights: Weig
     gate with `use_gate`, project back. Weights keyed by sublayer: 'query/kernel', ..."""
     if config.get("sliding_window") is not None:
         raise LayerConfigUnsupported("sliding_window")
+    _check_call(config)
     query, value, key = _query_value_key(inputs)
     projected_query = _einsum_dense(query, weights, "query", 1)
     scale = query.dtype.type(1.0 / math.sqrt(float(config["key_dim"])))

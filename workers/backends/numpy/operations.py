@@ -27,8 +27,8 @@ from workers.backends.numpy.activations import (
     softmax,
 )
 from workers.backends.numpy.layers import Config, LayerConfigUnsupported, LayerFunction, Weights
+from workers.engine.graph import OPERATION_PREFIX
 
-OPERATION_PREFIX = "ops."
 ACTIVATION_OPERATIONS = (
     "Relu",
     "Relu6",

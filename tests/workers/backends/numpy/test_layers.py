@@ -15,10 +15,10 @@ from tests.support import randomize_weights
 from workers.backends.execution import run_locally
 from workers.backends.numpy.activations import ACTIVATIONS, gelu
 from workers.backends.numpy.layers import LayerConfigUnsupported
-from workers.backends.numpy.operations import OPERATION_PREFIX
 from workers.backends.numpy.port import LAYERS, SUPPORTED_LAYERS
 from workers.backends.pool import RunnerPool
 from workers.engine.compare import compare
+from workers.engine.graph import OPERATION_PREFIX
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.keras_env import onednn_enabled
 from workers.engine.metrics import VerdictThresholds

@@ -18,6 +18,7 @@ from tests.workers.backends.numpy.test_layers import (
     assert_within_rounding,
     layer_verdicts,
 )
+from workers.backends.execution import run_locally
 from workers.backends.numpy.layers import LayerConfigUnsupported, masking, masking_mask
 from workers.backends.numpy.port import LAYERS
 from workers.backends.pool import RunnerPool
@@ -139,3 +140,34 @@ def test_masked_recurrent_layer_end_to_end(
     inputs = {artifact.graph.inputs[0].name: masked_sequences()}
     verdicts = layer_verdicts(runner_pool, artifact, inputs)
     assert set(verdicts[("keras-cpu", "accumulated")]) <= WITHIN_ROUNDING
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (
+            lambda L, x: L.Attention(name="att")([L.Masking(0.1)(x), L.Masking(0.1)(x)]),
+            "unsupported: att (Attention) inputs carrying a Keras mask",
+        ),
+        (
+            lambda L, x: L.MultiHeadAttention(2, 3, name="mha")(x, x, use_causal_mask=True),
+            "unsupported: mha (MultiHeadAttention) called with use_causal_mask",
+        ),
+    ],
+)
+def test_attention_the_port_would_compute_without_its_mask_is_refused(
+    keras: Any, save_model: Any, runner_pool: RunnerPool, build: Any, reason: str
+) -> None:
+    """Keras applies these masks inside the layer, out of the graph's sight: the port names
+    the node instead of computing something else, and keras-cpu still runs."""
+    x = keras.Input((6, 3), name="x")
+    artifact = save_model(keras.Model(x, build(keras.layers, x)))
+    results = run_locally(
+        runner_pool,
+        artifact,
+        {"x": masked_sequences()},
+        backends=["keras-cpu", "numpy"],
+        reference="numpy-f64",
+    )
+    assert results["numpy-f64"].reason.startswith(reason)
+    assert results["keras-cpu"].status == "done"

@@ -23,9 +23,10 @@ from tests.workers.backends.numpy.test_layers import (
 )
 from tests.workers.backends.numpy.test_masks import MASK_VALUE, masked_sequences
 from workers.backends.execution import run_locally
-from workers.backends.numpy.operations import OPERATION_PREFIX, OPERATIONS
+from workers.backends.numpy.operations import OPERATIONS
 from workers.backends.pool import RunnerPool
 from workers.engine.compare import compare
+from workers.engine.graph import OPERATION_PREFIX
 from workers.engine.inputs import InputRecipe
 from workers.engine.results import MODES
 from workers.engine.unroll import capture_model
