@@ -298,4 +298,13 @@ def load_artifact(path: Path, options: EngineOptions = DEFAULT_OPTIONS) -> Model
     if not path.is_file():
         raise ModelRefused(f"{path}: no such model file")
     model = load_keras_model(path, options=options)
-    return ModelArtifact(path=path, sha256=sha256_of(path), graph=graph_from_keras(model))
+    try:
+        graph = graph_from_keras(model)
+    except InvalidRequest:
+        raise
+    except Exception as error:  # a Keras structure the unroll does not know: one line, 422
+        raise ModelRefused(
+            f"{path.name}: the model cannot be described node by node "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    return ModelArtifact(path=path, sha256=sha256_of(path), graph=graph)
