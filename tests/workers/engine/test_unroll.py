@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.support import randomize_weights
+from workers.engine.errors import InvalidRequest
 from workers.engine.loading import load_artifact, load_keras_model
 from workers.engine.unroll import capture_model
 
@@ -100,3 +102,17 @@ def test_operations_keras_adds_are_named_the_same_at_every_load(keras: Any, tmp_
     assert [layer.name for layer in second.compute_layers] == first
     assert "not_equal#1" in first and "any#1" in first
     assert second.layer("lstm").config["call"]["kwargs"]["mask"] == {"input": 1}
+
+
+def test_a_layer_returning_several_tensors_is_refused_in_one_line(
+    keras: Any, tmp_path: Path
+) -> None:
+    x = keras.Input((4, 3), name="x")
+    output, state_h, _ = keras.layers.LSTM(2, return_state=True, name="lstm")(x)
+    path = tmp_path / "states.keras"
+    keras.Model(x, keras.layers.Add(name="sum")([output, state_h])).save(path)
+    with pytest.raises(InvalidRequest) as refused:
+        load_artifact(path)
+    message = str(refused.value)
+    assert message.startswith("'lstm' (LSTM) returns 3 tensors; driftbench compares one")
+    assert "\n" not in message and refused.value.status == 422
