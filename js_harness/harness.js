@@ -126,9 +126,17 @@ async function runJob(spec) {
   } else {
     for (let i = 0; i < spec.layers.length; i++) {
       const inputs = await inputTensors(spec.jobUrl, spec.isolatedInputs[i]);
-      const output = model.getLayer(spec.layers[i]).apply(inputs.length === 1 ? inputs[0] : inputs);
+      // A node exported as several TF.js layers is their chain; each step's inputs are
+      // the node's own inputs (by index) or an earlier step's output (by layer name).
+      const made = {};
+      let output;
+      for (const step of spec.isolatedSteps[i]) {
+        const args = step.inputs.map((ref) => (typeof ref === 'number' ? inputs[ref] : made[ref]));
+        output = model.getLayer(step.layer).apply(args.length === 1 ? args[0] : args);
+        made[step.layer] = output;
+      }
       shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, output));
-      tf.dispose([inputs, output]);
+      tf.dispose([inputs, Object.values(made)]);
     }
   }
   const finished = performance.now();

@@ -23,6 +23,7 @@ from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE, parse_backends
 from workers.engine.compare import compare
+from workers.engine.errors import DriftbenchError, InvalidRequest
 from workers.engine.inputs import generate_inputs
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import load_artifact
@@ -76,16 +77,17 @@ def run_zoo_model(
     model = entry.build(keras)
     path = directory / f"{entry.name}.keras"
     model.save(path)
-    artifact = load_artifact(path, pool.options)
+    row = ZooRow(model=entry.name, layers=0, params=int(model.count_params()), seconds=0.0)
+    try:
+        artifact = load_artifact(path, pool.options)
+    except DriftbenchError as error:
+        row.failures["model"] = error.detail
+        row.seconds = time.perf_counter() - started
+        return row
     graph = artifact.graph
+    row.layers = len(graph.compute_layers)
     inputs = generate_inputs(entry.inputs, graph.input_shapes, graph.input_dtypes)
     results = run_locally(pool, artifact, inputs, backends=backends, reference=DEFAULT_REFERENCE)
-    row = ZooRow(
-        model=entry.name,
-        layers=len(graph.compute_layers),
-        params=int(model.count_params()),
-        seconds=0.0,
-    )
     for backend, result in results.items():
         if result.status != BackendStatus.DONE:
             row.failures[backend] = result.reason or str(result.status)
@@ -111,8 +113,10 @@ def zoo_table(rows: list[ZooRow], backends: list[str]) -> str:
             elif backend in row.verdicts:
                 counts = ", ".join(f"{n} {v}" for v, n in sorted(row.verdicts[backend].items()))
                 per_backend.append(f"{counts}; worst {format_number(row.worst[backend][1])}")
+            elif backend == DEFAULT_REFERENCE:
+                per_backend.append(row.failures.get("model", "reference"))
             else:
-                per_backend.append("reference")
+                per_backend.append("not compared (no reference)")
         cells.append(
             [row.model, str(row.layers), f"{row.params:,}", *per_backend, f"{row.seconds:.1f} s"]
         )
@@ -123,7 +127,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     names = list(ZOO) if args.models == "all" else args.models.split(",")
     unknown = [name for name in names if name not in ZOO]
     if unknown:
-        raise SystemExit(f"unknown zoo model(s) {unknown}; the zoo holds {', '.join(ZOO)}")
+        raise InvalidRequest(f"unknown zoo model(s) {unknown}; the zoo holds {', '.join(ZOO)}")
     backends = [b for b in parse_backends(args.backends) if b != DEFAULT_REFERENCE]
     rows = []
     with RunnerPool(settings.engine_options()) as pool, tempfile.TemporaryDirectory() as directory:
@@ -137,7 +141,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0 if all(row.within_rounding for row in rows) else 1
 
 
-def add_zoo_parser(commands: Any) -> None:
+def add_zoo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     zoo = commands.add_parser(
         "zoo", help="run the model zoo on every backend and print one verdict line per model"
     )

@@ -150,6 +150,7 @@ def _call_template(node: KerasNode) -> dict[str, Any]:
     return {
         "args": template(list(arguments.args)),
         "kwargs": template(dict(arguments.kwargs)),
+        "input_shapes": [list(t.shape) for t in node.call.input_tensors],
         "masked": [
             i
             for i, t in enumerate(node.call.input_tensors)
@@ -162,12 +163,9 @@ def _spec(node: KerasNode) -> LayerSpec:
     if node.is_input:
         return _input_spec(node.name, list(node.output_shape), node.dtype)
     operation = node.operation
-    if node.is_layer:
-        class_name = type(operation).__name__
-        config = {**operation.get_config(), "call": _call_template(node)}
-    else:
-        class_name = OPERATION_PREFIX + type(operation).__name__
-        config = {**operation.get_config(), "call": _call_template(node)}
+    prefix = "" if node.is_layer else OPERATION_PREFIX
+    class_name = prefix + type(operation).__name__
+    config = {**operation.get_config(), "call": _call_template(node)}
     return LayerSpec(
         name=node.name,
         class_name=class_name,

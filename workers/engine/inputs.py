@@ -58,6 +58,11 @@ class InputRecipe:
             float(self.low).is_integer() and float(self.high).is_integer()
         ):
             raise InputError(f"randint needs integer bounds, got low={self.low} high={self.high}")
+        info = np.iinfo(INTEGER_DTYPE)
+        if self.kind == "randint" and not info.min <= self.low < self.high <= info.max + 1:
+            raise InputError(
+                f"randint bounds [{self.low}, {self.high}) are outside the int32 range"
+            )
         if self.kind == "normal" and self.std < 0:
             raise InputError(f"normal needs std >= 0, got {self.std}")
 
@@ -82,8 +87,8 @@ def generate_inputs(
         integers = takes_integers((input_dtypes or {}).get(name, "float32"))
         if integers and recipe.kind not in ("ones", "randint"):
             raise InputError(
-                f"input {name!r} takes integers (token ids): generate them with "
-                "randint --low 0 --high <vocabulary size>"
+                f"input {name!r} takes integers (token ids): generate them with randint, "
+                "low 0 and high the vocabulary size"
             )
         if recipe.kind == "ones":
             values = np.ones(shape)

@@ -190,6 +190,9 @@ class KerasCapture:
 
 
 def capture_model(keras: Any, model: Any) -> KerasCapture:
+    """Replayed on symbolic inputs rather than built from the model's own tensors: a
+    nested layer's output or a shared layer's second call is no tensor of the outer
+    model, but a node of the replay."""
     nodes, _ = unroll(model)
     values: dict[str, Any] = {}
     inputs = []

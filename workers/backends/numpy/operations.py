@@ -134,17 +134,18 @@ def _get_item(x: np.ndarray, key: Any) -> np.ndarray:
 def _clip(x: np.ndarray, x_min: float | None, x_max: float | None) -> np.ndarray:
     return np.clip(
         x,
-        None if x_min is None else x.dtype.type(x_min),
-        None if x_max is None else x.dtype.type(x_max),
+        None if x_min is None else _constant(x, x_min),
+        None if x_max is None else _constant(x, x_max),
     )
 
 
 def _cast(x: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """A cast to float32 keeps the port's own precision; any other would change values."""
+    """A cast to float32 keeps a float in the port's own precision (and makes a mask or an
+    id a float); a cast to anything else would change values."""
     name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
     if name != "float32":
         raise LayerConfigUnsupported(f"cast to {name!r}")
-    return x
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
 
 
 def _reshape(x: np.ndarray, newshape: Any) -> np.ndarray:

@@ -122,7 +122,8 @@ TFJS_ACTIVATIONS = {
 # Keras 3's hard-swish names; TF.js has no such activation (see _as_hard_silu).
 HARD_SILU = frozenset({"hard_silu", "hard_swish"})
 # Characters a TF.js layer name may hold: its weights are looked up as '<layer>/<weight>',
-# so a nested node's path ('outer/conv') or a repeated call ('dense@2') is renamed.
+# so a nested node's path ('outer/conv') or a repeated call ('dense@2') is renamed; TF.js
+# also wants the first character alphanumeric.
 TFJS_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # Keras 3 renamed a few weights; TF.js keeps the Keras 2 names.
 TFJS_WEIGHT_NAMES = {"DepthwiseConv2D": {"kernel": "depthwise_kernel"}}
@@ -182,10 +183,12 @@ def _config_problem(layer: LayerSpec) -> str | None:
     if _is_thresholded(layer) and config.get("max_value") is not None:
         return "threshold with max_value (TF.js's ThresholdedReLU has no maximum)"
     if layer.class_name == "TimeDistributed":
-        inner = _wrapped(layer, "layer")
+        inner = replace(_wrapped(layer, "layer"), weights=layer.weights)
         problem = _config_problem(inner)
         if problem is not None:
             return f"wrapped {inner.class_name} {problem}".rstrip()
+        if _rewritten(inner):
+            return f"wrapped {inner.class_name}: TF.js's TimeDistributed takes a layer as it is"
     if layer.class_name == "Conv2DTranspose":
         if any(d != 1 for d in np.atleast_1d(config.get("dilation_rate", 1))):
             return f"dilation_rate {config['dilation_rate']}"
@@ -376,6 +379,18 @@ def _as_time_distributed(
     return wrapper, weights
 
 
+def _rewritten(layer: LayerSpec) -> bool:
+    """Whether the layer is exported as something else than itself (another class, other
+    weight names, or several layers)."""
+    class_name, _, weights = _tfjs_layer(layer)
+    plain = [f"{layer.name}/{name}" for name in layer.weights]
+    return (
+        class_name != layer.class_name
+        or [name for name, _ in weights] != plain
+        or _expanded(layer) != [layer]
+    )
+
+
 def _is_depthwise(layer: LayerSpec) -> bool:
     """A Conv2D with one group per input channel (ConvNeXt's 7x7) is a depthwise one."""
     groups = int(layer.config.get("groups", 1))
@@ -476,8 +491,10 @@ def tfjs_names(graph: ModelGraph) -> dict[str, str]:
     taken = {layer.name for layer in graph.layers}
     for layer in graph.layers:
         name = layer.name
-        if TFJS_NAME_UNSAFE.search(name):
+        if TFJS_NAME_UNSAFE.search(name) or not name[:1].isalnum():
             name = base = TFJS_NAME_UNSAFE.sub("_", name)
+            if not base[:1].isalnum():
+                name = base = f"n{base}"
             suffix = 1
             while name in taken:
                 suffix += 1
@@ -512,10 +529,11 @@ def _is_hard_silu(layer: LayerSpec) -> bool:
 
 def _as_hard_silu(layer: LayerSpec) -> list[LayerSpec]:
     """x * relu6(x + 3) / 6 (MobileNetV3's hard-swish), which TF.js has no activation for,
-    as the four TF.js layers that compute it; the last keeps the node's name."""
+    as the four TF.js layers that compute it (the division as a product with 1/6, equal
+    within rounding); the last keeps the node's name."""
     (source,) = layer.inbound
 
-    def step(suffix: str, class_name: str, config: dict[str, Any], inbound: list[str]) -> Any:
+    def step(suffix: str, class_name: str, config: dict[str, Any], inbound: list[str]) -> LayerSpec:
         name = f"{layer.name}{suffix}"
         return LayerSpec(name, class_name, {"name": name, **config}, {}, inbound, ())
 
@@ -554,6 +572,27 @@ def _tfjs_graph(graph: ModelGraph) -> ModelGraph:
     graph = _renamed(graph)
     layers = [part for layer in graph.layers for part in _expanded(layer)]
     return ModelGraph(name=graph.name, layers=layers, outputs=graph.outputs)
+
+
+def isolated_steps(graph: ModelGraph) -> dict[str, list[dict[str, Any]]]:
+    """How the page computes each node alone: the TF.js layers it was exported as, in
+    order, each fed the node's own inputs (by index) or an earlier step's output (by
+    name). One step for a node exported as one layer."""
+    renamed = _renamed(graph)
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for original, layer in zip(graph.layers, renamed.layers, strict=True):
+        if layer.is_input:
+            continue
+        parts = _expanded(layer)
+        made = {part.name for part in parts}
+        steps[original.name] = [
+            {
+                "layer": part.name,
+                "inputs": [n if n in made else layer.inbound.index(n) for n in part.inbound],
+            }
+            for part in parts
+        ]
+    return steps
 
 
 def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:

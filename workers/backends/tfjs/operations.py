@@ -2,13 +2,16 @@
 
 The TF.js layers format has no operation nodes, but most operations people put
 between layers are a layer TF.js has: `x + 3.0` and `x * (1/6)` (MobileNetV3's
-hard-swish) are a Rescaling, `ops.tanh(a)` an Activation, `a + b` an Add. What has
-no TF.js layer (`2.0 - x` is fine, `a - b` is not: TF.js has no Subtract) is
-refused for the TF.js backends with the reason, never approximated.
+hard-swish) are a Rescaling, `ops.tanh(a)` an Activation, `a + b` an Add; `x / c`
+becomes x * (1/c), equal within rounding. What has no TF.js layer (`2.0 - x` is
+fine, `a - b` is not: TF.js has no Subtract) is refused for the TF.js backends with
+the reason. `ops.hard_sigmoid` maps to TF.js's hard_sigmoid like the Activation
+layer does, so TF.js's other definition of it (0.2x + 0.5) is reported as drift.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -29,6 +32,8 @@ ACTIVATIONS = {
     "Mish": "mish",
     "HardSigmoid": "hard_sigmoid",
 }
+# Keras-added operations (the ones computing masks) are named 'kind#k' by the unroll.
+ADDED_BY_KERAS = "#"
 AFFINE = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative"}
 UNARY = {*ACTIVATIONS, "Gelu", "Softmax", "Transpose", "Reshape"}
 
@@ -61,10 +66,26 @@ def _affine(operation: str, args: list[Any]) -> tuple[float, float] | None:
     return None
 
 
+def _keeps_batch(config: dict[str, Any]) -> bool:
+    """A reshape to (-1, *rest) that keeps each sample's size reshapes each sample, as
+    TF.js's Reshape does; otherwise -1 folds the batch into another axis."""
+    newshape = list(config["newshape"])
+    (input_shape,) = config["call"]["input_shapes"]
+    rest = newshape[1:]
+    return (
+        newshape[0] in (-1, None)
+        and -1 not in rest
+        and None not in input_shape[1:]
+        and math.prod(rest) == math.prod(input_shape[1:])
+    )
+
+
 def _translate(layer: LayerSpec) -> tuple[str, dict[str, Any]] | str:
     """The TF.js class and config, or why there is none."""
     operation = layer.class_name.removeprefix(OPERATION_PREFIX)
     config = layer.config
+    if ADDED_BY_KERAS in layer.name:
+        return "a mask Keras computes (the TF.js export carries no masks)"
     args = config["call"]["args"]
     if config["call"]["kwargs"]:
         return f"keyword arguments {sorted(config['call']['kwargs'])}"
@@ -85,12 +106,17 @@ def _translate(layer: LayerSpec) -> tuple[str, dict[str, Any]] | str:
     if operation in ACTIVATIONS:
         return "Activation", {"activation": ACTIVATIONS[operation]}
     if operation == "Gelu":
-        return "Activation", {"activation": "gelu_new" if config.get("approximate") else "gelu"}
+        if config.get("approximate", True):
+            return (
+                "approximate=True (TF.js registers its tanh form as 'gelu_new', a name its "
+                "loader cannot read back)"
+            )
+        return "Activation", {"activation": "gelu"}
     if operation == "Softmax" and config.get("axis", -1) == -1:
         return "Activation", {"activation": "softmax"}
     if operation == "Transpose" and config.get("axes") and config["axes"][0] == 0:
         return "Permute", {"dims": list(config["axes"][1:])}
-    if operation == "Reshape" and config["newshape"][0] in (-1, None):
+    if operation == "Reshape" and _keeps_batch(config):
         return "Reshape", {"target_shape": list(config["newshape"][1:])}
     return "no TF.js layer computes it"
 

@@ -25,12 +25,18 @@ import numpy as np
 from workers.backends.base import (
     BackendFailed,
     BackendUnavailable,
+    BackendUnsupported,
     LayerInputs,
     LayerOutputs,
     Runner,
     SharedResources,
 )
-from workers.backends.tfjs.export import export_model, tfjs_names, unsupported_reason
+from workers.backends.tfjs.export import (
+    export_model,
+    isolated_steps,
+    tfjs_names,
+    unsupported_reason,
+)
 from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer
 from workers.engine.graph import LayerSpec
 from workers.engine.loading import ModelArtifact
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from workers.backends.tfjs.browser_host import BrowserHost
 
 TFJS_BUNDLE = STATIC_FILES["/tfjs/tf.min.js"]
+EXACT_IN_F4 = 2**24  # the first integer float32 cannot hold exactly: inputs travel as <f4
 INSTALL_HINT = "install it with `apt-get install -y chromium` (`make install` does this)"
 
 
@@ -184,6 +191,12 @@ class TfjsRunner(Runner):
         }
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        for name, array in inputs.items():
+            if array.dtype.kind in "iu" and array.size and np.abs(array).max() >= EXACT_IN_F4:
+                raise BackendUnsupported(
+                    f"input {name!r} holds integers of {EXACT_IN_F4} or more, which the "
+                    "float32 transport to the page would round"
+                )
         order = [layer.name for layer in model.graph.inputs]
         specs = [{"index": i, "shape": list(inputs[name].shape)} for i, name in enumerate(order)]
         return self._job(model, "accumulated", [inputs[name] for name in order], {"inputs": specs})
@@ -197,7 +210,16 @@ class TfjsRunner(Runner):
                 specs.append({"index": len(tensors), "shape": list(array.shape)})
                 tensors.append(array)
             per_layer.append(specs)
-        return self._job(model, "isolated", tensors, {"isolatedInputs": per_layer})
+        steps = isolated_steps(model.graph)
+        return self._job(
+            model,
+            "isolated",
+            tensors,
+            {
+                "isolatedInputs": per_layer,
+                "isolatedSteps": [steps[layer.name] for layer in model.graph.compute_layers],
+            },
+        )
 
     def environment(self) -> dict[str, Any]:
         return self._environment

@@ -64,6 +64,11 @@ def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model
             "align_corners, not Keras's half-pixel centres)",
         ),
         (
+            lambda L: L.TimeDistributed(L.ReLU(threshold=0.5), name="td"),
+            "unsupported: td (TimeDistributed) wrapped ReLU: TF.js's TimeDistributed takes a "
+            "layer as it is",
+        ),
+        (
             lambda L: L.TimeDistributed(L.Dense(3, activation="sparsemax"), name="td"),
             "unsupported: td (TimeDistributed) wrapped Dense activation 'sparsemax'",
         ),
@@ -159,6 +164,10 @@ def test_nested_and_repeated_nodes_get_tfjs_safe_names_and_their_own_weights(
     randomize_weights(model, seed=5)
     graph = save_model(model).graph
     assert tfjs_names(graph) == {"x": "x", "inner/d": "inner_d", "s@1": "s_1", "s@2": "s_2"}
+    renamed = model_json(
+        save_model(keras.Sequential([keras.Input((2,)), L.Dense(1, name="_h")])).graph
+    )
+    assert renamed[0]["modelTopology"]["config"]["layers"][1]["name"] == "n_h"
     layers, weights = exported_layers(graph)
     assert layers["s_2"]["inbound_nodes"] == [[["s_1", 0, 0, {}]]]
     assert layers["s_2"]["config"]["name"] == "s_2"
@@ -180,6 +189,9 @@ def test_nested_and_repeated_nodes_get_tfjs_safe_names_and_their_own_weights(
         (lambda ops, a, b: ops.concatenate([a, b], axis=-1), ("Concatenate", {"axis": -1})),
         (lambda ops, a, b: ops.transpose(a, (0, 2, 1)), ("Permute", {"dims": [2, 1]})),
         (lambda ops, a, b: a - b, "only a tensor and a number"),
+        (lambda ops, a, b: ops.gelu(a), "approximate=True"),
+        (lambda ops, a, b: ops.reshape(a, (-1, 12)), ("Reshape", {"target_shape": [12]})),
+        (lambda ops, a, b: ops.reshape(a, (-1, 3)), "no TF.js layer"),
         (lambda ops, a, b: ops.power(a, 2.0), "no TF.js layer"),
     ],
 )

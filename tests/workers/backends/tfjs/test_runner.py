@@ -377,3 +377,38 @@ def test_volumetric_and_sequence_layers_run_in_the_browser_within_rounding(
         verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
         assert len(verdicts) == 9
         assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.backend, verdicts)
+
+
+def test_layers_exported_as_other_tfjs_layers_match_in_both_modes(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """The rewrites for what TF.js lacks (a one-group-per-channel Conv2D as a depthwise
+    one, LayerScale as a BatchNormalization, hard-swish as four layers, keepdims pooling
+    as pooling and Reshape, `x * c + b` as Rescaling), in isolated mode too, where the
+    page applies a node's chain of TF.js layers to the reference's inputs."""
+    from keras.src.applications.convnext import LayerScale
+
+    L = keras.layers
+    x = keras.Input((5, 5, 4), name="x")
+    grouped = L.Conv2D(8, 3, groups=4, padding="same", name="grouped")(x)
+    scaled = LayerScale(0.5, 8, name="scale")(grouped)
+    swished = L.Activation("hard_silu", name="swish")(scaled * 2.0 - 1.0)
+    pooled = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(swished)
+    model = keras.Model(x, L.Multiply(name="excite")([swished, pooled]))
+    randomize_weights(model, seed=17)
+    artifact = save_model(model)
+    assert any(layer.class_name == "ops.Subtract" for layer in artifact.graph.compute_layers)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=1), artifact.graph.input_shapes)
+    backends = ["keras-cpu", "tfjs-cpu"]
+    results = run_locally(
+        runner_pool, artifact, inputs, backends=backends, reference="numpy-f64", modes=MODES
+    )
+    assert {b: r.status for b, r in results.items()} == dict.fromkeys(
+        ["numpy-f64", *backends], "done"
+    )
+    comparisons = compare(artifact.graph, results, against="numpy-f64", modes=MODES)
+    assert {(c.backend, c.mode) for c in comparisons} == {(b, m) for b in backends for m in MODES}
+    for comparison in comparisons:
+        verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+        assert len(verdicts) == len(artifact.graph.compute_layers)
+        assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.mode, verdicts)
