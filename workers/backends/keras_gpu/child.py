@@ -168,6 +168,8 @@ def serve(connection: Connection, options: EngineOptions, fp32: bool, parent_pid
             if mode == "accumulated":
                 outputs = capture.model.predict(feeds if len(feeds) > 1 else feeds[0], verbose=0)
                 outputs = outputs if isinstance(outputs, list) else [outputs]
+                by_name = dict(zip(capture.names, outputs, strict=True))
+                outputs = [by_name[name] for name in names]
             else:
                 outputs = []
                 for name, layer_feed in zip(names, feeds, strict=True):
