@@ -88,10 +88,13 @@ TFJS_LAYERS = frozenset(
         "Bidirectional",
     }
 )
-# Layers tfjs-layers 4.22 has that fail in a loaded layers-model (seen here).
+# Layers tfjs-layers 4.22 has that fail in a loaded layers-model (seen here), or that
+# driftbench does not export.
 TFJS_BROKEN = {
     "CenterCrop": "(tfjs-layers 4.22's CenterCrop takes its output shape for the model's "
     "input shape: 'expected y to have shape [null,4,4,3] but got [2,6,8,3]')",
+    "MultiHeadAttention": "(tfjs-layers 4.22's MultiHeadAttention belongs to its nlp "
+    "models; driftbench does not export it)",
     "Resizing": "(tfjs-layers 4.22's Resizing fails in a loaded model, 'x must be rank 3 or "
     "4, but got rank 1', and would resize with align_corners, not Keras's half-pixel "
     "centres)",
