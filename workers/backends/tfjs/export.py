@@ -275,9 +275,7 @@ def _as_bidirectional(layer: LayerSpec) -> tuple[dict[str, Any], list[tuple[str,
     them forward_<layer> and backward_<layer>; the weights follow those names."""
     forward = _wrapped(layer, "layer")
     config = {
-        "name": layer.name,
-        "trainable": False,
-        "dtype": "float32",
+        **_frozen(layer.name),
         "merge_mode": layer.config.get("merge_mode", "concat"),
         "layer": {"class_name": forward.class_name, "config": _layer_config(forward)},
     }
@@ -307,13 +305,16 @@ def _normalization_problem(layer: LayerSpec) -> str | None:
     return None
 
 
+def _frozen(name: str) -> dict[str, Any]:
+    """What every exported layer's config starts with: inference only, in float32."""
+    return {"name": name, "trainable": False, "dtype": "float32"}
+
+
 def _batch_norm_config(name: str, axis: int) -> dict[str, Any]:
     """A TF.js BatchNormalization that only applies its moving statistics (and gamma, if
     `scale` is turned on): epsilon 0, no beta."""
     return {
-        "name": name,
-        "trainable": False,
-        "dtype": "float32",
+        **_frozen(name),
         "axis": axis,
         "momentum": 0.99,
         "epsilon": 0.0,
@@ -356,9 +357,7 @@ def _is_thresholded(layer: LayerSpec) -> bool:
 
 def _as_thresholded(layer: LayerSpec) -> dict[str, Any]:
     return {
-        "name": layer.name,
-        "trainable": False,
-        "dtype": "float32",
+        **_frozen(layer.name),
         "theta": float(layer.config["threshold"]),
     }
 
@@ -370,9 +369,7 @@ def _as_time_distributed(
     inner = replace(_wrapped(layer, "layer"), weights=layer.weights)
     class_name, config, _ = _tfjs_layer(inner)
     wrapper = {
-        "name": layer.name,
-        "trainable": False,
-        "dtype": "float32",
+        **_frozen(layer.name),
         "layer": {"class_name": class_name, "config": config},
     }
     weights = [
@@ -466,7 +463,7 @@ def _tfjs_layer(layer: LayerSpec) -> tuple[str, dict[str, Any], list[tuple[str, 
     and operations TF.js lacks are exported as the TF.js layer that computes the same."""
     if layer.class_name.startswith(OPERATION_PREFIX):
         class_name, config = operation_layer(layer)
-        return class_name, {"name": layer.name, **config}, []
+        return class_name, {**_frozen(layer.name), **config}, []
     if layer.class_name == "Normalization":
         return "BatchNormalization", *_as_batch_norm(layer)
     if layer.class_name == "LayerScale":

@@ -127,9 +127,8 @@ def operation_problem(layer: LayerSpec) -> str | None:
 
 
 def operation_layer(layer: LayerSpec) -> tuple[str, dict[str, Any]]:
-    """The TF.js class name and config (without its name) that compute this operation."""
+    """The TF.js class name and the options of its config that compute this operation."""
     translated = _translate(layer)
     if isinstance(translated, str):
         raise ValueError(f"{layer.name}: {translated}")
-    class_name, config = translated
-    return class_name, {"trainable": False, "dtype": "float32", **config}
+    return translated
