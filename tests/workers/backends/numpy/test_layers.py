@@ -470,6 +470,16 @@ NEEDS_ONEDNN = {
 }
 
 
+def saved_case(
+    cases: dict[str, Builder], case: str, keras: Any, save_model: Any
+) -> tuple[Any, Any]:
+    """A case's model with weights drawn from a seed its name fixes, and its saved file
+    loaded as an artifact."""
+    model = cases[case](keras)
+    randomize_weights(model, seed=sum(map(ord, case)))
+    return model, save_model(model)
+
+
 @pytest.mark.parametrize(
     "case",
     sorted(set(CASES) - set(KERAS_CPU_UNSUPPORTED) - set(KERAS_CPU_WRONG) - NEEDS_ONEDNN),
@@ -477,9 +487,7 @@ NEEDS_ONEDNN = {
 def test_layer_within_rounding_of_float64(
     case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
-    model = CASES[case](keras)
-    randomize_weights(model, seed=sum(map(ord, case)))
-    artifact = save_model(model)
+    _, artifact = saved_case(CASES, case, keras, save_model)
     inputs = recipe_inputs(artifact, InputRecipe("uniform", batch=3, seed=7))
     assert_within_rounding(layer_verdicts(runner_pool, artifact, inputs))
 
@@ -488,9 +496,7 @@ def test_layer_within_rounding_of_float64(
 def test_tensorflow_cpu_gaps_reported_and_numpy_still_runs(
     case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
-    model = CASES[case](keras)
-    randomize_weights(model, seed=sum(map(ord, case)))
-    artifact = save_model(model)
+    _, artifact = saved_case(CASES, case, keras, save_model)
     layer = artifact.graph.compute_layers[0]
     inputs = recipe_inputs(artifact, InputRecipe("uniform", batch=2, seed=1))
     keras_result = run_locally(
@@ -507,9 +513,7 @@ def test_tensorflow_cpu_gaps_reported_and_numpy_still_runs(
 def test_transposed_convolutions_tensorflow_runs_with_onednn_only(
     case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
-    model = CASES[case](keras)
-    randomize_weights(model, seed=sum(map(ord, case)))
-    artifact = save_model(model)
+    _, artifact = saved_case(CASES, case, keras, save_model)
     inputs = recipe_inputs(artifact, InputRecipe("uniform", batch=3, seed=7))
     if onednn_enabled():
         assert_within_rounding(layer_verdicts(runner_pool, artifact, inputs))

@@ -20,6 +20,7 @@ from tests.workers.backends.numpy.test_layers import (
     assert_within_rounding,
     layer_verdicts,
     recipe_inputs,
+    saved_case,
 )
 from tests.workers.backends.numpy.test_masks import MASK_VALUE, masked_sequences
 from workers.backends.execution import run_locally
@@ -232,9 +233,7 @@ def operation_of(case: str) -> str:
 def test_operation_within_rounding_of_float64(
     case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
-    model = CASES[case](keras)
-    randomize_weights(model, seed=sum(map(ord, case)))
-    artifact = save_model(model)
+    model, artifact = saved_case(CASES, case, keras, save_model)
     classes = {layer.class_name for layer in artifact.graph.compute_layers}
     assert operation_of(case) in classes, classes  # the case exercises what it is named for
     if case in MASKED_INPUT:
