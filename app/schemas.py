@@ -218,6 +218,9 @@ class DivergencePublic(BaseModel):
     drift_start: dict[str, DriftStart | None] = Field(
         description="Per backend: the first layer worse than rounding, or null."
     )
+    not_provided: dict[str, list[str]] = Field(
+        description="Per backend: the layers it has no output for (none compared), in order."
+    )
     rows: list[DivergenceRow]
 
 

@@ -132,7 +132,8 @@ async function runJob(spec) {
       let output;
       for (const step of spec.isolatedSteps[i]) {
         const args = step.inputs.map((ref) => (typeof ref === 'number' ? inputs[ref] : made[ref]));
-        output = model.getLayer(step.layer).apply(args.length === 1 ? args[0] : args);
+        const kwargs = step.mask === undefined ? {} : {mask: inputs[step.mask]};
+        output = model.getLayer(step.layer).apply(args.length === 1 ? args[0] : args, kwargs);
         made[step.layer] = output;
       }
       shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, output));

@@ -150,6 +150,7 @@ def read_divergence(
         "against": against,
         "mode": mode,
         "drift_start": divergences.drift_starts(rows),
+        "not_provided": divergences.not_provided(rows, divergences.stored_graph(run.model)),
         "rows": [divergences.row_dict(row) for row in rows],
     }
 

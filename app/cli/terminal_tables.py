@@ -63,7 +63,10 @@ def comparison_table(comparison: Comparison) -> str:
         {"layer": row.layer, "class_name": row.class_name, **row.divergence.as_dict()}
         for row in comparison.layers
     ]
-    return layer_table(f"{comparison.backend} vs {comparison.against} ({comparison.mode})", rows)
+    table = layer_table(f"{comparison.backend} vs {comparison.against} ({comparison.mode})", rows)
+    if comparison.not_provided:
+        table += f"\nnot provided (not compared): {', '.join(comparison.not_provided)}"
+    return table
 
 
 def backend_line(result: BackendResult) -> str:

@@ -32,6 +32,8 @@ from workers.engine.zoo import ZOO, ZooModel
 
 ZOO_BACKENDS = ("keras-cpu", "numpy", "tfjs-cpu")
 WITHIN_ROUNDING = frozenset({"identical", "rounding"})
+# Counted beside the verdicts: nodes a backend computes inside others (TF.js's masks).
+NOT_PROVIDED = "not provided"
 
 
 @dataclass
@@ -49,7 +51,7 @@ class ZooRow:
     @property
     def within_rounding(self) -> bool:
         return not self.failures and all(
-            set(counts) <= WITHIN_ROUNDING for counts in self.verdicts.values()
+            set(counts) <= WITHIN_ROUNDING | {NOT_PROVIDED} for counts in self.verdicts.values()
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,9 +95,10 @@ def run_zoo_model(
             row.failures[backend] = result.reason or str(result.status)
     if DEFAULT_REFERENCE not in row.failures:
         for comparison in compare(graph, results, against=DEFAULT_REFERENCE):
-            row.verdicts[comparison.backend] = Counter(
-                drift.divergence.verdict for drift in comparison.layers
-            )
+            counts = Counter(drift.divergence.verdict for drift in comparison.layers)
+            if comparison.not_provided:
+                counts[NOT_PROVIDED] = len(comparison.not_provided)
+            row.verdicts[comparison.backend] = counts
             worst = max(comparison.layers, key=lambda drift: drift.divergence.rel_l2)
             row.worst[comparison.backend] = (worst.layer, worst.divergence.rel_l2)
     row.seconds = time.perf_counter() - started

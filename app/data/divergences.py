@@ -199,6 +199,18 @@ def drift_starts(rows: list[LayerDivergence]) -> dict[str, dict[str, Any] | None
     return starts
 
 
+def not_provided(rows: list[LayerDivergence], graph: ModelGraph) -> dict[str, list[str]]:
+    """Per backend with rows, the model's layers it has none for: the layers one side of
+    the comparison did not output."""
+    compared: dict[str, set[str]] = {}
+    for row in rows:
+        compared.setdefault(row.backend, set()).add(row.layer)
+    return {
+        backend: [layer.name for layer in graph.compute_layers if layer.name not in layers]
+        for backend, layers in compared.items()
+    }
+
+
 def rows_csv(rows: list[LayerDivergence]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -193,6 +193,10 @@ class StoredLayers(Mapping[str, np.ndarray]):
             raise KeyError(layer)
         return array[: self.samples]
 
+    def __contains__(self, layer: object) -> bool:
+        """From the archive's index: a layer a backend did not provide is never read."""
+        return layer in self.layers
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.layers)
 

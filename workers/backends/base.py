@@ -118,7 +118,7 @@ class Runner(ABC):
 
     def unsupported_reason(self, graph: ModelGraph) -> str | None:
         """'unsupported: <layer> (<class>)' for the first layer this backend lacks, or None."""
-        for layer in graph.compute_layers:
+        for layer in self.computed_layers(graph):
             reason = self.layer_unsupported(layer)
             if reason is not None:
                 return reason
@@ -150,7 +150,7 @@ class Runner(ABC):
 
     def _collect(self, graph: ModelGraph, outputs: LayerOutputs) -> LayerOutputs:
         collected = {}
-        for layer in graph.compute_layers:
+        for layer in self.computed_layers(graph):
             if layer.name not in outputs:
                 raise BackendFailed(f"{self.BACKEND} returned no output for layer {layer.name!r}")
             collected[layer.name] = np.asarray(outputs[layer.name], dtype=self.OUTPUT_DTYPE)
@@ -165,6 +165,11 @@ class Runner(ABC):
     def layer_unsupported(self, layer: LayerSpec) -> str | None:
         """Why this backend cannot run one layer, or None; default: it can run anything."""
         return None
+
+    def computed_layers(self, graph: ModelGraph) -> list[LayerSpec]:
+        """The layers this backend outputs; default: all. One that computes some nodes
+        inside others (TF.js's masks) leaves those out: they are compared as not provided."""
+        return graph.compute_layers
 
     @abstractmethod
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs: ...

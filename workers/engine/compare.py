@@ -40,6 +40,8 @@ class Comparison:
     against: str
     mode: Mode
     layers: list[LayerDrift]
+    # Layers one side has no output for (TF.js's masks, what a port left out), in order.
+    not_provided: tuple[str, ...] = ()
 
     def first_layer_with(self, verdict: str) -> str | None:
         return next((row.layer for row in self.layers if row.divergence.verdict == verdict), None)
@@ -60,6 +62,7 @@ class Comparison:
             else {"layer": start.layer, "verdict": start.divergence.verdict},
             "first_layer_by_verdict": {v: self.first_layer_with(v) for v in DRIFT_VERDICTS},
             "layers": [row.as_dict() for row in self.layers],
+            "not_provided": list(self.not_provided),
         }
 
 
@@ -82,19 +85,30 @@ def compare(
         for mode in modes:
             if mode not in result.outputs or mode not in target.outputs:
                 continue
+            candidate, reference = result.outputs[mode], target.outputs[mode]
             rows = [
                 LayerDrift(
                     layer=layer.name,
                     class_name=layer.class_name,
                     depth=depth,
                     divergence=divergence(
-                        result.outputs[mode][layer.name],
-                        target.outputs[mode][layer.name],
+                        candidate[layer.name],
+                        reference[layer.name],
                         thresholds=options.thresholds,
                         histogram_bins=options.histogram_bins,
                     ),
                 )
                 for depth, layer in enumerate(graph.compute_layers, start=1)
+                if layer.name in candidate and layer.name in reference
             ]
-            comparisons.append(Comparison(backend=backend, against=against, mode=mode, layers=rows))
+            missing = tuple(
+                layer.name
+                for layer in graph.compute_layers
+                if layer.name not in candidate or layer.name not in reference
+            )
+            comparisons.append(
+                Comparison(
+                    backend=backend, against=against, mode=mode, layers=rows, not_provided=missing
+                )
+            )
     return comparisons

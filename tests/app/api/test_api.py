@@ -313,7 +313,7 @@ def test_token_ids_and_a_nested_model_over_http(
 ) -> None:
     """Integer inputs are generated and uploaded as integers (a float array for them is
     refused); a transfer-learning model's nested layers come back under their path."""
-    from workers.engine.zoo import text_classifier
+    from workers.engine.zoo import VOCABULARY, text_classifier
 
     path = tmp_path / "text.keras"
     text_classifier(keras).save(path)
@@ -329,12 +329,12 @@ def test_token_ids_and_a_nested_model_over_http(
     )
     assert refused.status_code == 422 and "save it as an integer array" in refused.json()["detail"]
     ids = io.BytesIO()
-    np.save(ids, np.random.default_rng(0).integers(0, 50, (2, 12)))
+    np.save(ids, np.random.default_rng(0).integers(0, VOCABULARY, (2, 12)))
     uploaded = client.post(
         f"/api/models/{model['id']}/inputs", files={"file": ("ids.npy", ids.getvalue())}
     )
     assert uploaded.status_code == 201, uploaded.text
-    generated = client.add_inputs(model["id"], kind="randint", batch=3, low=0, high=50)
+    generated = client.add_inputs(model["id"], kind="randint", batch=3, low=0, high=VOCABULARY)
     for input_set in (uploaded.json(), generated):
         run = client.wait_for_run(
             client.start_run(
@@ -343,7 +343,7 @@ def test_token_ids_and_a_nested_model_over_http(
         )
         assert run["status"] == "done", run
         rows = client.divergence(run["id"])["rows"]
-        assert {r["layer"] for r in rows} == {"embedding", "lstm", "classes"}
+        assert {r["class_name"] for r in rows} == {"ops.NotEqual", "Embedding", "LSTM", "Dense"}
         assert all(r["verdict"] in ("identical", "rounding") for r in rows)
 
     L = keras.layers

@@ -164,7 +164,7 @@ def test_zoo_prints_one_line_per_model_and_writes_json(tmp_path: Path, capsys: A
     )
     [row] = json.loads(path.read_text())
     assert row["model"] == "text_classifier" and row["within_rounding"]
-    assert sum(row["verdicts"]["numpy"].values()) == row["layers"] == 3
+    assert sum(row["verdicts"]["numpy"].values()) == row["layers"] == 4  # the mask too
     assert row["worst_layer"]["numpy"]["layer"] in {"embedding", "lstm", "classes"}
 
 
@@ -173,13 +173,13 @@ def test_randint_feeds_token_ids_and_float_generators_are_refused(
 ) -> None:
     """An Embedding's input takes integers: randint generates them, uniform is refused."""
     from workers.engine.keras_env import import_keras
-    from workers.engine.zoo import text_classifier
+    from workers.engine.zoo import VOCABULARY, text_classifier
 
     model_path = tmp_path / "text.keras"
     text_classifier(import_keras()).save(model_path)
     json_path = tmp_path / "out.json"
     args = ["run", str(model_path), "--backends", "numpy,keras-cpu", "--json", str(json_path)]
-    assert main([*args, "--generate", "randint", "--low", "0", "--high", "50"]) == 0
+    assert main([*args, "--generate", "randint", "--low", "0", "--high", str(VOCABULARY)]) == 0
     report = json.loads(json_path.read_text())
     assert {b["backend"]: b["status"] for b in report["backends"]}["keras-cpu"] == "done"
     assert report["inputs"]["arrays"]["tokens"]["dtype"] == "int32"

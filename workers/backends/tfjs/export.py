@@ -26,6 +26,7 @@ from workers.backends.numpy.layers import (
     LayerConfigUnsupported,
     normalization_statistics,
 )
+from workers.backends.tfjs.masks import mask_input, mask_problem, tfjs_masks
 from workers.backends.tfjs.operations import operation_layer, operation_problem
 from workers.engine.graph import OPERATION_PREFIX, LayerSpec, ModelGraph
 
@@ -81,6 +82,7 @@ TFJS_LAYERS = frozenset(
         "Rescaling",
         "Normalization",
         "Embedding",
+        "Masking",
         "LayerScale",
         "SimpleRNN",
         "LSTM",
@@ -567,31 +569,76 @@ def _expanded(layer: LayerSpec) -> list[LayerSpec]:
     return [layer]
 
 
+def _without_masks(graph: ModelGraph) -> ModelGraph:
+    """The graph without the nodes computing masks, which TF.js's layers compute
+    themselves (see masks.py), nor the consumers' mask inputs."""
+    masks = tfjs_masks(graph)
+    return ModelGraph(
+        name=graph.name,
+        layers=[
+            replace(layer, inbound=[n for n in layer.inbound if n not in masks])
+            for layer in graph.layers
+            if layer.name not in masks
+        ],
+        outputs=graph.outputs,
+    )
+
+
 def _tfjs_graph(graph: ModelGraph) -> ModelGraph:
-    """The graph TF.js loads: names made TF.js-safe, some nodes expanded (`_expanded`)."""
-    graph = _renamed(graph)
+    """The graph TF.js loads: no mask nodes, names made TF.js-safe, some nodes expanded
+    (`_expanded`)."""
+    graph = _renamed(_without_masks(graph))
     layers = [part for layer in graph.layers for part in _expanded(layer)]
     return ModelGraph(name=graph.name, layers=layers, outputs=graph.outputs)
+
+
+def tfjs_computed(graph: ModelGraph) -> list[LayerSpec]:
+    """The nodes TF.js outputs: all but those computing masks."""
+    masks = tfjs_masks(graph)
+    return [layer for layer in graph.compute_layers if layer.name not in masks]
+
+
+def export_problem(graph: ModelGraph) -> str | None:
+    """'unsupported: <layer> (<class>) ...' for the first node TF.js cannot compute."""
+    problem = mask_problem(graph)
+    if problem is not None:
+        return problem
+    for layer in tfjs_computed(graph):
+        reason = unsupported_reason(layer)
+        if reason is not None:
+            return reason
+    return None
 
 
 def isolated_steps(graph: ModelGraph) -> dict[str, list[dict[str, Any]]]:
     """How the page computes each node alone: the TF.js layers it was exported as, in
     order, each fed the node's own inputs (by index) or an earlier step's output (by
-    name). One step for a node exported as one layer."""
+    name), and a node called with a mask given it (`mask`: its index among the node's
+    inputs). One step for a node exported as one layer."""
     renamed = _renamed(graph)
+    masks = tfjs_masks(graph)
+    names = tfjs_names(graph)
+    mask_names = {names[mask] for mask in masks}
     steps: dict[str, list[dict[str, Any]]] = {}
     for original, layer in zip(graph.layers, renamed.layers, strict=True):
-        if layer.is_input:
+        if layer.is_input or original.name in masks:
             continue
         parts = _expanded(layer)
         made = {part.name for part in parts}
         steps[original.name] = [
             {
                 "layer": part.name,
-                "inputs": [n if n in made else layer.inbound.index(n) for n in part.inbound],
+                "inputs": [
+                    n if n in made else layer.inbound.index(n)
+                    for n in part.inbound
+                    if n not in mask_names
+                ],
             }
             for part in parts
         ]
+        mask = mask_input(original)
+        if mask is not None:
+            steps[original.name][-1]["mask"] = mask
     return steps
 
 
@@ -642,10 +689,9 @@ def model_json(graph: ModelGraph) -> tuple[dict[str, Any], bytes]:
 
 def export_model(graph: ModelGraph, directory: Path) -> Path:
     """Write model.json and weights.bin into `directory`; returns the model.json path."""
-    for layer in graph.compute_layers:
-        reason = unsupported_reason(layer)
-        if reason is not None:
-            raise ValueError(reason)
+    problem = export_problem(graph)
+    if problem is not None:
+        raise ValueError(problem)
     document, weights = model_json(graph)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "weights.bin").write_bytes(weights)

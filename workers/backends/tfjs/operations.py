@@ -32,8 +32,6 @@ ACTIVATIONS = {
     "Mish": "mish",
     "HardSigmoid": "hard_sigmoid",
 }
-# Keras-added operations (the ones computing masks) are named 'kind#k' by the unroll.
-ADDED_BY_KERAS = "#"
 AFFINE = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative"}
 UNARY = {*ACTIVATIONS, "Gelu", "Softmax", "Transpose", "Reshape"}
 
@@ -84,8 +82,6 @@ def _translate(layer: LayerSpec) -> tuple[str, dict[str, Any]] | str:
     """The TF.js class and config, or why there is none."""
     operation = layer.class_name.removeprefix(OPERATION_PREFIX)
     config = layer.config
-    if ADDED_BY_KERAS in layer.name:
-        return "a mask Keras computes (the TF.js export carries no masks)"
     args = config["call"]["args"]
     if config["call"]["kwargs"]:
         return f"keyword arguments {sorted(config['call']['kwargs'])}"

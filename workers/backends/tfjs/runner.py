@@ -33,12 +33,13 @@ from workers.backends.base import (
 )
 from workers.backends.tfjs.export import (
     export_model,
+    export_problem,
     isolated_steps,
+    tfjs_computed,
     tfjs_names,
-    unsupported_reason,
 )
 from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer
-from workers.engine.graph import LayerSpec
+from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 
@@ -128,8 +129,11 @@ class TfjsRunner(Runner):
     def activate_impl(self) -> None:
         self.session = tfjs_session(self.shared, self.options)
 
-    def layer_unsupported(self, layer: LayerSpec) -> str | None:
-        return unsupported_reason(layer)
+    def unsupported_reason(self, graph: ModelGraph) -> str | None:
+        return export_problem(graph)
+
+    def computed_layers(self, graph: ModelGraph) -> list[LayerSpec]:
+        return tfjs_computed(graph)
 
     @property
     def host(self) -> BrowserHost:
@@ -141,7 +145,7 @@ class TfjsRunner(Runner):
     def _job(
         self, model: ModelArtifact, mode: str, tensors: list[np.ndarray], spec_extra: dict[str, Any]
     ) -> LayerOutputs:
-        names = [layer.name for layer in model.graph.compute_layers]
+        names = [layer.name for layer in self.computed_layers(model.graph)]
         in_page_names = tfjs_names(model.graph)
         from workers.backends.tfjs.browser_host import BrowserJobFailed
 
@@ -204,7 +208,8 @@ class TfjsRunner(Runner):
     def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
         tensors: list[np.ndarray] = []
         per_layer = []
-        for layer in model.graph.compute_layers:
+        computed = self.computed_layers(model.graph)
+        for layer in computed:
             specs = []
             for array in layer_inputs[layer.name]:
                 specs.append({"index": len(tensors), "shape": list(array.shape)})
@@ -217,7 +222,7 @@ class TfjsRunner(Runner):
             tensors,
             {
                 "isolatedInputs": per_layer,
-                "isolatedSteps": [steps[layer.name] for layer in model.graph.compute_layers],
+                "isolatedSteps": [steps[layer.name] for layer in computed],
             },
         )
 

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from tests.support import randomize_weights
-from workers.backends.tfjs.export import export_model, model_json, tfjs_names, unsupported_reason
+from workers.backends.tfjs.export import (
+    export_model,
+    export_problem,
+    isolated_steps,
+    model_json,
+    tfjs_computed,
+    tfjs_names,
+    unsupported_reason,
+)
 
 
 def test_topology_is_keras2_functional_with_named_weights(keras: Any, save_model: Any) -> None:
@@ -255,3 +263,47 @@ def test_layers_tfjs_lacks_are_rewritten_as_layers_it_has(keras: Any, save_model
     assert layers["squeeze"]["class_name"] == "Reshape"
     assert layers["squeeze"]["config"]["target_shape"] == [1, 1, 8]
     assert layers["squeeze__pool"]["class_name"] == "GlobalAveragePooling2D"
+
+
+def test_masks_keras_computes_are_left_to_the_tfjs_layers(keras: Any, save_model: Any) -> None:
+    """Embedding(mask_zero) and Masking: the operation nodes computing their masks are not
+    exported (TF.js's layers compute the masks themselves), the consumers lose their mask
+    input, and isolated mode hands each consumer its mask."""
+    L = keras.layers
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    steps = keras.Input((5, 3), name="steps")
+    read = L.LSTM(4, name="read")(L.Embedding(9, 3, mask_zero=True, name="embed")(tokens))
+    walked = L.GRU(4, reset_after=False, name="walk")(L.Masking(0.5, name="masking")(steps))
+    model = keras.Model([tokens, steps], L.Concatenate(name="both")([read, walked]))
+    graph = save_model(model).graph
+    masks = {layer.name for layer in graph.compute_layers if layer.class_name.startswith("ops.")}
+    assert len(masks) == 3  # not_equal for the embedding; not_equal and any for Masking
+    assert export_problem(graph) is None
+    assert {layer.name for layer in tfjs_computed(graph)} == {
+        layer.name for layer in graph.compute_layers
+    } - masks
+    document, _ = model_json(graph)
+    exported = {layer["name"]: layer for layer in document["modelTopology"]["config"]["layers"]}
+    assert not masks & set(exported)
+    assert exported["read"]["inbound_nodes"] == [[["embed", 0, 0, {}]]]
+    assert exported["embed"]["config"]["mask_zero"] is True
+    assert exported["masking"]["config"]["mask_value"] == 0.5
+    steps_of = isolated_steps(graph)
+    assert steps_of["read"] == [{"layer": "read", "inputs": [0], "mask": 1}]
+    assert graph.layer("read").inbound[1] in masks
+    assert not masks & set(steps_of)
+
+
+def test_a_mask_tfjs_cannot_compute_is_refused_not_dropped(keras: Any, save_model: Any) -> None:
+    """A mask written with keras.ops has no TF.js form; leaving it out would change what
+    the recurrent layer computes, so the TF.js backends refuse the model."""
+    x = keras.Input((5, 3), name="x")
+    mask = keras.ops.any(keras.ops.not_equal(x, 1.0), axis=-1)
+    model = keras.Model(x, keras.layers.LSTM(4, name="lstm")(x, mask=mask))
+    graph = save_model(model).graph
+    problem = export_problem(graph)
+    assert problem is not None
+    assert problem.startswith("unsupported: lstm (LSTM) takes a mask computed by ")
+    assert "only from Embedding(mask_zero=True) and Masking" in problem
+    with pytest.raises(ValueError, match="unsupported: lstm"):
+        export_model(graph, Path("/nonexistent"))

@@ -418,3 +418,49 @@ def test_layers_exported_as_other_tfjs_layers_match_in_both_modes(
         verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
         assert len(verdicts) == len(artifact.graph.compute_layers)
         assert set(verdicts.values()) <= WITHIN_ROUNDING, (comparison.mode, verdicts)
+
+
+def test_masked_sequences_run_in_the_browser_as_keras_masks_them(
+    keras: Any, save_model: Any, runner_pool: RunnerPool
+) -> None:
+    """Embedding(mask_zero) and Masking masks reach LSTM, Bidirectional, SimpleRNN and GRU
+    in TF.js as in Keras, in both modes; the mask nodes themselves are not provided by
+    TF.js. TF.js's GlobalAveragePooling1D ignores the mask Keras averages with: that shows
+    as a mismatch at that layer, not hidden."""
+    L = keras.layers
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    steps = keras.Input((6, 3), name="steps")
+    read = L.LSTM(4, return_sequences=True, name="read")(
+        L.Embedding(4, 3, mask_zero=True, name="embed")(tokens)
+    )
+    both = L.Bidirectional(L.GRU(3, reset_after=False), name="both_ways")(read)
+    walked = L.SimpleRNN(4, return_sequences=True, name="walk")(L.Masking(0.0, name="mask")(steps))
+    summary = L.GRU(3, reset_after=False, name="summary")(walked)
+    head = L.Dense(2, name="head")(L.Concatenate(name="joined")([both, summary]))
+    average = L.GlobalAveragePooling1D(name="average")(read)
+    model = keras.Model([tokens, steps], [head, average])
+    randomize_weights(model, seed=23)
+    artifact = save_model(model)
+    inputs = {
+        "tokens": np.array([[1, 0, 2, 3, 0, 0], [0, 0, 3, 1, 2, 1]], dtype=np.int32),
+        "steps": np.random.default_rng(4).normal(size=(2, 6, 3)).astype(np.float32),
+    }
+    inputs["steps"][0, [1, 4]] = 0.0
+    inputs["steps"][1, 3:] = 0.0
+    masks = {n.name for n in artifact.graph.compute_layers if n.class_name.startswith("ops.")}
+    assert len(masks) == 3
+    results = run_all_done(runner_pool, artifact, inputs, ["keras-cpu", "tfjs-cpu"], MODES)
+    comparisons = compare(artifact.graph, results, against="numpy-f64", modes=MODES)
+    assert {(c.backend, c.mode) for c in comparisons} == {
+        (b, m) for b in ("keras-cpu", "tfjs-cpu") for m in MODES
+    }
+    for comparison in comparisons:
+        verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
+        tfjs = comparison.backend == "tfjs-cpu"
+        assert set(comparison.not_provided) == (masks if tfjs else set())
+        assert set(verdicts) == {n.name for n in artifact.graph.compute_layers} - set(
+            comparison.not_provided
+        )
+        mismatched = {layer for layer, verdict in verdicts.items() if verdict == "mismatch"}
+        assert mismatched == ({"average"} if tfjs else set()), (comparison.mode, verdicts)
+        assert set(verdicts.values()) - {"mismatch"} <= WITHIN_ROUNDING, verdicts
