@@ -16,7 +16,7 @@ from app.core.db import session_factory
 from app.core.migrate import upgrade_database
 from app.data.retention import OutputRetention
 from app.executor import make_executor, resume_interrupted_runs
-from app.web import dashboards
+from app.web import dashboards, probe
 from workers.inspection import ModelInspector
 
 
@@ -69,6 +69,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(dashboards.router)
+    app.include_router(probe.router)
     app.mount("/static", dashboards.static_files, name="static")
     return app
 

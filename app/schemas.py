@@ -282,3 +282,26 @@ class ErrorPublic(BaseModel):
     field errors when a request does not match its schema."""
 
     detail: str | list[dict[str, Any]]
+
+
+class ExternalPublic(BaseModel):
+    run_id: int
+    backend: str = Field(description="ext:<name>")
+    status: BackendStatus
+    environment: dict[str, Any] = Field(
+        description="What was uploaded: modes and layers, dtypes, the note (and a probe's "
+        "device record)"
+    )
+    against: str = Field(description="The run's reference, which the summary is against")
+    mode: str
+    compared_layers: int
+    drift_start: DriftStart | None
+    not_provided: list[str] = Field(description="Layers of the model the upload lacks")
+
+
+class ProbePublic(BaseModel):
+    run_id: int
+    path: str = Field(description="/probe/<token>: open it in the browser to measure")
+    url: str
+    expires_at: UtcDateTime
+    qr_svg: str = Field(description="The url as a QR code, inline SVG")

@@ -13,6 +13,7 @@ Nothing here imports the service itself: it only starts it and talks to it.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import secrets
@@ -27,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 
 from workers.engine.status import RunStatus
 
@@ -248,6 +250,26 @@ class DriftbenchClient(httpx.Client):
             self.post(f"/api/runs/{run_id}/comparisons", json={"against": against})
         )
         return answer
+
+    def post_external(
+        self,
+        run_id: int,
+        name: str,
+        arrays: dict[str, Any],
+        *,
+        mode: str = "accumulated",
+        note: str | None = None,
+    ) -> httpx.Response:
+        """`POST /api/runs/{id}/external`: a port's per-layer outputs (saved as an .npz
+        here) as backend ext:<name>; the raw answer."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        form = {"name": name, "mode": mode, **({"note": note} if note else {})}
+        return self.post(
+            f"/api/runs/{run_id}/external",
+            files={"file": ("outputs.npz", buffer.getvalue())},
+            data=form,
+        )
 
     def backends(self) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = _checked(self.get("/api/backends"))["data"]

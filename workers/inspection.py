@@ -9,20 +9,25 @@ bytes at once share one parse instead of queueing for their own.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from workers.backends.registry import REGISTRY
 from workers.engine.errors import InvalidRequest
 from workers.engine.graph import architecture_signature
 from workers.engine.loading import load_artifact
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+from workers.engine.weights import model_weights
 from workers.processes.lifetime import die_with_parent
 
 
@@ -64,6 +69,47 @@ def summarize_model(path: str, options: EngineOptions) -> dict[str, Any]:
         "architecture_label": label,
         "backend_support": support,
     }
+
+
+def write_port_files(path: str, options: EngineOptions, directory: str) -> dict[str, Any]:
+    """Runs in the child: the weights as `weights.npz` (Keras layout, '<layer>/<weight>')
+    and `weights.json` (each one's shape and layout, and which node is which layer of the
+    TF.js export), and the TF.js export the probe page loads under `tfjs/`, or the
+    reason TF.js cannot run the model."""
+    from workers.backends.tfjs.export import (
+        export_model,
+        export_problem,
+        tfjs_computed,
+        tfjs_names,
+    )
+
+    try:
+        artifact = load_artifact(Path(path), options)
+    except InvalidRequest as error:
+        return {"error": str(error)}
+    target = Path(directory)
+    weights = model_weights(artifact.graph)
+    with (target / "weights.npz").open("wb") as stream:
+        np.savez(stream, **{weight.key: weight.value for weight in weights})
+    graph = artifact.graph
+    problem = export_problem(graph)
+    names = tfjs_names(graph)
+    if problem is None:
+        export_model(graph, target / "tfjs")
+    described = {
+        "weights": [weight.describe() for weight in weights],
+        "tfjs": {
+            "unsupported": problem,
+            "layers": []
+            if problem
+            else [
+                {"node": layer.name, "tfjs": names[layer.name]} for layer in tfjs_computed(graph)
+            ],
+            "inputs": [{"node": layer.name, "tfjs": names[layer.name]} for layer in graph.inputs],
+        },
+    }
+    (target / "weights.json").write_text(json.dumps(described))
+    return described
 
 
 class ModelInspector:
@@ -115,9 +161,18 @@ class ModelInspector:
                 del self._in_flight[key]
 
     def _parse(self, path: Path, timeout_s: float) -> dict[str, Any]:
+        return self._in_child(summarize_model, path, timeout_s)
+
+    def port_files(self, path: Path, directory: Path, timeout_s: float) -> dict[str, Any]:
+        """Write what a port needs into `directory` (see `write_port_files`)."""
+        return self._in_child(write_port_files, path, timeout_s, str(directory))
+
+    def _in_child(
+        self, function: Callable[..., dict[str, Any]], path: Path, timeout_s: float, *args: str
+    ) -> dict[str, Any]:
         with self._lock:
             self.parses += 1
-            future = self._executor().submit(summarize_model, str(path), self.options)
+            future = self._executor().submit(function, str(path), self.options, *args)
             try:
                 summary = future.result(timeout=timeout_s)
             except FutureTimeout:

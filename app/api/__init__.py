@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Depends
 
-from app.api import backends, drift, models, runs
+from app.api import backends, drift, models, ports, runs
 from app.api.auth import authorize
 from app.schemas import ErrorPublic
 
@@ -14,5 +14,5 @@ ERRORS = {
 }
 
 api_router = APIRouter(prefix="/api", dependencies=[Depends(authorize)], responses=ERRORS)
-for module in (models, runs, drift, backends):
+for module in (models, runs, ports, drift, backends):
     api_router.include_router(module.router)

@@ -11,7 +11,7 @@ from app.data.drift_cache import architecture_scope, cached, model_scope
 from app.data.drift_queries import depth_drift, model_layer_drift
 from app.data.uploads import get_model
 from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
-from workers.backends.registry import DEFAULT_REFERENCE, backend_entry
+from workers.backends.registry import DEFAULT_REFERENCE, comparable_backend
 
 router = APIRouter(tags=["drift"])
 
@@ -27,8 +27,8 @@ def model_drift(
 ) -> dict[str, Any]:
     """Per layer over all runs of the model: count, mean, median, p95 and max of the metric."""
     get_model(session, model_id)
-    backend_entry(backend)
-    backend_entry(against)
+    comparable_backend(backend)
+    comparable_backend(against)
     layers = cached(
         session,
         model_scope(model_id),
@@ -57,8 +57,8 @@ def drift_by_depth(
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
     """Over every model with this architecture signature: drift per depth and its growth."""
-    backend_entry(backend)
-    backend_entry(against)
+    comparable_backend(backend)
+    comparable_backend(against)
     models, depths = cached(
         session,
         architecture_scope(architecture),

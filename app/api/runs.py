@@ -27,7 +27,7 @@ from app.schemas import (
     RunPublic,
     RunsPublic,
 )
-from workers.backends.registry import backend_entry
+from workers.backends.registry import backend_entry, comparable_backend
 from workers.engine.status import BackendStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -113,7 +113,7 @@ def create_comparison(request: Request, run_id: RowId, body: ComparisonCreate) -
     """Compare every finished backend of a finished run with `against`, from the stored
     outputs, in a supervised job process, and store the rows (replacing an earlier
     comparison with the same backend); then read them with GET /divergence?against=..."""
-    backend_entry(body.against)
+    comparable_backend(body.against)
     divergences.check_comparable(run_id=run_id, against=body.against)
     request.app.state.executor.compare(run_id, body.against)
     return {"run_id": run_id, "against": body.against}
@@ -139,8 +139,8 @@ def read_divergence(
     run = runs.get_run(session, run_id)
     against = against or run.reference
     for name in filter(None, (against, backend)):
-        backend_entry(name)
-    if mode not in run.modes:
+        comparable_backend(name)
+    if mode not in run.modes and not divergences.has_mode(session, run.id, mode):
         raise InvalidRequest(f"run {run_id} did not run mode {mode!r} (modes: {run.modes})")
     rows = divergences.read_rows(session, run, against=against, mode=mode, backend=backend)
     if format == "csv":

@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from app.cli.terminal_tables import amplification_line, backend_line, comparison_table
 from app.cli.zoo import add_zoo_parser
 from app.core.config import MiB, settings
@@ -18,13 +20,14 @@ from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import BACKEND_IDS, DEFAULT_REFERENCE, parse_backends
 from workers.engine.compare import compare
-from workers.engine.errors import DriftbenchError
+from workers.engine.errors import DriftbenchError, InvalidRequest
 from workers.engine.examples import EXAMPLES, write_example, write_examples
+from workers.engine.external import external_backend, read_external_outputs
 from workers.engine.inputs import GENERATOR_KINDS, InputRecipe, generate_inputs, load_input_file
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
 from workers.engine.report import drift_report
-from workers.engine.results import MODES, Mode
+from workers.engine.results import MODES, BackendResult, Mode
 from workers.engine.status import BackendStatus
 
 
@@ -51,6 +54,7 @@ def drift_command(
     modes: tuple[Mode, ...],
     repeats: int,
     json_path: Path | None,
+    externals: Sequence[tuple[str, Path]] = (),
 ) -> int:
     """Run, compare, print the tables; exit status 1 when a backend failed."""
     options = settings.engine_options()
@@ -64,6 +68,9 @@ def drift_command(
             modes=modes,
             repeats=repeats,
         )
+    results.update(
+        external_results(externals, results.get(against), settings.max_stored_output_bytes)
+    )
     comparisons = compare(artifact.graph, results, against=against, modes=modes, options=options)
     print(
         f"model {artifact.graph.name} ({artifact.path.name}), inputs {input_label}, "
@@ -99,6 +106,37 @@ def drift_command(
     return 1 if any(result.status == BackendStatus.FAILED for result in results.values()) else 0
 
 
+def _external_argument(text: str) -> tuple[str, Path]:
+    """'NAME=FILE.npz' as (ext:NAME, the file), the file checked to exist."""
+    name, equals, file = text.partition("=")
+    if not equals or not file:
+        raise InvalidRequest(f"--external {text!r}: expected NAME=FILE.npz")
+    path = Path(file)
+    if not path.is_file():
+        raise InvalidRequest(f"--external {text!r}: no file {path}")
+    return external_backend(name), path
+
+
+def external_results(
+    externals: Sequence[tuple[str, Path]], reference: BackendResult | None, max_bytes: int
+) -> dict[str, BackendResult]:
+    """Each port's outputs as a finished backend, checked against the reference's shapes."""
+    if not externals:
+        return {}
+    if reference is None or reference.status != BackendStatus.DONE:
+        raise InvalidRequest("external outputs are compared with the reference, which did not run")
+    shapes = {layer: array.shape for layer, array in reference.outputs["accumulated"].items()}
+    return {
+        backend: BackendResult(
+            backend=backend,
+            status=BackendStatus.DONE,
+            outputs={"accumulated": read_external_outputs(path, shapes, max_bytes)},
+            environment={"external": True, "file": str(path)},
+        )
+        for backend, path in externals
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     import_keras(settings.onednn)  # before an example model's build imports TensorFlow
@@ -123,6 +161,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         inputs = generate_inputs(recipe, artifact.graph.input_shapes, artifact.graph.input_dtypes)
         label = f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
+    externals = [_external_argument(text) for text in args.external]
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.json is not None and args.inputs is None:
+        written = args.json.with_name(f"{args.json.stem}.inputs.npz")
+        np.savez(written, **inputs)
+        print(f"generated inputs written to {written} (feed your port these)")
     status = drift_command(
         artifact,
         inputs,
@@ -132,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         modes=_modes(args.mode),
         repeats=args.repeats,
         json_path=args.json,
+        externals=externals,
     )
     print(f"\ntook {time.perf_counter() - started:.2f} s")
     return status
@@ -332,7 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--mode", choices=[*MODES, "both"], default="accumulated")
     run.add_argument("--repeats", type=int, default=1, help="runs per backend, for determinism")
-    run.add_argument("--json", type=Path, help="write the full results here")
+    run.add_argument(
+        "--json",
+        type=Path,
+        help="write the full results here (and generated inputs beside, <name>.inputs.npz)",
+    )
+    run.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npz",
+        help="your own port's outputs, keyed by layer name, compared as backend ext:NAME",
+    )
     run.set_defaults(handler=cmd_run)
 
     examples = commands.add_parser("examples", help="write the example models to a directory")

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     inspect_timeout_s: float = Field(
         default=120.0, gt=0, description="Time limit for parsing an uploaded model file."
     )
+    probe_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a probe link (POST /api/runs/{id}/probe) accepts a device's outputs.",
+    )
     max_batch: int = Field(default=4096, ge=1, description="Largest generated input batch.")
     max_repeats: int = Field(default=10, ge=1, description="Largest `repeats` of a run.")
     job_attempts: int = Field(

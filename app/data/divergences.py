@@ -53,17 +53,21 @@ def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
     return rows
 
 
-def replace_divergences(*, run_id: int, against: str, comparisons: list[Comparison]) -> None:
-    """Store one comparison set of a run, replacing any earlier one (idempotence)."""
+def replace_divergences(
+    *, run_id: int, against: str, comparisons: list[Comparison], backend: str | None = None
+) -> None:
+    """Store one comparison set of a run, replacing any earlier one (idempotence); with
+    `backend`, only that backend's rows against `against` (an external upload's)."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             return
-        session.execute(
-            delete(LayerDivergence).where(
-                LayerDivergence.run_id == run_id, LayerDivergence.against == against
-            )
+        replaced = delete(LayerDivergence).where(
+            LayerDivergence.run_id == run_id, LayerDivergence.against == against
         )
+        if backend is not None:
+            replaced = replaced.where(LayerDivergence.backend == backend)
+        session.execute(replaced)
         session.add_all(_rows_of(run, comparisons))
         drift_cache.bump(session, run.model_id, run.model.architecture)
 
@@ -177,6 +181,12 @@ def read_rows(
             f'POST /api/runs/{run.id}/comparisons {{"against": "{against}"}} first'
         )
     return rows
+
+
+def has_mode(session: Session, run_id: int, mode: str) -> bool:
+    """Whether any row of the run is in `mode` (an external upload's isolated outputs)."""
+    query = select(LayerDivergence.id).filter_by(run_id=run_id, mode=mode).limit(1)
+    return session.scalar(query) is not None
 
 
 def compared_against(session: Session, run_id: int) -> list[str]:

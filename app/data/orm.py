@@ -32,6 +32,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from workers.engine.metrics import METRIC_FIELDS
 from workers.engine.status import BackendStatus, RunStatus
 
+# 'ext:probe/<device>/<backend>' and other external names (migration 0006).
+BACKEND_NAME_LENGTH = 120
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -130,7 +133,7 @@ class BackendRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    backend: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(BACKEND_NAME_LENGTH))
     status: Mapped[BackendStatus] = mapped_column(
         status_column(BackendStatus), default=BackendStatus.QUEUED
     )
@@ -174,8 +177,8 @@ class LayerDivergence(Base):
         Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         Column("model_id", ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
         Column("architecture", String(16), nullable=False),
-        Column("backend", String(32), nullable=False),
-        Column("against", String(32), nullable=False),
+        Column("backend", String(BACKEND_NAME_LENGTH), nullable=False),
+        Column("against", String(BACKEND_NAME_LENGTH), nullable=False),
         Column("mode", String(16), nullable=False),
         Column("layer", String(200), nullable=False),
         Column("class_name", String(64), nullable=False),
@@ -199,6 +202,19 @@ class ApiToken(Base):
     scope: Mapped[str] = mapped_column(String(8))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProbeToken(Base):
+    """A probe link's token: write-only for one run's external outputs until it expires;
+    only its SHA-256 is stored."""
+
+    __tablename__ = "probe_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -16,6 +16,7 @@ from app.core.errors import NotFound
 from app.data import storage
 from app.data.orm import BackendRun, InputSet, Run, StoredModel, utcnow
 from app.data.pages import page
+from workers.engine.external import is_external
 from workers.engine.json_safe import jsonable
 from workers.engine.results import BackendResult, Mode
 from workers.engine.sequence import RunOrder
@@ -114,7 +115,9 @@ def load_plan(run_id: int) -> RunPlan | None:
             run_id=run.id,
             model_path=storage.model_path(run.model.sha256, run.model.file_format),
             inputs_sha256=input_set.sha256,
-            order=RunOrder.of(run.reference, [b.backend for b in run.backend_runs]),
+            order=RunOrder.of(
+                run.reference, [b.backend for b in run.backend_runs if not is_external(b.backend)]
+            ),
             modes=tuple(run.modes),
             repeats=run.repeats,
         )

@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -83,6 +84,27 @@ def store_model(staged: Path, sha256: str, file_format: str) -> Path:
     return target
 
 
+def port_dir(sha256: str) -> Path:
+    """What a port of the model needs (weights, the TF.js export), made on first request."""
+    return data_dir() / "ports" / sha256
+
+
+@contextmanager
+def staged_directory(destination: Path) -> Iterator[Path]:
+    """A temporary folder that becomes `destination` when the block succeeds; when another
+    request made `destination` first, theirs is kept (the contents are the same)."""
+    with _reporting_full_disk(destination):
+        folder = Path(tempfile.mkdtemp(dir=_folder("tmp")))
+    try:
+        with _reporting_full_disk(destination):
+            yield folder
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if not destination.exists():
+                os.replace(folder, destination)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def inputs_path(sha256: str) -> Path:
     return _folder("inputs") / f"{sha256}.npz"
 
@@ -111,8 +133,10 @@ def load_inputs(sha256: str) -> dict[str, np.ndarray]:
 
 
 def outputs_path(run_id: int, backend: str) -> Path:
-    """Where a backend run's layer outputs are (or would be) stored; creates nothing."""
-    return data_dir() / "outputs" / str(run_id) / f"{backend}.npz"
+    """Where a backend run's layer outputs are (or would be) stored; creates nothing. An
+    external backend's name ('ext:probe/phone/webgl') is percent-encoded into one file
+    name."""
+    return data_dir() / "outputs" / str(run_id) / f"{quote(backend, safe='')}.npz"
 
 
 def capped_outputs(

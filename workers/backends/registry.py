@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from workers.engine.errors import InvalidRequest
+from workers.engine.external import external_backend, is_external
 
 if TYPE_CHECKING:
     from workers.backends.base import Runner
@@ -66,6 +67,15 @@ def backend_entry(backend: str) -> BackendEntry:
         raise UnknownBackend(
             f"unknown backend {backend!r}; valid backends: {', '.join(BACKEND_IDS)}"
         ) from None
+
+
+def comparable_backend(backend: str) -> str:
+    """A backend a run's rows can name: one of the registry's, or an external upload's
+    'ext:<name>' (which nothing runs)."""
+    if is_external(backend):
+        return external_backend(backend)
+    backend_entry(backend)
+    return backend
 
 
 def runner_class(backend: str) -> type[Runner]:
