@@ -27,7 +27,7 @@ from workers.processes.gate import hold_path, started_path
 from workers.processes.tree import is_running
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLE_TITLE = re.compile(r"^[\w.-]+ vs [\w.-]+ \((accumulated|isolated)\)$")
+TABLE_TITLE = re.compile(r"^[\w.:/+-]+ vs [\w.:/+-]+ \((accumulated|isolated)\)$")
 
 
 @contextmanager

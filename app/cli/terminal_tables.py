@@ -73,8 +73,8 @@ def backend_line(result: BackendResult) -> str:
     line = f"{result.backend}: {result.status}"
     if result.reason:
         line += f" ({result.reason})"
-    if result.status == BackendStatus.DONE:
-        line += f", {result.timings.get('accumulated', 0.0) * 1000:.1f} ms per run"
+    if result.status == BackendStatus.DONE and "accumulated" in result.timings:
+        line += f", {result.timings['accumulated'] * 1000:.1f} ms per run"
         if result.deterministic is not None:
             verdict = "deterministic" if result.deterministic else "NOT deterministic"
             line += f", {verdict} (largest spread {format_number(result.repeat_spread)})"

@@ -155,6 +155,19 @@ function environmentText(backendRun) {
   return JSON.stringify(environment, null, 1);
 }
 
+// The probe link as text and as a QR code; the SVG is shown as an image, never as markup.
+async function probeLink(id) {
+  const probe = await api(`/api/runs/${id}/probe`, {method: 'POST'});
+  const anchor = document.getElementById('probe-link');
+  anchor.href = probe.url;
+  anchor.textContent = probe.url;
+  document.getElementById('probe-expiry').textContent = `(valid until ${probe.expires_at})`;
+  const qr = document.createElement('img');
+  qr.alt = 'QR code of the probe link';
+  qr.src = `data:image/svg+xml;base64,${btoa(probe.qr_svg)}`;
+  document.getElementById('probe-qr').replaceChildren(qr);
+}
+
 async function runPage() {
   const id = body.dataset.run;
   const metric = document.getElementById('metric');
@@ -240,6 +253,7 @@ async function runPage() {
     ready();
   };
   metric.onchange = against.onchange = () => redraw().catch(showError);
+  document.getElementById('probe-button').onclick = () => probeLink(id).catch(showError);
   renderBackends();
   await redraw();
   while (run.status !== 'done' && run.status !== 'failed') {

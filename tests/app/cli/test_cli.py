@@ -186,3 +186,74 @@ def test_randint_feeds_token_ids_and_float_generators_are_refused(
     capsys.readouterr()
     assert main([*args, "--generate", "uniform"]) == 2
     assert "input 'tokens' takes integers" in capsys.readouterr().err
+
+
+def test_external_outputs_are_compared_like_a_backend(
+    data_dir: Path, tmp_path: Path, capsys: Any, keras: Any
+) -> None:
+    """Generated inputs are written beside the JSON so a port is fed the same numbers; the
+    port's outputs (a numpy np.dot port, one layer's kernel transposed in a second one)
+    come back as ext:<name> tables; a file that does not fit is refused naming the key."""
+    from tests.support import randomize_weights
+
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((4,), name="x"),
+            L.Dense(4, name="a"),
+            L.Dense(4, name="b"),
+            L.Dense(2, name="c"),
+        ]
+    )
+    randomize_weights(model, seed=41)
+    model_path = tmp_path / "dense.keras"
+    model.save(model_path)
+    first = tmp_path / "first" / "report.json"
+    base = ["run", str(model_path), "--backends", "numpy"]
+    assert main([*base, "--generate", "normal", "--batch", "3", "--json", str(first)]) == 0
+    with np.load(first.with_name("report.inputs.npz")) as archive:
+        x = archive["x"]
+    kernels = {layer.name: [w.numpy() for w in layer.weights] for layer in model.layers}
+
+    def port(swap: str | None) -> dict[str, np.ndarray]:
+        outputs, values = {}, x
+        for name, (kernel, bias) in kernels.items():
+            values = np.dot(values, kernel.T if name == swap else kernel) + bias
+            outputs[name] = values.astype(np.float32)
+        return outputs
+
+    np.savez(tmp_path / "good.npz", **port(None))
+    np.savez(tmp_path / "swapped.npz", **port("b"))
+    report = tmp_path / "second.json"
+    capsys.readouterr()
+    status = main(
+        [
+            *base,
+            "--inputs",
+            str(first.with_name("report.inputs.npz")),
+            "--external",
+            f"mine={tmp_path / 'good.npz'}",
+            "--external",
+            f"swapped={tmp_path / 'swapped.npz'}",
+            "--json",
+            str(report),
+        ]
+    )
+    assert status == 0
+    tables = parse_tables(capsys.readouterr().out)
+    mine = tables["ext:mine vs numpy-f64 (accumulated)"]
+    assert [row["layer"] for row in mine] == ["a", "b", "c"]
+    assert {row["verdict"] for row in mine} <= WITHIN_ROUNDING
+    swapped = {
+        row["layer"]: row["verdict"] for row in tables["ext:swapped vs numpy-f64 (accumulated)"]
+    }
+    assert swapped["a"] in WITHIN_ROUNDING and swapped["b"] == "mismatch"
+    saved = json.loads(report.read_text())
+    starts = {c["backend"]: c["drift_start"] for c in saved["comparisons"]}
+    assert starts["ext:swapped"] == {"layer": "b", "verdict": "mismatch"}
+    np.savez(tmp_path / "bad.npz", b=np.zeros((3, 5), np.float32))
+    bad = main(
+        [*base, "--generate", "normal", "--batch", "3", "--external", f"bad={tmp_path / 'bad.npz'}"]
+    )
+    assert bad == 2
+    assert "key 'b' has shape (3, 5); layer 'b' outputs (3, 4)" in capsys.readouterr().err

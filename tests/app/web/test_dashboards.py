@@ -246,3 +246,17 @@ def test_pages_of_a_run_whose_outputs_expired(stored: dict, browser: Any) -> Non
     assert page.locator("#layer").is_disabled()
     assert page.evaluate("document.getElementById('scatter').data === undefined")
     assert problems == []
+
+
+def test_run_page_makes_a_probe_link_with_its_qr_code(stored: dict, browser: Any) -> None:
+    server = stored["server"]
+    page, problems = open_page(browser, f"{server.url}/runs/{stored['run_id']}")
+    page.click("#probe-button")
+    page.wait_for_selector("#probe-qr img")
+    href = page.locator("#probe-link").get_attribute("href")
+    assert href is not None and href.startswith(f"{server.url}/probe/dbp_")
+    qr = page.locator("#probe-qr img").get_attribute("src")
+    assert qr is not None and qr.startswith("data:image/svg+xml;base64,")
+    probe_page = httpx.get(href, timeout=120)
+    assert probe_page.status_code == 200 and "probe-config" in probe_page.text
+    assert problems == []
