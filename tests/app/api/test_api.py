@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +11,10 @@ import numpy as np
 import pytest
 
 from app.service_process import DriftbenchClient, LiveServer, ServiceError
-from tests.support import randomize_weights, throwaway_postgres
+from tests.app.api.conftest import UPLOAD_LIMIT
+from tests.support import randomize_weights
 
 CPU_BACKENDS = ["numpy", "keras-cpu"]
-UPLOAD_LIMIT = 8 * 1024 * 1024
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp(f"api-{request.param}")
-    if request.param == "sqlite":
-        live = LiveServer(data_dir, None, max_upload_bytes=str(UPLOAD_LIMIT))
-        live.start()
-        yield live
-        live.stop()
-    else:
-        with throwaway_postgres() as url:
-            live = LiveServer(data_dir, url, max_upload_bytes=str(UPLOAD_LIMIT))
-            live.start()
-            yield live
-            live.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer) -> Iterator[DriftbenchClient]:
-    with server.client() as http:
-        yield http
 
 
 def dense_stack(keras: Any, seed: int, path: Path) -> Path:

@@ -6,7 +6,7 @@ fed from /feeds."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,31 +14,12 @@ import numpy as np
 import pytest
 
 from app.service_process import DriftbenchClient, LiveServer
-from tests.support import randomize_weights, throwaway_postgres
+from tests.support import randomize_weights
 from workers.backends.tfjs.browser_host import CHROMIUM_FLAGS
 from workers.engine.options import EngineOptions
 
 WITHIN_ROUNDING = {"identical", "rounding"}
 Port = dict[str, Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]]
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp(f"ports-{request.param}")
-    if request.param == "sqlite":
-        with LiveServer(data_dir) as live:
-            yield live
-    else:
-        with throwaway_postgres() as url, LiveServer(data_dir, url) as live:
-            yield live
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer) -> Iterator[DriftbenchClient]:
-    with server.client() as http:
-        yield http
 
 
 @pytest.fixture(scope="module")

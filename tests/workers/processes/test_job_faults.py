@@ -167,7 +167,9 @@ def test_job_process_killed_mid_job_fails_that_backend_only(
     assert_service_unharmed(served, before, run_id)
 
 
+@pytest.mark.parametrize("served", ["off"], ids=["onednn-off"], indirect=True)
 def test_job_over_its_time_limit_is_stopped(served: FaultyServer, before: dict[str, Any]) -> None:
+    """The time limit is the supervisor's, the same with oneDNN on or off: one server."""
     with served.server.client() as client:
         try:
             run_id, _ = run_with_held_keras(served, client)
