@@ -19,6 +19,9 @@ from workers.backends.tfjs.browser_host import CHROMIUM_FLAGS
 from workers.engine.options import EngineOptions
 
 WITHIN_ROUNDING = {"identical", "rounding"}
+# On PostgreSQL only: it enforces the width of the backend name columns that external
+# names ('ext:probe/<device>/<backend>') need, which SQLite does not.
+pytestmark = pytest.mark.parametrize("server", ["postgresql"], indirect=True)
 Port = dict[str, Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]]
 
 
