@@ -194,14 +194,47 @@ def _metric_type(metric: Any) -> Any:
     return base | None if "None" in kind else base
 
 
+class ExplanationPublic(BaseModel):
+    hypothesis: str = Field(description="A stable cause id, e.g. kernel-transposed")
+    rel_l2: FloatOrInf = Field(
+        description="The candidate against the layer recomputed with the cause applied"
+    )
+    explains: bool = Field(
+        description="The candidate matches the layer with the cause within rounding (or "
+        "within the cause's own precision)"
+    )
+    variant: str | None = Field(description="Which form of the cause fitted best")
+
+
+class Diagnosis(BaseModel):
+    local_rel_l2: FloatOrInf | None = Field(
+        description="The layer's own error: the candidate against the layer recomputed in "
+        "float64 from the candidate's own inputs"
+    )
+    local_bound: float | None = Field(
+        description="The local rel_l2 float rounding can produce for this layer"
+    )
+    local_verdict: str | None = Field(
+        description="rounding within local_bound; else by the rel_l2 thresholds"
+    )
+    diagnosis: list[ExplanationPublic] | None = Field(
+        description="Causes tested on a layer worse than rounding, best first; [] when "
+        "none was needed; null when not diagnosed"
+    )
+    explained_by: str | None = Field(
+        description="The best explaining cause, 'unexplained', or null"
+    )
+
+
 # One row of a divergence table: where it is, then every metric of workers/engine/metrics.py
-# `Divergence` in the record's own order, the histogram and the verdict.
+# `Divergence` in the record's own order, the histogram, the verdict and the diagnosis.
 DivergenceRow = create_model(
     "DivergenceRow",
     __base__=DivergenceKey,
     **{metric.name: (_metric_type(metric), ...) for metric in METRIC_FIELDS},  # type: ignore[call-overload]
     histogram=(dict[str, list[float]], ...),
     verdict=(str, ...),
+    **{name: (info.annotation, info) for name, info in Diagnosis.model_fields.items()},
 )
 
 
@@ -209,6 +242,7 @@ class DriftStart(BaseModel):
     layer: str
     depth: int
     verdict: str
+    explained_by: str | None = Field(description="Its diagnosis: the best explaining cause")
 
 
 class DivergencePublic(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from workers.backends.registry import REGISTRY
+from workers.diagnosis.runs import diagnose_files
 from workers.engine.errors import InvalidRequest
 from workers.engine.graph import architecture_signature
 from workers.engine.loading import load_artifact
@@ -166,6 +167,14 @@ class ModelInspector:
     def port_files(self, path: Path, directory: Path, timeout_s: float) -> dict[str, Any]:
         """Write what a port needs into `directory` (see `write_port_files`)."""
         return self._in_child(write_port_files, path, timeout_s, str(directory))
+
+    def diagnose(
+        self, path: Path, candidate: Path, fed: Path, modes: list[str], timeout_s: float
+    ) -> dict[str, Any]:
+        """An external port's outputs diagnosed in the child (see `diagnose_files`)."""
+        return self._in_child(
+            diagnose_files, path, timeout_s, str(candidate), str(fed), json.dumps(modes)
+        )
 
     def _in_child(
         self, function: Callable[..., dict[str, Any]], path: Path, timeout_s: float, *args: str

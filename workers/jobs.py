@@ -23,6 +23,7 @@ from app.data import divergences, runs, storage
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import backend_entry
+from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import compare
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
@@ -136,17 +137,27 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
 def compare_run(run_id: int, against: str | None = None) -> bool:
     """Compare every finished backend of the run, from its stored outputs, with `against`,
     or (None: the run's own last step) with its reference and each of its
-    `compare_against`; False when the run is gone."""
+    `compare_against`, each backend diagnosed once; False when the run is gone."""
     stored = divergences.stored_run(run_id)
-    if stored is None:
+    plan = runs.load_plan(run_id)
+    if stored is None or plan is None:
         return False
+    options = settings.engine_options()
+    diagnose = run_diagnoser(
+        _artifact(plan.model_path).graph,
+        storage.load_inputs(plan.inputs_sha256),
+        stored.results,
+        fed_from=stored.reference,
+        options=options,
+    )
     for target in [against] if against else [stored.reference, *stored.compare_against]:
         comparisons = compare(
             stored.graph,
             stored.results,
             against=target,
             modes=stored.modes,
-            options=settings.engine_options(),
+            options=options,
+            diagnose=diagnose,
         )
         divergences.replace_divergences(run_id=run_id, against=target, comparisons=comparisons)
     return True

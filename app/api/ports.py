@@ -41,6 +41,7 @@ def _attachment(content: bytes, filename: str) -> Response:
 )
 def upload_external(
     session: SessionDep,
+    inspector: InspectorDep,
     run_id: RowId,
     name: Annotated[str, Form(description="the port's name: the backend becomes ext:<name>")],
     file: Annotated[UploadFile, File(description=".npz keyed by layer name, any subset")],
@@ -54,7 +55,12 @@ def upload_external(
     with storage.staged_file(".npz", file.filename) as staged:
         uploads.copy_limited(file.file, staged)
         stored = external.store_external(
-            run_id=run_id, backend=backend, mode=mode, upload=staged, note=note
+            run_id=run_id,
+            backend=backend,
+            mode=mode,
+            upload=staged,
+            note=note,
+            inspector=inspector,
         )
     return _with_summary(session, stored, mode)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
+from app.bench.diagnosis import diagnosis_figures
 from app.bench.end_to_end import end_to_end
 from app.bench.figures import Figure, table
 from app.bench.job_isolation import isolation_figures
@@ -23,7 +24,7 @@ from workers.backends.pool import RunnerPool
 from workers.engine.keras_env import import_keras
 from workers.engine.options import EngineOptions
 
-PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory")
+PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory", "diagnosis")
 
 
 def _queries(
@@ -71,6 +72,7 @@ def run_bench(
             "isolation": lambda: isolation_figures(directory, repeats, options),
             "queries": lambda: _queries(directory, runs, postgres_admin_url, options),
             "memory": lambda: memory_figures(directory, options),
+            "diagnosis": lambda: diagnosis_figures(directory, repeats, pool),
         }
         for part in parts:
             started = time.perf_counter()

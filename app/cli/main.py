@@ -19,6 +19,7 @@ from app.core.config import MiB, settings
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import BACKEND_IDS, DEFAULT_REFERENCE, parse_backends
+from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import compare
 from workers.engine.errors import DriftbenchError, InvalidRequest
 from workers.engine.examples import EXAMPLES, write_example, write_examples
@@ -71,7 +72,10 @@ def drift_command(
     results.update(
         external_results(externals, results.get(against), settings.max_stored_output_bytes)
     )
-    comparisons = compare(artifact.graph, results, against=against, modes=modes, options=options)
+    diagnose = run_diagnoser(artifact.graph, inputs, results, fed_from=against, options=options)
+    comparisons = compare(
+        artifact.graph, results, against=against, modes=modes, options=options, diagnose=diagnose
+    )
     print(
         f"model {artifact.graph.name} ({artifact.path.name}), inputs {input_label}, "
         f"reference {against}"

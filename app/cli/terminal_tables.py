@@ -11,7 +11,18 @@ from workers.engine.metrics import DRIFT_VERDICTS
 from workers.engine.results import BackendResult
 from workers.engine.status import BackendStatus
 
-TABLE_COLUMNS = ("layer", "class", "n_diff", "mean_abs", "max_abs", "rel_l2", "max_ulp", "verdict")
+TABLE_COLUMNS = (
+    "layer",
+    "class",
+    "n_diff",
+    "mean_abs",
+    "max_abs",
+    "rel_l2",
+    "max_ulp",
+    "verdict",
+    "local_rel_l2",
+    "explained_by",
+)
 
 
 def format_number(value: float | int | str | None) -> str:
@@ -45,6 +56,8 @@ def layer_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
                 for key in ("n_diff", "mean_abs", "max_abs", "rel_l2", "max_ulp")
             ),
             row["verdict"],
+            format_number(row.get("local_rel_l2")),
+            row.get("explained_by") or "-",
         )
         for row in rows
     ]
@@ -55,14 +68,13 @@ def layer_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
         verdict_line = (
             f"drift starts: layer {start['layer']} ({start['class_name']}), {start['verdict']}"
         )
+        if start.get("explained_by"):
+            verdict_line += f"; explained by: {start['explained_by']}"
     return f"{title}\n{render_table(TABLE_COLUMNS, cells)}\n{verdict_line}"
 
 
 def comparison_table(comparison: Comparison) -> str:
-    rows = [
-        {"layer": row.layer, "class_name": row.class_name, **row.divergence.as_dict()}
-        for row in comparison.layers
-    ]
+    rows = [row.as_dict() for row in comparison.layers]
     table = layer_table(f"{comparison.backend} vs {comparison.against} ({comparison.mode})", rows)
     if comparison.not_provided:
         table += f"\nnot provided (not compared): {', '.join(comparison.not_provided)}"

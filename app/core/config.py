@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a probe link (POST /api/runs/{id}/probe) accepts a device's outputs.",
     )
+    diagnosis_budget_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a run's diagnosis (each layer's local error, the hypotheses on "
+        "layers worse than rounding) may take; layers past it are left undiagnosed. 0: off.",
+    )
     max_batch: int = Field(default=4096, ge=1, description="Largest generated input batch.")
     max_repeats: int = Field(default=10, ge=1, description="Largest `repeats` of a run.")
     job_attempts: int = Field(
@@ -192,6 +198,7 @@ class Settings(BaseSettings):
             backend_time_limit_s=self.backend_time_limit_s,
             gpu_framework=self.gpu_framework,
             gpu_allow_cpu_for_tests=self.gpu_allow_cpu_for_tests,
+            diagnosis_budget_s=self.diagnosis_budget_s,
         )
 
     @property

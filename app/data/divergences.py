@@ -26,15 +26,20 @@ from workers.engine.status import BackendStatus, RunStatus
 
 # Where a row is: the columns before the metrics in the API's rows and the CSV.
 ROW_KEY = ("backend", "against", "mode", "layer", "class_name", "depth")
-CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict")
+# The diagnosis's columns: the layer's own error and its best explanation.
+LOCAL_COLUMNS = ("local_rel_l2", "local_bound", "local_verdict", "explained_by")
+CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict", *LOCAL_COLUMNS)
 
 
 def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
     rows = []
     for comparison in comparisons:
         for row in comparison.layers:
-            metrics = row.divergence.as_dict()
+            metrics = row.as_dict()
+            for key in ROW_KEY:
+                metrics.pop(key, None)
             histogram = {"edges": metrics.pop("hist_edges"), "counts": metrics.pop("hist_counts")}
+            metrics["diagnosis"] = jsonable(metrics["diagnosis"])
             rows.append(
                 LayerDivergence(
                     run_id=run.id,
@@ -197,6 +202,7 @@ def compared_against(session: Session, run_id: int) -> list[str]:
 def row_dict(row: LayerDivergence) -> dict[str, Any]:
     values = {column: getattr(row, column) for column in CSV_COLUMNS}
     values["histogram"] = row.histogram
+    values["diagnosis"] = row.diagnosis
     return jsonable(values)
 
 
@@ -205,7 +211,12 @@ def drift_starts(rows: list[LayerDivergence]) -> dict[str, dict[str, Any] | None
     for row in rows:
         starts.setdefault(row.backend, None)
         if starts[row.backend] is None and row.verdict in DRIFT_VERDICTS:
-            starts[row.backend] = {"layer": row.layer, "depth": row.depth, "verdict": row.verdict}
+            starts[row.backend] = {
+                "layer": row.layer,
+                "depth": row.depth,
+                "verdict": row.verdict,
+                "explained_by": row.explained_by,
+            }
     return starts
 
 

@@ -9,6 +9,8 @@ Uploading the same name again replaces that mode's outputs and their rows.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,14 @@ from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import divergences, storage
 from app.data.orm import BackendRun, Run, utcnow
 from app.data.runs import get_run
-from workers.engine.compare import compare
+from workers.diagnosis.diagnose import DIAGNOSIS_SAMPLES
+from workers.engine.compare import Diagnoser, compare
+from workers.engine.explanations import LayerDiagnosis
 from workers.engine.external import read_external_outputs
 from workers.engine.json_safe import jsonable
-from workers.engine.results import Mode
+from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus, RunStatus
+from workers.inspection import ModelInspector
 
 
 def _reference_shapes(run: Run) -> dict[str, tuple[int, ...]]:
@@ -61,10 +66,11 @@ def store_external(
     mode: Mode,
     upload: Path,
     note: str | None,
+    inspector: ModelInspector,
     environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check the upload, store it as `backend` of the run (replacing that mode's earlier
-    outputs), compare it, and return the backend run's record."""
+    outputs), compare and diagnose it, and return the backend run's record."""
     expected = check_run_takes_external(run_id)
     arrays = read_external_outputs(upload, expected, settings.max_stored_output_bytes)
     with session_scope() as session:
@@ -94,7 +100,7 @@ def store_external(
                 **(environment or {}),
             }
         )
-    _compare_external(run_id, backend)
+    _compare_external(run_id, backend, inspector)
     with session_scope() as session:
         run = get_run(session, run_id)
         stored = next(b for b in run.backend_runs if b.backend == backend)
@@ -110,14 +116,55 @@ def _dtypes(layers: dict[str, np.ndarray]) -> list[str]:
     return sorted({str(array.dtype) for array in layers.values()})
 
 
-def _compare_external(run_id: int, backend: str) -> None:
+def _first_samples(layers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(layers[name][:DIAGNOSIS_SAMPLES]) for name in layers}
+
+
+def _diagnoser(
+    run_id: int, backend: str, results: dict[str, BackendResult], inspector: ModelInspector
+) -> Diagnoser | None:
+    """The external backend's diagnosis, computed by the model parser's child from its
+    first samples and the reference's (the API process never loads the model)."""
+    if settings.diagnosis_budget_s <= 0:
+        return None
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        model = storage.model_path(run.model.sha256, run.model.file_format)
+        input_set = next(s for s in run.model.input_sets if s.id == run.input_set_id)
+        inputs = storage.load_inputs(input_set.sha256)
+        reference = run.reference
+    candidate = results[backend].outputs
+    fed = {**_first_samples(inputs), **_first_samples(results[reference].outputs["accumulated"])}
+    with tempfile.TemporaryDirectory() as folder:
+        candidate_path, fed_path = Path(folder, "candidate.npz"), Path(folder, "fed.npz")
+        np.savez(
+            candidate_path,
+            **{
+                f"{m}/{k}": v
+                for m, layers in candidate.items()
+                for k, v in _first_samples(layers).items()
+            },
+        )
+        np.savez(fed_path, **fed)
+        found = inspector.diagnose(
+            model, candidate_path, fed_path, sorted(candidate), settings.inspect_timeout_s
+        )
+    diagnosed = {
+        mode: {layer: LayerDiagnosis.from_dict(values) for layer, values in layers.items()}
+        for mode, layers in found.items()
+    }
+    return lambda name, mode: diagnosed.get(mode, {}) if name == backend else {}
+
+
+def _compare_external(run_id: int, backend: str, inspector: ModelInspector) -> None:
     """The external backend against the reference and every backend the run was compared
-    against, in each mode it has; its rows replace its earlier ones."""
+    against, in each mode it has, diagnosed once; its rows replace its earlier ones."""
     with session_scope() as session:
         run = get_run(session, run_id)
         against_all = [run.reference, *divergences.compared_against(session, run_id)]
     stored = divergences.stored_run(run_id)
     assert stored is not None
+    diagnose = _diagnoser(run_id, backend, stored.results, inspector)
     for against in dict.fromkeys(against_all):
         if against == backend or against not in stored.results:
             continue
@@ -128,6 +175,7 @@ def _compare_external(run_id: int, backend: str) -> None:
             against=against,
             modes=tuple(stored.results[backend].outputs),
             options=settings.engine_options(),
+            diagnose=diagnose,
         )
         divergences.replace_divergences(
             run_id=run_id, against=against, comparisons=comparisons, backend=backend

@@ -26,6 +26,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.data import external, port_kit, probes, runs, storage
 from workers.backends.tfjs.harness_server import NODE_MODULES, STATIC_FILES, WASM_DIR
 from workers.engine.external import external_backend
+from workers.inspection import ModelInspector
 
 WEB_DIR = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=WEB_DIR / "templates")
@@ -134,11 +135,16 @@ async def probe_outputs(request: Request, token: str, run_id: RowId) -> dict[str
             )
         arrays[str(layer["name"])] = np.frombuffer(data, dtype="<f4").reshape(shape)
     environment = {"probe": {**dict(meta.get("environment") or {}), "device": device}}
-    return await run_in_threadpool(_store_probe, run_id, name, arrays, environment)
+    inspector = request.app.state.inspector
+    return await run_in_threadpool(_store_probe, run_id, name, arrays, environment, inspector)
 
 
 def _store_probe(
-    run_id: int, backend: str, arrays: dict[str, np.ndarray], environment: dict[str, Any]
+    run_id: int,
+    backend: str,
+    arrays: dict[str, np.ndarray],
+    environment: dict[str, Any],
+    inspector: ModelInspector,
 ) -> dict[str, Any]:
     with storage.staged_file(".npz") as staged:
         staged.write_bytes(port_kit.npz_bytes(arrays))
@@ -148,6 +154,7 @@ def _store_probe(
             mode="accumulated",
             upload=staged,
             note=None,
+            inspector=inspector,
             environment=environment,
         )
 

@@ -567,8 +567,16 @@ def check_api_reads_old_data(url: str) -> None:
             assert {column: served_row[column] for column in expected} == expected
         # dense_1 is the first layer worse than rounding: the verdicts are read, not recomputed.
         assert body["drift_start"] == {
-            "keras-cpu": {"layer": "dense_1", "depth": 2, "verdict": "mismatch"}
+            "keras-cpu": {
+                "layer": "dense_1",
+                "depth": 2,
+                "verdict": "mismatch",
+                "explained_by": None,
+            }
         }
+        # Rows stored before diagnosis existed say they were not diagnosed.
+        assert {row["local_verdict"] for row in body["rows"]} == {None}
+        assert {str(row["diagnosis"]) for row in body["rows"]} == {"None"}
 
         # The scope survived too: the read token may not write.
         refused = client.post(

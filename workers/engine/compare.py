@@ -3,25 +3,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workers.engine.explanations import NOT_DIAGNOSED, LayerDiagnosis
 from workers.engine.graph import ModelGraph
 from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergence
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus
 
+# Each layer's diagnosis of one backend in one mode (workers/diagnosis computes it).
+Diagnoser = Callable[[str, Mode], Mapping[str, LayerDiagnosis]]
+
 
 @dataclass(frozen=True)
 class LayerDrift:
-    """One layer of a comparison: where it is in the model, and its divergence."""
+    """One layer of a comparison: where it is in the model, its divergence, and (when
+    diagnosed) its local error and the causes tested on it."""
 
     layer: str
     class_name: str
     depth: int
     divergence: Divergence
+    local: LayerDiagnosis | None = None
+
+    @property
+    def explained_by(self) -> str | None:
+        return None if self.local is None else self.local.explained_by
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -29,6 +39,7 @@ class LayerDrift:
             "class_name": self.class_name,
             "depth": self.depth,
             **self.divergence.as_dict(),
+            **(NOT_DIAGNOSED if self.local is None else self.local.as_dict()),
         }
 
 
@@ -59,7 +70,11 @@ class Comparison:
             "mode": self.mode,
             "drift_start": None
             if start is None
-            else {"layer": start.layer, "verdict": start.divergence.verdict},
+            else {
+                "layer": start.layer,
+                "verdict": start.divergence.verdict,
+                "explained_by": start.explained_by,
+            },
             "first_layer_by_verdict": {v: self.first_layer_with(v) for v in DRIFT_VERDICTS},
             "layers": [row.as_dict() for row in self.layers],
             "not_provided": list(self.not_provided),
@@ -73,8 +88,10 @@ def compare(
     against: str,
     modes: Iterable[Mode] = ("accumulated",),
     options: EngineOptions = DEFAULT_OPTIONS,
+    diagnose: Diagnoser | None = None,
 ) -> list[Comparison]:
-    """Every finished backend against `against`, in each mode both sides have."""
+    """Every finished backend against `against`, in each mode both sides have; each row
+    with its diagnosis when `diagnose` is given."""
     target = results.get(against)
     if target is None or target.status != BackendStatus.DONE:
         return []
@@ -86,6 +103,7 @@ def compare(
             if mode not in result.outputs or mode not in target.outputs:
                 continue
             candidate, reference = result.outputs[mode], target.outputs[mode]
+            local = {} if diagnose is None else diagnose(backend, mode)
             rows = [
                 LayerDrift(
                     layer=layer.name,
@@ -97,6 +115,7 @@ def compare(
                         thresholds=options.thresholds,
                         histogram_bins=options.histogram_bins,
                     ),
+                    local=local.get(layer.name),
                 )
                 for depth, layer in enumerate(graph.compute_layers, start=1)
                 if layer.name in candidate and layer.name in reference

@@ -31,6 +31,8 @@ class EngineOptions:
     backend_time_limit_s: float = 900.0
     gpu_framework: Literal["auto", "tensorflow", "jax", "torch"] = "auto"
     gpu_allow_cpu_for_tests: bool = False
+    # Seconds a run's diagnosis (local errors, hypotheses) may take; 0 turns it off.
+    diagnosis_budget_s: float = 60.0
 
 
 DEFAULT_OPTIONS = EngineOptions()

@@ -212,7 +212,7 @@ async function runPage() {
         mode: 'lines+markers',
         marker: {size: rows.map((r) => (start && r.layer === start.layer ? 14 : 6)),
                  symbol: rows.map((r) => (start && r.layer === start.layer ? 'x' : 'circle'))},
-        text: rows.map((r) => r.verdict),
+        text: rows.map((r) => (r.explained_by ? `${r.verdict}; ${r.explained_by}` : r.verdict)),
       };
     });
     await draw(div, traces, {yaxis: {...LOG_AXIS, title: `${metric.value} vs ${against.value}`}});
@@ -220,8 +220,9 @@ async function runPage() {
   };
 
   const renderTable = (data) => {
+    renderDriftStarts(document.getElementById('drift-starts'), data);
     const columns = ['backend', 'layer', 'class_name', 'n_diff', 'mean_abs', 'max_abs', 'rel_l2',
-                     'max_ulp', 'cosine', 'sqnr_db', 'verdict'];
+                     'max_ulp', 'cosine', 'sqnr_db', 'verdict', 'local_rel_l2', 'explained_by'];
     const head = document.querySelector('#divergence thead');
     const headRow = document.createElement('tr');
     columns.forEach((c) => { const th = document.createElement('th'); th.textContent = c; headRow.appendChild(th); });
@@ -232,7 +233,8 @@ async function runPage() {
       const tr = document.createElement('tr');
       tr.className = `verdict-${row.verdict}`;
       columns.forEach((c) => cell(tr, typeof row[c] === 'number' && !Number.isInteger(row[c])
-        ? row[c].toPrecision(4) : String(row[c])));
+        ? row[c].toPrecision(4) : String(row[c] ?? '')));
+      tr.title = diagnosisText(row);
       tbody.appendChild(tr);
     }
   };
@@ -261,6 +263,31 @@ async function runPage() {
     run = await api(`/api/runs/${id}`);
     renderBackends();
     await redraw();
+  }
+}
+
+// A row's tested causes, best first: what the table's tooltip and the diagnosis lists show.
+function diagnosisText(row) {
+  if (!row.diagnosis || row.diagnosis.length === 0) return '';
+  return row.diagnosis.slice(0, 5).map((d) => `${d.hypothesis}${d.variant ? ` (${d.variant})` : ''}: `
+    + `rel_l2 ${Number(d.rel_l2).toPrecision(3)}${d.explains ? ', explains' : ''}`).join('\n');
+}
+
+// Per backend, where drift starts and why: the first thing a reader of a run wants.
+function renderDriftStarts(list, data) {
+  list.replaceChildren();
+  for (const [backend, start] of Object.entries(data.drift_start)) {
+    const li = document.createElement('li');
+    if (!start) {
+      li.textContent = `${backend}: every layer within rounding`;
+    } else {
+      const row = data.rows.find((r) => r.backend === backend && r.layer === start.layer);
+      li.textContent = `${backend}: drift starts at ${start.layer} (${start.verdict})`
+        + (start.explained_by ? `, explained by ${start.explained_by}` : '');
+      li.title = row ? diagnosisText(row) : '';
+      li.className = `verdict-${start.verdict}`;
+    }
+    list.appendChild(li);
   }
 }
 
@@ -307,6 +334,18 @@ async function browserPage() {
     });
     await draw('chart', traces, {yaxis: {...LOG_AXIS, title: `${metric.value} vs keras-cpu`}});
   };
+  renderDriftStarts(document.getElementById('drift-starts'), {
+    drift_start: Object.fromEntries(browsers.map((b) => [b, data.drift_start[b] ?? null])),
+    rows: data.rows,
+  });
+  const diagnosed = document.querySelector('#diagnosis tbody');
+  for (const row of data.rows.filter((r) => browsers.includes(r.backend) && r.explained_by)) {
+    const tr = document.createElement('tr');
+    tr.className = `verdict-${row.verdict}`;
+    [row.backend, row.layer, row.verdict, Number(row.local_rel_l2).toPrecision(4), row.explained_by,
+     diagnosisText(row)].forEach((value) => cell(tr, value));
+    diagnosed.appendChild(tr);
+  }
   const redrawLayer = async () => {
     const layer = layerSelect.value;
     const keras = await fetchLayer(id, 'keras-cpu', layer);

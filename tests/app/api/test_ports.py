@@ -133,13 +133,19 @@ def test_a_numpy_port_from_the_weights_download_matches_keras(
     assert backends.count("ext:my-port") == 1
     csv = client.get(f"/api/runs/{run_id}/divergence", params={"format": "csv"}).text
     assert csv.count("\next:my-port,numpy-f64,accumulated,") == 5
+    rows = client.divergence(run_id, backend="ext:my-port")["rows"]
+    # Diagnosed: each layer's own error is within its rounding envelope; nothing to explain.
+    assert {row["local_verdict"] for row in rows} <= WITHIN_ROUNDING
+    assert all(0 <= row["local_rel_l2"] <= row["local_bound"] for row in rows)
+    assert {(row["explained_by"], str(row["diagnosis"])) for row in rows} == {(None, "[]")}
 
 
 def test_port_bugs_are_found_at_their_layer(
     client: DriftbenchClient, finished_run: dict[str, Any]
 ) -> None:
     """A kernel used transposed, and a C port reading the Conv2D kernel's bytes in
-    (out, in, h, w) order: each a mismatch first at exactly that layer."""
+    (out, in, h, w) order: each a mismatch first at exactly that layer, explained by
+    name there (in the API's rows, the drift start and the CSV)."""
     run_id = finished_run["run"]["id"]
     weights, x = port_inputs(client, finished_run)
     port = numpy_port(weights)
@@ -147,14 +153,38 @@ def test_port_bugs_are_found_at_their_layer(
     h, w, i, o = weights["conv/kernel"].shape
     as_oihw = weights["conv/kernel"].ravel().reshape(o, i, h, w).transpose(2, 3, 1, 0)
     oihw = {**weights, "conv/kernel": np.ascontiguousarray(as_oihw)}
-    for name, bugged, layer in (("transposed", transposed, "square"), ("oihw", oihw, "conv")):
+    cases = (
+        ("transposed", transposed, "square", "kernel-transposed", "(in,out) read as (out,in)"),
+        ("oihw", oihw, "conv", "conv-kernel-layout", "HWIO read as OIHW"),
+    )
+    csv = ""
+    for name, bugged, layer, cause, variant in cases:
         answer = client.post_external(run_id, name, run_port(port, bugged, x))
         assert answer.status_code == 201, answer.text
         start = answer.json()["drift_start"]
-        assert start["layer"] == layer and start["verdict"] == "mismatch", (name, start)
+        assert start == {
+            "layer": layer,
+            "depth": start["depth"],
+            "verdict": "mismatch",
+            "explained_by": cause,
+        }
         found = verdicts(client, run_id, f"ext:{name}")
         before = list(found)[: list(found).index(layer)]
         assert all(found[earlier] in WITHIN_ROUNDING for earlier in before), found
+        rows = {r["layer"]: r for r in client.divergence(run_id, backend=f"ext:{name}")["rows"]}
+        best = rows[layer]["diagnosis"][0]
+        assert (best["hypothesis"], best["explains"], best["variant"]) == (cause, True, variant)
+        assert best["rel_l2"] < 1e-6 and rows[layer]["local_rel_l2"] > 0.1
+        # Downstream layers, recomputed from the port's own (wrong) inputs, are fine.
+        after = list(rows)[list(rows).index(layer) + 1 :]
+        assert all(rows[later]["explained_by"] is None for later in after), rows
+        csv = client.get(f"/api/runs/{run_id}/divergence", params={"format": "csv"}).text
+    header, *lines = csv.splitlines()
+    assert header.endswith(",verdict,local_rel_l2,local_bound,local_verdict,explained_by")
+    assert (
+        sum(line.startswith("ext:oihw,") and line.endswith(",conv-kernel-layout") for line in lines)
+        == 1
+    )
 
 
 def test_float16_outputs_and_a_subset_of_layers(
@@ -174,6 +204,8 @@ def test_float16_outputs_and_a_subset_of_layers(
     found = verdicts(client, run_id, "ext:half")
     assert set(found) == {"conv", "fc", "square", "out"}
     assert set(found.values()) == {"reduced-precision"}, found
+    rows = client.divergence(run_id, backend="ext:half")["rows"]
+    assert {row["explained_by"] for row in rows} == {"float16-activations"}
 
 
 def test_bad_uploads_are_refused_naming_the_key_and_lose_nothing(

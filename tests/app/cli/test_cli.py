@@ -240,17 +240,28 @@ def test_external_outputs_are_compared_like_a_backend(
         ]
     )
     assert status == 0
-    tables = parse_tables(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    tables = parse_tables(printed)
     mine = tables["ext:mine vs numpy-f64 (accumulated)"]
     assert [row["layer"] for row in mine] == ["a", "b", "c"]
     assert {row["verdict"] for row in mine} <= WITHIN_ROUNDING
-    swapped = {
-        row["layer"]: row["verdict"] for row in tables["ext:swapped vs numpy-f64 (accumulated)"]
-    }
-    assert swapped["a"] in WITHIN_ROUNDING and swapped["b"] == "mismatch"
+    assert {row["explained_by"] for row in mine} == {"-"}
+    swapped = {row["layer"]: row for row in tables["ext:swapped vs numpy-f64 (accumulated)"]}
+    assert swapped["a"]["verdict"] in WITHIN_ROUNDING and swapped["b"]["verdict"] == "mismatch"
+    # c is recomputed from the port's own (wrong) b: its own error is rounding.
+    assert [swapped[n]["explained_by"] for n in "abc"] == ["-", "kernel-transposed", "-"]
+    assert "drift starts: layer b (Dense), mismatch; explained by: kernel-transposed" in printed
     saved = json.loads(report.read_text())
     starts = {c["backend"]: c["drift_start"] for c in saved["comparisons"]}
-    assert starts["ext:swapped"] == {"layer": "b", "verdict": "mismatch"}
+    assert starts["ext:swapped"] == {
+        "layer": "b",
+        "verdict": "mismatch",
+        "explained_by": "kernel-transposed",
+    }
+    [swapped_rows] = [c["layers"] for c in saved["comparisons"] if c["backend"] == "ext:swapped"]
+    best = swapped_rows[1]["diagnosis"][0]
+    assert (best["hypothesis"], best["explains"]) == ("kernel-transposed", True)
+    assert best["rel_l2"] < 1e-6 < swapped_rows[1]["local_rel_l2"]
     np.savez(tmp_path / "bad.npz", b=np.zeros((3, 5), np.float32))
     bad = main(
         [*base, "--generate", "normal", "--batch", "3", "--external", f"bad={tmp_path / 'bad.npz'}"]

@@ -260,3 +260,47 @@ def test_run_page_makes_a_probe_link_with_its_qr_code(stored: dict, browser: Any
     probe_page = httpx.get(href, timeout=120)
     assert probe_page.status_code == 200 and "probe-config" in probe_page.text
     assert problems == []
+
+
+def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: Any) -> None:
+    """float16 textures (tfjs-webgl-f16): where drift starts, and the diagnosis naming
+    float16 activations, on the run page and on the browser vs Python page."""
+    client: DriftbenchClient = stored["client"]
+    server: LiveServer = stored["server"]
+    model_id = stored["model"]["id"]
+    input_id = client.add_inputs(model_id, kind="uniform", batch=4)["id"]
+    run_id = client.start_run(
+        model_id=model_id, input_set_id=input_id, backends=["keras-cpu", "tfjs-webgl-f16"]
+    )["id"]
+    assert client.wait_for_run(run_id)["status"] == "done"
+    rows = api(stored, f"/api/runs/{run_id}/divergence")["rows"]
+    f16 = [row for row in rows if row["backend"] == "tfjs-webgl-f16"]
+    # Past the layer that overflows float16 (NaN in the texture), layers pass the NaN on.
+    explained = [row for row in f16 if row["explained_by"] == "float16-activations"]
+    inherited = [row for row in f16 if row not in explained]
+    assert {row["verdict"] for row in f16[: len(explained)]} <= {"reduced-precision", "nonfinite"}
+    assert len(explained) >= 7 and f16[: len(explained)] == explained
+    assert {(row["explained_by"], row["local_verdict"]) for row in inherited} <= {
+        (None, "identical")
+    }
+    start = (
+        "tfjs-webgl-f16: drift starts at dense_1 (reduced-precision), "
+        "explained by float16-activations"
+    )
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}")
+    starts = page.locator("#drift-starts li").all_inner_texts()
+    assert starts == ["keras-cpu: every layer within rounding", start]
+    assert page.locator("#divergence").inner_text().count("float16-activations") == len(explained)
+    tooltip = page.locator("#divergence tbody tr").nth(10).get_attribute("title") or ""
+    assert tooltip.startswith("float16-activations: rel_l2 ") and ", explains" in tooltip
+    screenshot(page, "run-diagnosis")
+    assert problems == []
+
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}/browser")
+    assert page.locator("#drift-starts").inner_text() == start
+    diagnosis = page.locator("#diagnosis tbody tr")
+    assert diagnosis.count() == len(explained)
+    assert "float16-activations: rel_l2" in diagnosis.first.inner_text()
+    screenshot(page, "browser-diagnosis")
+    assert problems == []

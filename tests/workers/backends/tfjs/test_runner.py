@@ -15,6 +15,7 @@ from workers.backends.pool import RunnerPool
 from workers.backends.registry import REGISTRY, BackendEntry
 from workers.backends.tfjs.export import TFJS_ACTIVATIONS
 from workers.backends.tfjs.runner import TfjsRunner
+from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import compare
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.options import EngineOptions
@@ -25,10 +26,14 @@ FLOAT16_MAX = 65504.0
 TFJS_FLOAT32 = ("tfjs-cpu", "tfjs-wasm", "tfjs-webgl")
 
 
+def ones(artifact: Any) -> dict[str, np.ndarray]:
+    return generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
+
+
 @pytest.fixture(scope="module")
 def dense_run(example: Any, runner_pool: RunnerPool) -> tuple[Any, dict[str, Any]]:
     artifact = example("dense10x50")
-    inputs = generate_inputs(InputRecipe("ones", batch=1), artifact.graph.input_shapes)
+    inputs = ones(artifact)
     results = run_locally(
         runner_pool,
         artifact,
@@ -40,16 +45,32 @@ def dense_run(example: Any, runner_pool: RunnerPool) -> tuple[Any, dict[str, Any
     return artifact, results
 
 
+def diagnosed(artifact: Any, results: dict[str, Any], inputs: dict[str, np.ndarray]) -> Any:
+    """A diagnoser of the run, fed from numpy-f64 as the run's isolated mode was."""
+    return run_diagnoser(
+        artifact.graph, inputs, results, fed_from="numpy-f64", options=EngineOptions()
+    )
+
+
 def test_float32_tfjs_backends_stay_within_rounding(dense_run: Any) -> None:
     artifact, results = dense_run
     for backend in TFJS_FLOAT32:
         assert results[backend].status == "done", results[backend].reason
-    comparisons = compare(artifact.graph, results, against="numpy-f64", modes=MODES)
+    backends = {b: results[b] for b in ("numpy-f64", "keras-cpu", *TFJS_FLOAT32)}
+    diagnose = diagnosed(artifact, backends, ones(artifact))
+    comparisons = compare(
+        artifact.graph, backends, against="numpy-f64", modes=MODES, diagnose=diagnose
+    )
+    assert len(comparisons) == 2 * 4
     for comparison in comparisons:
+        verdicts = [row.divergence.verdict for row in comparison.layers]
+        assert len(verdicts) == 10
         if comparison.backend in TFJS_FLOAT32:
-            verdicts = [row.divergence.verdict for row in comparison.layers]
-            assert len(verdicts) == 10
             assert set(verdicts) <= WITHIN_ROUNDING, (comparison.backend, comparison.mode, verdicts)
+        # No false alarm: every layer's own error is within its rounding envelope.
+        local = [row.local.local_verdict for row in comparison.layers if row.local]
+        assert len(local) == 10 and set(local) <= WITHIN_ROUNDING, (comparison.backend, local)
+        assert {row.explained_by for row in comparison.layers} == {None}
 
 
 def test_against_keras_cpu_reports_differing_counts_and_mean_abs(dense_run: Any) -> None:
@@ -71,12 +92,12 @@ def test_against_keras_cpu_reports_differing_counts_and_mean_abs(dense_run: Any)
 
 
 def test_float16_textures_are_reduced_precision_until_they_overflow(dense_run: Any) -> None:
+    """...and explained by float16 activations: the outputs are float16 values (every
+    tensor lives in a float16 texture), which float16 weights alone would not give."""
     artifact, results = dense_run
-    f16 = compare(
-        artifact.graph,
-        {"numpy-f64": results["numpy-f64"], "tfjs-webgl-f16": results["tfjs-webgl-f16"]},
-        against="numpy-f64",
-    )[0]
+    pair = {"numpy-f64": results["numpy-f64"], "tfjs-webgl-f16": results["tfjs-webgl-f16"]}
+    diagnose = diagnosed(artifact, pair, ones(artifact))
+    f16 = compare(artifact.graph, pair, against="numpy-f64", diagnose=diagnose)[0]
     assert f16.drift_start is not None
     assert (f16.drift_start.layer, f16.drift_start.divergence.verdict) == (
         "dense_1",
@@ -86,9 +107,28 @@ def test_float16_textures_are_reduced_precision_until_they_overflow(dense_run: A
     for row in f16.layers:
         overflows = float(np.max(np.abs(reference[row.layer]))) > FLOAT16_MAX
         assert row.divergence.verdict == ("nonfinite" if overflows else "reduced-precision")
+    first_overflow = next(
+        row.layer for row in f16.layers if np.max(np.abs(reference[row.layer])) > FLOAT16_MAX
+    )
+    for row in f16.layers:
+        assert row.local is not None
+        if comes_after(f16, row, first_overflow):
+            # NaN in, NaN out: the layer itself adds nothing; its drift is inherited.
+            assert (row.local.local_verdict, row.explained_by) == ("identical", None)
+            continue
+        assert row.explained_by == "float16-activations", (row.layer, row.local)
+        tested = {e.hypothesis: e for e in row.local.diagnosis}
+        if row.layer != first_overflow:
+            assert not tested["float16-weights"].explains
+            assert tested["float16-activations"].rel_l2 < tested["float16-weights"].rel_l2 / 10
     environment = results["tfjs-webgl-f16"].environment
     assert environment["flags"]["WEBGL_FORCE_F16_TEXTURES"] is True
     assert environment["weights_roundtrip"]["identical"] is False
+
+
+def comes_after(comparison: Any, row: Any, first_overflow: str) -> bool:
+    names = [r.layer for r in comparison.layers]
+    return names.index(row.layer) > names.index(first_overflow)
 
 
 def test_environment_records_backend_renderer_flags_and_weights(dense_run: Any) -> None:
@@ -179,6 +219,18 @@ def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
     results = run_locally(
         runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
     )
+    diagnose = diagnosed(artifact, results, inputs)
+    for mode in MODES:
+        [comparison] = compare(
+            artifact.graph, results, against="numpy-f64", modes=(mode,), diagnose=diagnose
+        )
+        # Accumulated too: "after" is recomputed from TF.js's own "up", so it is fine.
+        assert [row.explained_by for row in comparison.layers] == [
+            None,
+            "upsampling-pixel-grid",
+            None,
+        ]
+        assert comparison.layers[1].local.diagnosis[0].variant == "legacy grid"
     isolated = compare(artifact.graph, results, against="numpy-f64", modes=("isolated",))[0]
     assert [row.divergence.verdict for row in isolated.layers][1] == "mismatch"
     assert {isolated.layers[0].divergence.verdict, isolated.layers[2].divergence.verdict} <= (
@@ -200,10 +252,13 @@ def test_activations_and_the_hard_sigmoid_slope(
     results = run_locally(
         runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64"
     )
-    [comparison] = compare(artifact.graph, results, against="numpy-f64")
+    diagnose = diagnosed(artifact, results, inputs)
+    [comparison] = compare(artifact.graph, results, against="numpy-f64", diagnose=diagnose)
     verdicts = {row.layer: row.divergence.verdict for row in comparison.layers}
     assert verdicts.pop("act_hard_sigmoid") == "mismatch"
     assert set(verdicts.values()) <= WITHIN_ROUNDING, verdicts
+    explained = {row.layer: row.explained_by for row in comparison.layers if row.explained_by}
+    assert explained == {"act_hard_sigmoid": "hard-sigmoid-keras2"}
 
 
 def test_unsupported_layer_stops_only_the_tfjs_backends(

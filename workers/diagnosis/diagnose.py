@@ -1,0 +1,186 @@
+"""Diagnosing one backend's outputs in one mode: every layer's local error, then the
+hypotheses on the layers worse than rounding, within a time budget.
+
+The local error recomputes each layer in float64 from the candidate's *own* inputs
+(its outputs of the layers feeding it; in isolated mode, what it was fed: the
+reference's outputs at its precision), so upstream drift neither hides a local bug
+nor fakes one. Every candidate is judged against float32 rounding, the precision of the
+Keras model it reproduces: a port storing float16 values is told so (float16-activations).
+Only the first `samples` samples are used: a cause in a layer's definition shows in
+every sample, and the cost stays a fraction of a run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workers.backends.numpy.layers import LayerConfigUnsupported
+from workers.diagnosis.envelope import rounding_envelope
+from workers.diagnosis.formats import UNIT_ROUNDOFF
+from workers.diagnosis.hypotheses import HYPOTHESES, Case, Variant
+from workers.engine.explanations import Explanation, LayerDiagnosis
+from workers.engine.graph import LayerSpec, ModelGraph
+from workers.engine.metrics import DEFAULT_THRESHOLDS, FLOAT32_TINY, VerdictThresholds
+from workers.engine.results import Mode
+
+DIAGNOSIS_SAMPLES = 8
+# A hypothesis must move the layer's output by more than this many rounding envelopes
+# to explain anything: one that changes nothing (a zero bias dropped) explains nothing.
+DISTINCT = 2.0
+
+
+@dataclass
+class Budget:
+    """Seconds a run's diagnosis may take, shared by all of its backends and modes."""
+
+    seconds: float
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def spent(self) -> bool:
+        return time.perf_counter() - self.started > self.seconds
+
+
+def _norm(x: np.ndarray) -> float:
+    return float(np.linalg.norm(x))
+
+
+def _finite_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
+    """a - b over the positions both are finite, and whether their non-finite positions
+    agree: the same positions, whatever the kind (float16 textures turn an overflow into
+    NaN where the arithmetic gives Inf)."""
+    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    return (a - b)[finite_a & finite_b], bool(np.array_equal(finite_a, finite_b))
+
+
+def local_verdict(
+    candidate: np.ndarray,
+    exact: np.ndarray,
+    tolerance: np.ndarray,
+    dtype: np.dtype,
+    thresholds: VerdictThresholds,
+) -> tuple[float, float, str]:
+    """The layer's local rel_l2, the rel_l2 its rounding envelope allows, and its local
+    verdict: 'rounding' within the envelope, else by the usual rel_l2 thresholds."""
+    errors, agree = _finite_pair(candidate, exact)
+    finite = np.isfinite(exact) & np.isfinite(candidate)
+    reference = max(_norm(exact[finite]), FLOAT32_TINY)
+    rel_l2 = _norm(errors) / reference
+    bound = _norm(tolerance[finite]) / reference
+    if not agree:
+        verdict = "nonfinite"
+    elif np.array_equal(candidate, exact.astype(dtype).astype(np.float64), equal_nan=True):
+        verdict = "identical"
+    elif _norm(errors) <= _norm(tolerance[finite]):
+        verdict = "rounding"
+    elif rel_l2 <= thresholds.reduced_precision:
+        verdict = "reduced-precision"
+    else:
+        verdict = "mismatch"
+    return rel_l2, bound, verdict
+
+
+def _judge(case: Case, tolerance: np.ndarray, variant: Variant) -> tuple[float, bool]:
+    """The candidate's rel_l2 against the variant, and whether the variant explains it:
+    it changes the layer beyond rounding, and the candidate matches it within rounding
+    plus the variant's own slack (its format's ulp, its int8 step)."""
+    output = variant.output
+    if output.shape != case.candidate.shape:
+        return float("inf"), False
+    errors, agree = _finite_pair(case.candidate, output)
+    finite = np.isfinite(case.candidate) & np.isfinite(output)
+    reference = max(_norm(output[finite]), FLOAT32_TINY)
+    rel_l2 = _norm(errors) / reference
+    change, _ = _finite_pair(output, case.exact)
+    allowed = _norm((tolerance + variant.slack)[finite] if finite.any() else np.zeros(0))
+    explains = agree and _norm(change) > DISTINCT * _norm(tolerance) and _norm(errors) <= allowed
+    if explains and variant.representable is not None:
+        explains = bool(np.all(variant.representable(case.candidate)))
+    return rel_l2, explains
+
+
+def explain(case: Case, tolerance: np.ndarray) -> tuple[Explanation, ...]:
+    """Every hypothesis that applies to the layer, its best variant each; explaining ones
+    first, then by rel_l2."""
+    found = []
+    for hypothesis in HYPOTHESES:
+        if not hypothesis.applies(case.layer):
+            continue
+        best: Explanation | None = None
+        try:
+            for variant in hypothesis.variants(case):
+                rel_l2, explains = _judge(case, tolerance, variant)
+                if best is None or (explains, -rel_l2) > (best.explains, -best.rel_l2):
+                    best = Explanation(hypothesis.id, rel_l2, explains, variant.label)
+        except (LayerConfigUnsupported, ValueError, KeyError, IndexError):
+            continue
+        if best is not None:
+            found.append(best)
+    return tuple(sorted(found, key=lambda e: (not e.explains, e.rel_l2)))
+
+
+def _inputs_of(
+    layer: LayerSpec,
+    mode: Mode,
+    candidate: Mapping[str, np.ndarray],
+    fed: Mapping[str, np.ndarray],
+    samples: int,
+) -> list[np.ndarray]:
+    """What the candidate's layer received: its own outputs upstream (accumulated), or the
+    feed (isolated, and for nodes it did not output: a TF.js mask node)."""
+    precision = np.asarray(candidate[layer.name][:1]).dtype
+    values = []
+    for name in layer.inbound:
+        if mode == "accumulated" and name in candidate:
+            value = np.asarray(candidate[name][:samples])
+        else:
+            value = np.asarray(fed[name][:samples]).astype(precision)
+        values.append(value.astype(np.float64))
+    return values
+
+
+def diagnose_outputs(
+    graph: ModelGraph,
+    candidate: Mapping[str, np.ndarray],
+    fed: Mapping[str, np.ndarray],
+    *,
+    mode: Mode,
+    budget: Budget,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    samples: int = DIAGNOSIS_SAMPLES,
+) -> dict[str, LayerDiagnosis]:
+    """Each layer the candidate output: its local error and, where that is worse than
+    rounding, the hypotheses ranked. `fed` holds the model's inputs and the reference's
+    outputs (what an isolated run is fed, at the candidate's precision). Layers
+    the numpy port cannot compute, and those past the budget, are left out."""
+    found: dict[str, LayerDiagnosis] = {}
+    pending: list[tuple[str, Case, np.ndarray]] = []
+    for layer in graph.compute_layers:
+        if layer.name not in candidate or budget.spent:
+            continue
+        stored = np.asarray(candidate[layer.name][:samples])
+        inputs = _inputs_of(layer, mode, candidate, fed, samples)
+        try:
+            exact, tolerance = rounding_envelope(
+                layer, inputs, UNIT_ROUNDOFF["float32"], thresholds.rounding
+            )
+        except (LayerConfigUnsupported, ValueError, KeyError, IndexError):
+            continue
+        values = stored.astype(np.float64)
+        if exact.shape != values.shape:
+            continue
+        rel_l2, bound, verdict = local_verdict(values, exact, tolerance, stored.dtype, thresholds)
+        found[layer.name] = LayerDiagnosis(rel_l2, bound, verdict, ())
+        if found[layer.name].is_local_drift:
+            pending.append((layer.name, Case(graph, layer, inputs, values, exact), tolerance))
+    for name, case, tolerance in pending:
+        local = found[name]
+        diagnosis = None if budget.spent else explain(case, tolerance)
+        found[name] = LayerDiagnosis(
+            local.local_rel_l2, local.local_bound, local.local_verdict, diagnosis
+        )
+    return found

@@ -1,0 +1,282 @@
+"""What float rounding can do to one layer: an elementwise error envelope.
+
+A fixed rel_l2 bound cannot tell a small bug from rounding: a bias missing from a
+layer whose outputs are in the thousands moves rel_l2 by 1e-5 and looks like
+rounding, while a long dot product that cancels to near zero rounds to a large
+relative error and looks like a bug. So each output element gets the error that
+rounding at the candidate's precision (unit roundoff u) can produce for it:
+
+    tau = C_ACC * sqrt(K) * u * M    (the layer's linear part, K products summed)
+        + F * C_OUT * u * |y|        (rounding of the result, the activation's own error)
+        + F * C_ABS * u * max|y|     (cancellation: values near zero in a tensor of scale max|y|)
+
+M is the layer's linear part recomputed on |x| with |weights| (the sum of the
+magnitudes that were added), K the accumulation length (a Dense's fan-in, a
+convolution's window x channels), F = C_FUNCTION for a transcendental activation
+(tanh, sigmoid, softmax, the exp-based ones) and 1 otherwise. The linear part's
+bound is carried through the activation by evaluating it at z +- tau. The layer's
+error is within rounding when ||candidate - exact||_2 <= ||tau||_2. Layers with no
+modelled linear part (recurrent, attention, feature normalisation, keras.ops) keep
+the fixed bound: ||tau|| = the rounding threshold times ||y||.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from workers.backends.numpy.activations import activation_name, get_activation
+from workers.backends.numpy.port import LAYERS
+from workers.engine.graph import LayerSpec
+
+# sqrt(K) u sum|x w| is the probabilistic bound on a K-term dot product's rounding
+# (Higham & Mary, 2019); the constants leave room for summation orders and fused
+# multiply-adds: keras-cpu (oneDNN on and off), the numpy port and the TF.js backends
+# use at most a third of the envelope on the examples and the zoo.
+C_ACC = 1.0
+C_OUT = 4.0
+C_ABS = 2.0
+# Transcendental functions are computed to a few ulps on CPUs, less closely by GPU
+# shaders (SwiftShader's tanh: about 3 ulps of its output's scale).
+C_FUNCTION = 8.0
+TRANSCENDENTAL = frozenset(
+    {
+        "tanh",
+        "sigmoid",
+        "softmax",
+        "log_softmax",
+        "softplus",
+        "elu",
+        "selu",
+        "gelu",
+        "silu",
+        "swish",
+        "mish",
+        "exponential",
+        "softsign",
+        "tanh_shrink",
+        "log_sigmoid",
+    }
+)
+
+Config = dict[str, Any]
+Weights = dict[str, np.ndarray]
+
+
+def _window(layer: LayerSpec) -> int:
+    kernel = layer.weights.get("kernel", layer.weights.get("depthwise_kernel"))
+    return int(np.prod(kernel.shape[: kernel.ndim - 2])) if kernel is not None else 1
+
+
+def _fan_in(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    kernel = layer.weights["kernel"]
+    return int(np.prod(kernel.shape[:-1]))
+
+
+def _separable(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    return _window(layer) + int(layer.weights["pointwise_kernel"].shape[-2])
+
+
+def _transpose(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    kernel = layer.weights["kernel"]
+    return int(np.prod(kernel.shape[:-2])) * int(kernel.shape[-1])
+
+
+def _pool_size(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    size = layer.config["pool_size"]
+    return int(np.prod(size)) if isinstance(size, list | tuple) else int(size)
+
+
+def _global_size(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    shape = inputs[0].shape
+    spatial = shape[2:] if layer.config.get("data_format") == "channels_first" else shape[1:-1]
+    return int(np.prod(spatial))
+
+
+def _count(layer: LayerSpec, inputs: list[np.ndarray]) -> int:
+    return len(inputs)
+
+
+def _constant(k: int) -> Callable[[LayerSpec, list[np.ndarray]], int]:
+    return lambda layer, inputs: k
+
+
+# Layers whose pre-activation output is linear in their inputs (and weights), so the
+# magnitudes summed are the layer run on |x| with |weights|; with their accumulation length.
+LINEAR_PART: dict[str, Callable[[LayerSpec, list[np.ndarray]], int]] = {
+    "Dense": _fan_in,
+    "Conv1D": _fan_in,
+    "Conv2D": _fan_in,
+    "Conv3D": _fan_in,
+    "DepthwiseConv2D": lambda layer, inputs: _window(layer),
+    "SeparableConv2D": _separable,
+    "Conv1DTranspose": _transpose,
+    "Conv2DTranspose": _transpose,
+    "Conv3DTranspose": _transpose,
+    "AveragePooling1D": _pool_size,
+    "AveragePooling2D": _pool_size,
+    "AveragePooling3D": _pool_size,
+    "GlobalAveragePooling2D": _global_size,
+    "GlobalAveragePooling3D": _global_size,
+    "BatchNormalization": _constant(3),
+    "Add": _count,
+    "Subtract": _count,
+    "Average": _count,
+    "Rescaling": _constant(2),
+    "LayerScale": _constant(1),
+    "UpSampling1D": _constant(2),
+    "UpSampling2D": _constant(4),
+    "UpSampling3D": _constant(8),
+    "Resizing": _constant(4),
+}
+# Layers that only move, pick or pointwise-transform their inputs: their result's own
+# rounding (and the function's, for activations) is all the error they may add.
+POINTWISE = frozenset(
+    {
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "PReLU",
+        "Softmax",
+        "Flatten",
+        "Reshape",
+        "Permute",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Identity",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "RepeatVector",
+        "Concatenate",
+        "Multiply",
+        "Maximum",
+        "Minimum",
+        "Embedding",
+        "Masking",
+        "CenterCrop",
+    }
+)
+# Layer classes that are an activation function and nothing else.
+ACTIVATION_LAYERS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"})
+
+
+def activation_of(layer: LayerSpec) -> str:
+    """The activation a layer applies after its linear part ('linear' for none)."""
+    if layer.class_name == "Activation" or layer.class_name in ACTIVATION_LAYERS:
+        return "linear"
+    return activation_name(layer.config.get("activation"))
+
+
+def apply_layer(
+    layer: LayerSpec,
+    inputs: list[np.ndarray],
+    config: Config | None = None,
+    weights: Weights | None = None,
+) -> np.ndarray:
+    """The layer in float64 through the numpy port, with a config or weights replaced."""
+    values = layer.weights if weights is None else weights
+    return np.asarray(
+        LAYERS[layer.class_name](
+            [np.asarray(x, dtype=np.float64) for x in inputs],
+            layer.config if config is None else config,
+            {key: np.asarray(w, dtype=np.float64) for key, w in values.items()},
+        ),
+        dtype=np.float64,
+    )
+
+
+def pre_activation(
+    layer: LayerSpec,
+    inputs: list[np.ndarray],
+    config: Config | None = None,
+    weights: Weights | None = None,
+) -> np.ndarray:
+    """The layer's output before its activation (the output itself when it has none)."""
+    config = layer.config if config is None else config
+    if activation_of(layer) != "linear":
+        config = {**config, "activation": "linear"}
+    return apply_layer(layer, inputs, config, weights)
+
+
+def activate(layer: LayerSpec, z: np.ndarray, name: str | None = None) -> np.ndarray:
+    return get_activation(name or activation_of(layer))(z)
+
+
+def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
+    """The sum of magnitudes behind each element of the linear part: the layer on |x|
+    with |weights| (a batch normalisation's (|x| + |mean|) * |scale| + |beta|)."""
+    if layer.class_name == "BatchNormalization":
+        w = layer.weights
+        axis = int(np.atleast_1d(layer.config.get("axis", -1))[0]) % inputs[0].ndim
+        shape = [1] * inputs[0].ndim
+        shape[axis] = -1
+        ones = np.ones(inputs[0].shape[axis])
+        scale = np.abs(w.get("gamma", ones)) / np.sqrt(
+            w["moving_variance"] + layer.config["epsilon"]
+        )
+        beta = np.abs(w.get("beta", np.zeros_like(ones)))
+        mean = np.abs(w["moving_mean"])
+        return (np.abs(inputs[0]) + mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(
+            shape
+        )
+    absolute = {key: np.abs(value) for key, value in layer.weights.items()}
+    return np.abs(pre_activation(layer, [np.abs(x) for x in inputs], weights=absolute))
+
+
+def _through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A bound t on z's error carried through the activation to y."""
+    if name == "linear":
+        return t
+    if name in ("softmax", "log_softmax"):
+        spread = 2.0 * np.max(t, axis=-1, keepdims=True)
+        return spread * np.abs(y) if name == "softmax" else spread
+    function = get_activation(name)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.nan_to_num(
+            np.maximum(np.abs(function(z + t) - y), np.abs(function(z - t) - y)), posinf=np.inf
+        )
+
+
+def rounding_envelope(
+    layer: LayerSpec, inputs: list[np.ndarray], unit: float, fixed_rel_l2: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's exact float64 output from these inputs, and the elementwise error
+    rounding at unit roundoff `unit` can put on it (see the module docstring)."""
+    name = activation_of(layer)
+    z = pre_activation(layer, inputs)
+    y = activate(layer, z, name)
+    finite = np.abs(y[np.isfinite(y)])
+    scale = float(finite.max()) if finite.size else 0.0
+    function = layer.config.get("activation") if layer.class_name == "Activation" else name
+    if layer.class_name in ("Softmax", "ELU"):
+        function = layer.class_name.lower()
+    factor = C_FUNCTION if function in TRANSCENDENTAL else 1.0
+    result = factor * unit * (C_OUT * np.abs(y) + C_ABS * scale)
+    if layer.class_name in LINEAR_PART:
+        k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)
+        t = C_ACC * math.sqrt(k) * unit * _magnitudes(layer, inputs)
+        return y, result + _through_activation(name, z, y, t)
+    if layer.class_name in POINTWISE:
+        return y, result
+    rms = float(np.sqrt(np.mean(np.square(y[np.isfinite(y)])))) if finite.size else 0.0
+    return y, np.full(y.shape, fixed_rel_l2 * rms)

@@ -1,0 +1,508 @@
+"""The library of concrete causes: each recomputes a layer with one cause applied.
+
+A hypothesis yields variants (a kernel layout, a softmax axis, ...), each a
+recomputed output and the extra error its own arithmetic allows (a format's ulp,
+an int8 step). The ids are stable: the API, the CSV and the dashboards show them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from workers.backends.numpy.activations import gelu, get_activation
+from workers.backends.numpy.layers import _same_padding
+from workers.diagnosis.envelope import (
+    ACTIVATION_LAYERS,
+    activation_of,
+    apply_layer,
+    pre_activation,
+)
+from workers.diagnosis.formats import (
+    UNIT_ROUNDOFF,
+    int8_weights,
+    on_grid,
+    quantization_grid,
+    to_bfloat16,
+    to_float16,
+    to_tf32,
+    ulp,
+)
+from workers.engine.graph import LayerSpec, ModelGraph
+
+
+@dataclass(frozen=True)
+class Case:
+    """One layer of one candidate to explain, everything in float64."""
+
+    graph: ModelGraph
+    layer: LayerSpec
+    inputs: list[np.ndarray]  # the candidate's own inputs to the layer
+    candidate: np.ndarray
+    exact: np.ndarray
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str | None
+    output: np.ndarray
+    # Error the hypothesis's own arithmetic adds beyond float32 rounding (elementwise).
+    slack: np.ndarray | float = 0.0
+    # Whether the candidate's values must lie in the hypothesis's number format.
+    representable: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    id: str
+    applies: Callable[[LayerSpec], bool]
+    variants: Callable[[Case], Iterator[Variant]]
+
+
+CONVOLUTIONS = frozenset({"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D"})
+POOLINGS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D"})
+MATMULS = CONVOLUTIONS | {"Dense", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+LAYER_FUNCTION = {"ReLU": "relu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax"}
+
+
+def _kernel_key(layer: LayerSpec) -> str:
+    return "depthwise_kernel" if layer.class_name == "SeparableConv2D" else "kernel"
+
+
+def _with_weight(layer: LayerSpec, key: str, value: np.ndarray) -> dict[str, np.ndarray]:
+    return {**layer.weights, key: value}
+
+
+def _kernel_transposed(case: Case) -> Iterator[Variant]:
+    kernel = case.layer.weights["kernel"]
+    fan_in, units = kernel.shape
+    read_back = kernel.reshape(units, fan_in).T  # Keras's (in, out) bytes read as (out, in)
+    written = kernel.T.reshape(fan_in, units)  # (out, in) bytes read as Keras's (in, out)
+    for label, value in (
+        ("(in,out) read as (out,in)", read_back),
+        ("(out,in) read as (in,out)", written),
+    ):
+        yield Variant(
+            label,
+            apply_layer(case.layer, case.inputs, weights=_with_weight(case.layer, "kernel", value)),
+        )
+
+
+def _layout_names(rank: int) -> str:
+    return {1: "WIO", 2: "HWIO", 3: "DHWIO"}[rank]
+
+
+def _conv_kernel_layout(case: Case) -> Iterator[Variant]:
+    """Keras's kernel bytes (HWIO) read in another axis order, and a kernel written in
+    another order read as HWIO: every permutation, each distinct kernel once."""
+    key = _kernel_key(case.layer)
+    kernel = case.layer.weights[key]
+    keras = _layout_names(kernel.ndim - 2)
+    seen: list[np.ndarray] = [kernel]
+    for order in itertools.permutations(range(kernel.ndim)):
+        if order == tuple(range(kernel.ndim)):
+            continue
+        name = "".join(keras[i] for i in order)
+        shape = [kernel.shape[i] for i in order]
+        read_as = kernel.reshape(shape).transpose(np.argsort(order))
+        written_as = kernel.transpose(order).reshape(kernel.shape)
+        for label, value in (
+            (f"{keras} read as {name}", read_as),
+            (f"{name} read as {keras}", written_as),
+        ):
+            if any(np.array_equal(value, other) for other in seen):
+                continue
+            seen.append(value)
+            weights = _with_weight(case.layer, key, value)
+            yield Variant(label, apply_layer(case.layer, case.inputs, weights=weights))
+
+
+def _kernel_flipped(case: Case) -> Iterator[Variant]:
+    """Convolution instead of cross-correlation: the kernel's window reversed."""
+    key = _kernel_key(case.layer)
+    kernel = case.layer.weights[key]
+    flipped = kernel[tuple(slice(None, None, -1) for _ in range(kernel.ndim - 2))]
+    yield Variant(
+        None, apply_layer(case.layer, case.inputs, weights=_with_weight(case.layer, key, flipped))
+    )
+
+
+def _channels_first_output(case: Case) -> Iterator[Variant]:
+    exact = case.exact
+    if case.layer.config.get("data_format") == "channels_first":
+        yield Variant("channels-last buffer", np.moveaxis(exact, 1, -1).reshape(exact.shape))
+    else:
+        yield Variant("channels-first buffer", np.moveaxis(exact, -1, 1).reshape(exact.shape))
+
+
+def _feeds_flat(layer: LayerSpec) -> bool:
+    return layer.class_name == "Flatten" and len(layer.output_shape) == 2
+
+
+def _flatten_order(case: Case) -> Iterator[Variant]:
+    layer = case.layer
+    if layer.class_name == "Flatten":
+        x = case.inputs[0]
+        if x.ndim < 3:
+            return
+        moved = (
+            np.moveaxis(x, 1, -1)
+            if layer.config.get("data_format") == "channels_first"
+            else np.moveaxis(x, -1, 1)
+        )
+        yield Variant("channels-first flatten", moved.reshape(x.shape[0], -1))
+        return
+    source = case.graph.layer(layer.inbound[0])
+    if not source.inbound:
+        return
+    shape = case.graph.layer(source.inbound[0]).output_shape
+    if len(shape) < 3 or any(d is None for d in shape[1:]):
+        return
+    x = case.inputs[0]
+    grid = x.reshape(x.shape[0], *shape[1:])
+    reordered = np.moveaxis(grid, -1, 1).reshape(x.shape)
+    yield Variant("channels-first flatten feeding the Dense", apply_layer(layer, [reordered]))
+
+
+def _applies_flatten_order(layer: LayerSpec) -> bool:
+    return layer.class_name == "Flatten" or (
+        layer.class_name == "Dense" and len(layer.inbound) == 1
+    )
+
+
+def _spatial_axes(layer: LayerSpec, ndim: int) -> list[int]:
+    first = layer.config.get("data_format") == "channels_first"
+    return list(range(2, ndim)) if first else list(range(1, ndim - 1))
+
+
+def _window_spans(layer: LayerSpec, rank: int) -> tuple[list[int], list[int]]:
+    if layer.class_name in POOLINGS:
+        size = layer.config["pool_size"]
+        windows = [int(size)] * rank if isinstance(size, int) else [int(s) for s in size]
+        strides_value = layer.config.get("strides") or windows
+        dilation = [1] * rank
+    else:
+        kernel = layer.weights[_kernel_key(layer)]
+        windows = list(kernel.shape[:rank])
+        strides_value = layer.config["strides"]
+        dilation_value = layer.config.get("dilation_rate", 1)
+        dilation = (
+            [int(dilation_value)] * rank
+            if isinstance(dilation_value, int)
+            else list(dilation_value)
+        )
+    strides = (
+        [int(strides_value)] * rank
+        if isinstance(strides_value, int)
+        else [int(s) for s in strides_value]
+    )
+    spans = [(w - 1) * d + 1 for w, d in zip(windows, dilation, strict=True)]
+    return spans, strides
+
+
+def _padded(layer: LayerSpec, x: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+    width = [(0, 0)] * x.ndim
+    for axis, pad in zip(_spatial_axes(layer, x.ndim), pads, strict=True):
+        width[axis] = pad
+    fill = -np.inf if layer.class_name in POOLINGS else 0.0
+    return np.pad(x, width, constant_values=fill)
+
+
+def _same_pads(layer: LayerSpec, x: np.ndarray) -> list[tuple[int, int]]:
+    axes = _spatial_axes(layer, x.ndim)
+    spans, strides = _window_spans(layer, len(axes))
+    return [_same_padding(x.shape[a], s, st) for a, s, st in zip(axes, spans, strides, strict=True)]
+
+
+def _padding_same_vs_valid(case: Case) -> Iterator[Variant]:
+    """A 'valid' layer computed with 'same' padding (the output loop over the model's
+    output size, so the top-left of the 'same' result), or a 'same' layer computed
+    without padding, reading zeros past the input's far edge."""
+    layer, x = case.layer, case.inputs[0]
+    valid = {**layer.config, "padding": "valid"}
+    if layer.config["padding"] == "valid":
+        same = apply_layer(layer, [x], {**layer.config, "padding": "same"})
+        region = tuple(slice(0, n) for n in case.exact.shape)
+        yield Variant("'same' computed, cropped to the 'valid' size", same[region])
+    elif layer.config["padding"] == "same":
+        pads = [(0, before + after) for before, after in _same_pads(layer, x)]
+        yield Variant(
+            "no padding, zeros past the far edge",
+            apply_layer(layer, [_padded(layer, x, pads)], valid),
+        )
+
+
+def _padding_asymmetric(case: Case) -> Iterator[Variant]:
+    """'same' with the odd pixel padded before (PyTorch's and Caffe's rule) instead of
+    after (TensorFlow's)."""
+    layer, x = case.layer, case.inputs[0]
+    pads = _same_pads(layer, x)
+    swapped = [(after, before) for before, after in pads]
+    if swapped == pads:
+        return
+    valid = {**layer.config, "padding": "valid"}
+    yield Variant("extra pixel before", apply_layer(layer, [_padded(layer, x, swapped)], valid))
+
+
+def _bias_key(layer: LayerSpec) -> str:
+    return "beta" if layer.class_name == "BatchNormalization" else "bias"
+
+
+def _scaled_bias(factor: float, label: str | None) -> Callable[[Case], Iterator[Variant]]:
+    def variants(case: Case) -> Iterator[Variant]:
+        key = _bias_key(case.layer)
+        weights = _with_weight(case.layer, key, case.layer.weights[key] * factor)
+        yield Variant(label, apply_layer(case.layer, case.inputs, weights=weights))
+
+    return variants
+
+
+def _has_bias(layer: LayerSpec) -> bool:
+    return _bias_key(layer) in layer.weights
+
+
+def _batch_norm(case: Case, divisor: Callable[[np.ndarray, float], np.ndarray]) -> np.ndarray:
+    x = case.inputs[0]
+    w = case.layer.weights
+    axis = int(np.atleast_1d(case.layer.config.get("axis", -1))[0]) % x.ndim
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    ones = np.ones(x.shape[axis])
+    gamma = w.get("gamma", ones).astype(np.float64)
+    beta = w.get("beta", np.zeros_like(ones)).astype(np.float64)
+    scale = gamma / divisor(
+        w["moving_variance"].astype(np.float64), float(case.layer.config["epsilon"])
+    )
+    return (x - w["moving_mean"].astype(np.float64).reshape(shape)) * scale.reshape(
+        shape
+    ) + beta.reshape(shape)
+
+
+def _bn_epsilon_missing(case: Case) -> Iterator[Variant]:
+    yield Variant(None, _batch_norm(case, lambda variance, epsilon: np.sqrt(variance)))
+
+
+def _bn_variance_as_std(case: Case) -> Iterator[Variant]:
+    yield Variant(
+        "divided by variance + epsilon",
+        _batch_norm(case, lambda variance, epsilon: variance + epsilon),
+    )
+    yield Variant(
+        "variance squared as the variance",
+        _batch_norm(case, lambda variance, epsilon: np.sqrt(variance * variance + epsilon)),
+    )
+
+
+def _function_of(layer: LayerSpec) -> str:
+    """The activation a layer computes: its own activation, or the function an
+    activation layer is."""
+    if layer.class_name == "Activation":
+        spec = layer.config.get("activation")
+        return spec if isinstance(spec, str) else activation_of(layer)
+    return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
+
+
+def _replaced_activation(case: Case, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    z = (
+        case.inputs[0]
+        if case.layer.class_name in ACTIVATION_LAYERS
+        else pre_activation(case.layer, case.inputs)
+    )
+    return function(z)
+
+
+def _hard_sigmoid_keras2(case: Case) -> Iterator[Variant]:
+    yield Variant(
+        "clip(0.2x + 0.5, 0, 1)",
+        _replaced_activation(case, lambda z: np.clip(0.2 * z + 0.5, 0.0, 1.0)),
+    )
+
+
+def _gelu_approximation(case: Case) -> Iterator[Variant]:
+    approximate = bool(case.layer.config.get("approximate", False))
+    label = "erf form" if approximate else "tanh approximation"
+    yield Variant(label, _replaced_activation(case, lambda z: gelu(z, approximate=not approximate)))
+
+
+def _softmax_axis(case: Case) -> Iterator[Variant]:
+    softmax = get_activation("softmax")
+    configured = int(case.layer.config.get("axis", -1)) % case.exact.ndim
+    for axis in range(case.exact.ndim):
+        if axis != configured:
+            yield Variant(
+                f"axis {axis}", _replaced_activation(case, lambda z, a=axis: softmax(z, axis=a))
+            )
+    if case.exact.ndim > 2:
+        yield Variant(
+            "all axes of a sample",
+            _replaced_activation(case, lambda z: softmax(z, axis=tuple(range(1, z.ndim)))),
+        )
+
+
+def _resize_axis(x: np.ndarray, axis: int, size: int, align_corners: bool) -> np.ndarray:
+    length = x.shape[axis]
+    if align_corners:
+        source = np.arange(size) * ((length - 1) / (size - 1) if size > 1 else 0.0)
+    else:
+        source = np.arange(size) * (length / size)
+    low = np.clip(np.floor(source).astype(int), 0, length - 1)
+    high = np.clip(low + 1, 0, length - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (source - np.floor(source)).reshape(shape)
+    return np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
+
+
+def _upsampling_pixel_grid(case: Case) -> Iterator[Variant]:
+    """Bilinear resizing on the legacy pixel grid (source = i * in / out, TF 1 and
+    TF.js's default) or with aligned corners, instead of half-pixel centres."""
+    x = case.inputs[0]
+    for label, align in (("legacy grid", False), ("align corners", True)):
+        out = x
+        for axis in _spatial_axes(case.layer, x.ndim):
+            out = _resize_axis(out, axis, case.exact.shape[axis], align)
+        yield Variant(label, out)
+
+
+def _applies_upsampling(layer: LayerSpec) -> bool:
+    return layer.class_name in ("UpSampling1D", "UpSampling2D", "UpSampling3D") and (
+        layer.config.get("interpolation") == "bilinear"
+    )
+
+
+def _activation_missing(case: Case) -> Iterator[Variant]:
+    if case.layer.class_name in ACTIVATION_LAYERS:
+        yield Variant(None, case.inputs[0])
+    else:
+        yield Variant(None, pre_activation(case.layer, case.inputs))
+
+
+def _has_activation(layer: LayerSpec) -> bool:
+    return _function_of(layer) not in ("linear", "")
+
+
+def _kernels(
+    layer: LayerSpec, round_to: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, np.ndarray]:
+    return {key: round_to(w) if "kernel" in key else w for key, w in layer.weights.items()}
+
+
+def _float16_weights(case: Case) -> Iterator[Variant]:
+    weights = {key: to_float16(w) for key, w in case.layer.weights.items()}
+    yield Variant(None, apply_layer(case.layer, case.inputs, weights=weights))
+
+
+def _rounded_everywhere(case: Case, round_to: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    weights = {key: round_to(w) for key, w in case.layer.weights.items()}
+    return round_to(apply_layer(case.layer, [round_to(x) for x in case.inputs], weights=weights))
+
+
+def _representable(
+    round_to: Callable[[np.ndarray], np.ndarray],
+) -> Callable[[np.ndarray], np.ndarray]:
+    def check(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return (round_to(values) == values) | ~np.isfinite(values)
+
+    return check
+
+
+def _float16_activations(case: Case) -> Iterator[Variant]:
+    """Every tensor stored as float16 (as float16 textures hold weights and activations),
+    the arithmetic in float32."""
+    out = _rounded_everywhere(case, to_float16)
+    yield Variant(None, out, ulp(out, UNIT_ROUNDOFF["float16"]), _representable(to_float16))
+
+
+def _bfloat16(case: Case) -> Iterator[Variant]:
+    out = _rounded_everywhere(case, to_bfloat16)
+    yield Variant(None, out, ulp(out, UNIT_ROUNDOFF["bfloat16"]), _representable(to_bfloat16))
+
+
+def _tf32_matmul(case: Case) -> Iterator[Variant]:
+    """The inputs of every product rounded to TF32 (10 mantissa bits), sums in float32."""
+    weights = _kernels(case.layer, to_tf32)
+    yield Variant(None, apply_layer(case.layer, [to_tf32(x) for x in case.inputs], weights=weights))
+
+
+def _int8_quantization(case: Case) -> Iterator[Variant]:
+    """Weights per channel in int8 (TFLite's scheme) and, when the candidate's outputs sit
+    on an 8-bit grid, the output requantized to it."""
+    layer = case.layer
+    weights = _kernels(layer, int8_weights) if layer.class_name in MATMULS else layer.weights
+    out = apply_layer(layer, case.inputs, weights=weights)
+    grid = quantization_grid(case.candidate)
+    if grid is None:
+        if layer.class_name in MATMULS:
+            yield Variant("int8 weights", out)
+        return
+    step, low = grid
+    yield Variant(f"int8 weights, 8-bit outputs (step {step:.3g})", on_grid(out, step, low), step)
+
+
+def _any(layer: LayerSpec) -> bool:
+    return True
+
+
+def _has_weights(layer: LayerSpec) -> bool:
+    return bool(layer.weights)
+
+
+def _classes(*names: str) -> Callable[[LayerSpec], bool]:
+    allowed = frozenset(names)
+    return lambda layer: layer.class_name in allowed
+
+
+def _convolution(layer: LayerSpec) -> bool:
+    return layer.class_name in CONVOLUTIONS
+
+
+def _padded_window(layer: LayerSpec) -> bool:
+    return (layer.class_name in CONVOLUTIONS or layer.class_name in POOLINGS) and layer.config.get(
+        "padding"
+    ) in ("same", "valid")
+
+
+def _spatial_output(layer: LayerSpec) -> bool:
+    shape = layer.output_shape
+    return len(shape) >= 3 and all(d is not None and d > 1 for d in shape[1:])
+
+
+def _function_is(name: str) -> Callable[[LayerSpec], bool]:
+    return lambda layer: _function_of(layer) == name
+
+
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    # Layout: the right numbers in the wrong places.
+    Hypothesis("kernel-transposed", _classes("Dense"), _kernel_transposed),
+    Hypothesis("conv-kernel-layout", _convolution, _conv_kernel_layout),
+    Hypothesis("channels-first-output", _spatial_output, _channels_first_output),
+    Hypothesis("flatten-order", _applies_flatten_order, _flatten_order),
+    Hypothesis("kernel-flipped", _convolution, _kernel_flipped),
+    # Arithmetic definition: another formula than Keras's.
+    Hypothesis("padding-same-vs-valid", _padded_window, _padding_same_vs_valid),
+    Hypothesis(
+        "padding-asymmetric",
+        lambda layer: _padded_window(layer) and layer.config["padding"] == "same",
+        _padding_asymmetric,
+    ),
+    Hypothesis("bias-missing", _has_bias, _scaled_bias(0.0, None)),
+    Hypothesis("bias-doubled", _has_bias, _scaled_bias(2.0, None)),
+    Hypothesis("bn-epsilon-missing", _classes("BatchNormalization"), _bn_epsilon_missing),
+    Hypothesis("bn-variance-as-std", _classes("BatchNormalization"), _bn_variance_as_std),
+    Hypothesis("hard-sigmoid-keras2", _function_is("hard_sigmoid"), _hard_sigmoid_keras2),
+    Hypothesis("gelu-approximation", _function_is("gelu"), _gelu_approximation),
+    Hypothesis("softmax-axis", _function_is("softmax"), _softmax_axis),
+    Hypothesis("upsampling-pixel-grid", _applies_upsampling, _upsampling_pixel_grid),
+    Hypothesis("activation-missing", _has_activation, _activation_missing),
+    # Precision: Keras's formula in a narrower number format.
+    Hypothesis("float16-weights", _has_weights, _float16_weights),
+    Hypothesis("float16-activations", _any, _float16_activations),
+    Hypothesis("bfloat16", _any, _bfloat16),
+    Hypothesis("tf32-matmul", _classes(*MATMULS), _tf32_matmul),
+    Hypothesis("int8-quantization", _any, _int8_quantization),
+)
+HYPOTHESIS_IDS: tuple[str, ...] = tuple(h.id for h in HYPOTHESES)

@@ -1,0 +1,83 @@
+"""Diagnosing a run's backends: one `Diagnoser` per comparison job (or CLI run), each
+backend and mode diagnosed once however many backends it is compared against, all
+under the run's one time budget; and the same for an external port's stored outputs,
+in the model parser's child process (the API process never loads the model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.diagnosis.diagnose import DIAGNOSIS_SAMPLES, Budget, diagnose_outputs
+from workers.engine.compare import Diagnoser
+from workers.engine.errors import InvalidRequest
+from workers.engine.explanations import LayerDiagnosis
+from workers.engine.graph import ModelGraph
+from workers.engine.loading import load_artifact
+from workers.engine.options import EngineOptions
+from workers.engine.results import BackendResult, Mode
+
+
+def run_diagnoser(
+    graph: ModelGraph,
+    inputs: Mapping[str, np.ndarray],
+    results: Mapping[str, BackendResult],
+    *,
+    fed_from: str,
+    options: EngineOptions,
+) -> Diagnoser | None:
+    """Diagnoses backends of `results`; `fed_from` is the run's reference, whose outputs
+    fed the isolated mode. None when diagnosis is off or the reference has no outputs."""
+    source = results.get(fed_from)
+    if options.diagnosis_budget_s <= 0 or source is None or "accumulated" not in source.outputs:
+        return None
+    fed = {**inputs, **source.outputs["accumulated"]}
+    budget = Budget(options.diagnosis_budget_s)
+    found: dict[tuple[str, Mode], Mapping[str, LayerDiagnosis]] = {}
+
+    def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
+        if (backend, mode) not in found:
+            found[backend, mode] = diagnose_outputs(
+                graph,
+                results[backend].outputs[mode],
+                fed,
+                mode=mode,
+                budget=budget,
+                thresholds=options.thresholds,
+            )
+        return found[backend, mode]
+
+    return diagnose
+
+
+def _first_samples(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key][:DIAGNOSIS_SAMPLES] for key in archive.files}
+
+
+def diagnose_files(
+    path: str, options: EngineOptions, candidate_path: str, fed_path: str, modes: str
+) -> dict[str, Any]:
+    """Runs in the model parser's child: each of `modes` (JSON list) of the candidate
+    (`candidate_path`: '<mode>/<layer>' arrays) diagnosed against the feed (`fed_path`:
+    the model's inputs and the reference's outputs), as JSON-able dicts."""
+    try:
+        graph = load_artifact(Path(path), options).graph
+    except InvalidRequest as error:
+        return {"error": str(error)}
+    candidate = _first_samples(Path(candidate_path))
+    fed = _first_samples(Path(fed_path))
+    budget = Budget(options.diagnosis_budget_s)
+    found: dict[str, Any] = {}
+    for mode in json.loads(modes):
+        prefix = f"{mode}/"
+        outputs = {k.removeprefix(prefix): v for k, v in candidate.items() if k.startswith(prefix)}
+        diagnosed = diagnose_outputs(
+            graph, outputs, fed, mode=mode, budget=budget, thresholds=options.thresholds
+        )
+        found[mode] = {layer: d.as_dict() for layer, d in diagnosed.items()}
+    return found
