@@ -95,9 +95,11 @@ def _judge(case: Case, tolerance: np.ndarray, variant: Variant) -> tuple[float, 
     finite = np.isfinite(case.candidate) & np.isfinite(output)
     reference = max(_norm(output[finite]), FLOAT32_TINY)
     rel_l2 = _norm(errors) / reference
-    change, _ = _finite_pair(output, case.exact)
+    change, same_nonfinite = _finite_pair(output, case.exact)
+    # Changing which values overflow is a change too (float16 turning a value into Inf).
+    distinct = not same_nonfinite or _norm(change) > DISTINCT * _norm(tolerance)
     allowed = _norm((tolerance + variant.slack)[finite] if finite.any() else np.zeros(0))
-    explains = agree and _norm(change) > DISTINCT * _norm(tolerance) and _norm(errors) <= allowed
+    explains = agree and distinct and _norm(errors) <= allowed
     if explains and variant.representable is not None:
         explains = bool(np.all(variant.representable(case.candidate)))
     return rel_l2, explains
@@ -165,9 +167,10 @@ def diagnose_outputs(
         stored = np.asarray(candidate[layer.name][:samples])
         inputs = _inputs_of(layer, mode, candidate, fed, samples)
         try:
-            exact, tolerance = rounding_envelope(
-                layer, inputs, UNIT_ROUNDOFF["float32"], thresholds.rounding
-            )
+            with np.errstate(all="ignore"):  # a candidate's Inf and NaN are its own to report
+                exact, tolerance = rounding_envelope(
+                    layer, inputs, UNIT_ROUNDOFF["float32"], thresholds.rounding
+                )
         except (LayerConfigUnsupported, ValueError, KeyError, IndexError):
             continue
         values = stored.astype(np.float64)
@@ -179,7 +182,8 @@ def diagnose_outputs(
             pending.append((layer.name, Case(graph, layer, inputs, values, exact), tolerance))
     for name, case, tolerance in pending:
         local = found[name]
-        diagnosis = None if budget.spent else explain(case, tolerance)
+        with np.errstate(all="ignore"):
+            diagnosis = None if budget.spent else explain(case, tolerance)
         found[name] = LayerDiagnosis(
             local.local_rel_l2, local.local_bound, local.local_verdict, diagnosis
         )

@@ -191,13 +191,24 @@ def test_branches_merges_and_layer_classes_on_tfjs_cpu(
         runner_pool, artifact, inputs, backends=["tfjs-cpu"], reference="numpy-f64", modes=MODES
     )
     assert results["tfjs-cpu"].status == "done", results["tfjs-cpu"].reason
-    for comparison in compare(artifact.graph, results, against="numpy-f64", modes=MODES):
+    diagnose = diagnosed(artifact, results, inputs)
+    comparisons = compare(
+        artifact.graph, results, against="numpy-f64", modes=MODES, diagnose=diagnose
+    )
+    for comparison in comparisons:
         bad = [
             (row.layer, row.divergence.verdict)
             for row in comparison.layers
             if row.divergence.verdict not in WITHIN_ROUNDING
         ]
         assert not bad, (comparison.mode, bad)
+        # No false alarm from the diagnosis either, on every layer class of the model.
+        local = {row.layer: row.local for row in comparison.layers}
+        assert all(d is not None for d in local.values()), comparison.mode
+        alarms = {
+            n: d.local_verdict for n, d in local.items() if d.local_verdict not in WITHIN_ROUNDING
+        }
+        assert not alarms, (comparison.mode, alarms)
 
 
 def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
