@@ -211,15 +211,16 @@ class Diagnosis(BaseModel):
         description="The layer's own error: the candidate against the layer recomputed in "
         "float64 from the candidate's own inputs"
     )
-    local_bound: float | None = Field(
+    local_bound: FloatOrInf | None = Field(
         description="The local rel_l2 float rounding can produce for this layer"
     )
     local_verdict: str | None = Field(
-        description="rounding within local_bound; else by the rel_l2 thresholds"
+        description="identical, rounding (within local_bound), reduced-precision or "
+        "mismatch (by the rel_l2 thresholds), nonfinite; null when not diagnosed"
     )
     diagnosis: list[ExplanationPublic] | None = Field(
         description="Causes tested on a layer worse than rounding, best first; [] when "
-        "none was needed; null when not diagnosed"
+        "none was needed or none applies; null when not diagnosed"
     )
     explained_by: str | None = Field(
         description="The best explaining cause, 'unexplained', or null"

@@ -40,7 +40,13 @@ celery.conf.update(
     task_routes=(route_task,),
     task_default_queue="cpu",
     task_ignore_result=True,
-    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+    # Kombu sweeps for jobs of dead workers every interval x throttle seconds (100 s by
+    # default, on top of the visibility timeout): one scan per interval, at most 10 s.
+    broker_transport_options={
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+        "unacked_restore_interval": min(settings.broker_visibility_timeout_s, 10),
+        "unacked_restore_throttle": 1,
+    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )

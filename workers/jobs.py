@@ -143,13 +143,15 @@ def compare_run(run_id: int, against: str | None = None) -> bool:
     if stored is None or plan is None:
         return False
     options = settings.engine_options()
-    diagnose = run_diagnoser(
-        _artifact(plan.model_path).graph,
-        storage.load_inputs(plan.inputs_sha256),
-        stored.results,
-        fed_from=stored.reference,
-        options=options,
-    )
+    diagnose = None
+    if options.diagnosis_budget_s > 0:
+        diagnose = run_diagnoser(
+            _artifact(plan.model_path).graph,
+            storage.load_inputs(plan.inputs_sha256),
+            stored.results,
+            fed_from=stored.reference,
+            options=options,
+        )
     for target in [against] if against else [stored.reference, *stored.compare_against]:
         comparisons = compare(
             stored.graph,

@@ -9,8 +9,8 @@ Uploading the same name again replaces that mode's outputs and their rows.
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,16 @@ from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import divergences, storage
 from app.data.orm import BackendRun, Run, utcnow
 from app.data.runs import get_run
-from workers.diagnosis.diagnose import DIAGNOSIS_SAMPLES
+from workers.diagnosis.runs import first_samples
 from workers.engine.compare import Diagnoser, compare
 from workers.engine.explanations import LayerDiagnosis
 from workers.engine.external import read_external_outputs
 from workers.engine.json_safe import jsonable
 from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus, RunStatus
-from workers.inspection import ModelInspector
+from workers.inspection import InspectionFailed, ModelInspector
+
+log = logging.getLogger(__name__)
 
 
 def _reference_shapes(run: Run) -> dict[str, tuple[int, ...]]:
@@ -116,10 +118,6 @@ def _dtypes(layers: dict[str, np.ndarray]) -> list[str]:
     return sorted({str(array.dtype) for array in layers.values()})
 
 
-def _first_samples(layers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {name: np.asarray(layers[name][:DIAGNOSIS_SAMPLES]) for name in layers}
-
-
 def _diagnoser(
     run_id: int, backend: str, results: dict[str, BackendResult], inspector: ModelInspector
 ) -> Diagnoser | None:
@@ -134,26 +132,31 @@ def _diagnoser(
         inputs = storage.load_inputs(input_set.sha256)
         reference = run.reference
     candidate = results[backend].outputs
-    fed = {**_first_samples(inputs), **_first_samples(results[reference].outputs["accumulated"])}
+    fed = {**first_samples(inputs), **first_samples(results[reference].outputs["accumulated"])}
+    samples = {mode: first_samples(layers) for mode, layers in candidate.items()}
+    timeout_s = settings.inspect_timeout_s + settings.diagnosis_budget_s
     with tempfile.TemporaryDirectory() as folder:
         candidate_path, fed_path = Path(folder, "candidate.npz"), Path(folder, "fed.npz")
-        np.savez(
-            candidate_path,
-            **{
-                f"{m}/{k}": v
-                for m, layers in candidate.items()
-                for k, v in _first_samples(layers).items()
-            },
-        )
-        np.savez(fed_path, **fed)
-        found = inspector.diagnose(
-            model, candidate_path, fed_path, sorted(candidate), settings.inspect_timeout_s
-        )
+        # Prefixed keys: a layer named like one of savez's own arguments stays a key.
+        _save(candidate_path, {f"{m}/{k}": v for m, ls in samples.items() for k, v in ls.items()})
+        _save(fed_path, {f"fed/{name}": value for name, value in fed.items()})
+        try:
+            found = inspector.diagnose(
+                model, candidate_path, fed_path, sorted(candidate), timeout_s
+            )
+        except InspectionFailed as error:  # stored and compared all the same, undiagnosed
+            log.warning("diagnosing %s of run %s failed: %s", backend, run_id, error)
+            return None
     diagnosed = {
         mode: {layer: LayerDiagnosis.from_dict(values) for layer, values in layers.items()}
         for mode, layers in found.items()
     }
     return lambda name, mode: diagnosed.get(mode, {}) if name == backend else {}
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as stream:
+        np.savez(stream, **arrays)
 
 
 def _compare_external(run_id: int, backend: str, inspector: ModelInspector) -> None:

@@ -12,6 +12,7 @@ every sample, and the cost stays a fraction of a run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,13 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workers.backends.numpy.layers import LayerConfigUnsupported
+from workers.backends.numpy.port import LAYERS
 from workers.diagnosis.envelope import rounding_envelope
-from workers.diagnosis.formats import UNIT_ROUNDOFF
+from workers.diagnosis.formats import UNIT_ROUNDOFF, to_float16
 from workers.diagnosis.hypotheses import HYPOTHESES, Case, Variant
 from workers.engine.explanations import Explanation, LayerDiagnosis
 from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.metrics import DEFAULT_THRESHOLDS, FLOAT32_TINY, VerdictThresholds
 from workers.engine.results import Mode
+
+log = logging.getLogger(__name__)
 
 DIAGNOSIS_SAMPLES = 8
 # A hypothesis must move the layer's output by more than this many rounding envelopes
@@ -61,7 +65,6 @@ def local_verdict(
     candidate: np.ndarray,
     exact: np.ndarray,
     tolerance: np.ndarray,
-    dtype: np.dtype,
     thresholds: VerdictThresholds,
 ) -> tuple[float, float, str]:
     """The layer's local rel_l2, the rel_l2 its rounding envelope allows, and its local
@@ -73,7 +76,7 @@ def local_verdict(
     bound = _norm(tolerance[finite]) / reference
     if not agree:
         verdict = "nonfinite"
-    elif np.array_equal(candidate, exact.astype(dtype).astype(np.float64), equal_nan=True):
+    elif np.array_equal(candidate, exact.astype(np.float32).astype(np.float64), equal_nan=True):
         verdict = "identical"
     elif _norm(errors) <= _norm(tolerance[finite]):
         verdict = "rounding"
@@ -84,7 +87,7 @@ def local_verdict(
     return rel_l2, bound, verdict
 
 
-def _judge(case: Case, tolerance: np.ndarray, variant: Variant) -> tuple[float, bool]:
+def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[float, bool]:
     """The candidate's rel_l2 against the variant, and whether the variant explains it:
     it changes the layer beyond rounding, and the candidate matches it within rounding
     plus the variant's own slack (its format's ulp, its int8 step)."""
@@ -97,28 +100,49 @@ def _judge(case: Case, tolerance: np.ndarray, variant: Variant) -> tuple[float, 
     rel_l2 = _norm(errors) / reference
     change, same_nonfinite = _finite_pair(output, case.exact)
     # Changing which values overflow is a change too (float16 turning a value into Inf).
+    tolerance = case.tolerance
     distinct = not same_nonfinite or _norm(change) > DISTINCT * _norm(tolerance)
-    allowed = _norm((tolerance + variant.slack)[finite] if finite.any() else np.zeros(0))
-    explains = agree and distinct and _norm(errors) <= allowed
+    allowed = _norm((tolerance + variant.slack + storage)[finite] if finite.any() else np.zeros(0))
+    # ...and it must fit the candidate better than Keras's own layer does: a cause whose
+    # slack is wide (an int8 step) must not take credit for an unrelated error.
+    unexplained, _ = _finite_pair(case.candidate, case.exact)
+    closer = (
+        not variant.must_beat_exact
+        or _norm(errors) < _norm(unexplained)
+        or not np.array_equal(np.isfinite(case.candidate), np.isfinite(case.exact))
+    )
+    explains = agree and distinct and closer and _norm(errors) <= allowed
     if explains and variant.representable is not None:
         explains = bool(np.all(variant.representable(case.candidate)))
     return rel_l2, explains
 
 
-def explain(case: Case, tolerance: np.ndarray) -> tuple[Explanation, ...]:
+def explain(case: Case, budget: Budget) -> tuple[Explanation, ...]:
     """Every hypothesis that applies to the layer, its best variant each; explaining ones
-    first, then by rel_l2."""
+    first, then by rel_l2. A hypothesis that cannot be computed for this layer's config
+    is left out (logged), and none starts once the budget is spent."""
     found = []
+    # A candidate that stores float16 values (float16 textures, a port saving halves) is
+    # allowed float16 rounding under every definition cause, so its bugs are still named.
+    with np.errstate(invalid="ignore"):
+        narrow = bool(
+            np.all((to_float16(case.candidate) == case.candidate) | ~np.isfinite(case.candidate))
+        )
+    storage = case.envelope_at(UNIT_ROUNDOFF["float16"]) if narrow else 0.0
     for hypothesis in HYPOTHESES:
-        if not hypothesis.applies(case.layer):
-            continue
+        if budget.spent:
+            break
         best: Explanation | None = None
         try:
+            if not hypothesis.applies(case.layer):
+                continue
             for variant in hypothesis.variants(case):
-                rel_l2, explains = _judge(case, tolerance, variant)
+                allowance = 0.0 if hypothesis.precision else storage
+                rel_l2, explains = _judge(case, variant, allowance)
                 if best is None or (explains, -rel_l2) > (best.explains, -best.rel_l2):
                     best = Explanation(hypothesis.id, rel_l2, explains, variant.label)
-        except (LayerConfigUnsupported, ValueError, KeyError, IndexError):
+        except Exception:  # one cause's failure must not cost the layer its others
+            log.warning("%s on layer %s failed", hypothesis.id, case.layer.name, exc_info=True)
             continue
         if best is not None:
             found.append(best)
@@ -131,16 +155,23 @@ def _inputs_of(
     candidate: Mapping[str, np.ndarray],
     fed: Mapping[str, np.ndarray],
     samples: int,
-) -> list[np.ndarray]:
+    inputs: frozenset[str],
+) -> list[np.ndarray] | None:
     """What the candidate's layer received: its own outputs upstream (accumulated), or the
-    feed (isolated, and for nodes it did not output: a TF.js mask node)."""
-    precision = np.asarray(candidate[layer.name][:1]).dtype
+    feed (isolated). In accumulated mode a float input the candidate did not output is
+    unknown (a port that left a layer out): None, the layer is not diagnosed; the model's
+    inputs and integer or boolean nodes (token ids, a TF.js mask node) come from the feed."""
+    # What a backend is fed: float32 (float64 for a float64 one), never its storage dtype.
+    precision = np.result_type(np.asarray(candidate[layer.name][:1]).dtype, np.float32)
     values = []
     for name in layer.inbound:
         if mode == "accumulated" and name in candidate:
             value = np.asarray(candidate[name][:samples])
         else:
-            value = np.asarray(fed[name][:samples]).astype(precision)
+            value = np.asarray(fed[name][:samples])
+            if mode == "accumulated" and name not in inputs and value.dtype.kind == "f":
+                return None
+            value = value.astype(precision) if value.dtype.kind == "f" else value
         values.append(value.astype(np.float64))
     return values
 
@@ -160,30 +191,36 @@ def diagnose_outputs(
     outputs (what an isolated run is fed, at the candidate's precision). Layers
     the numpy port cannot compute, and those past the budget, are left out."""
     found: dict[str, LayerDiagnosis] = {}
-    pending: list[tuple[str, Case, np.ndarray]] = []
+    pending: list[tuple[str, Case]] = []
+    model_inputs = frozenset(layer.name for layer in graph.inputs)
     for layer in graph.compute_layers:
-        if layer.name not in candidate or budget.spent:
+        if layer.name not in candidate or layer.class_name not in LAYERS or budget.spent:
             continue
-        stored = np.asarray(candidate[layer.name][:samples])
-        inputs = _inputs_of(layer, mode, candidate, fed, samples)
         try:
+            stored = np.asarray(candidate[layer.name][:samples])
+            inputs = _inputs_of(layer, mode, candidate, fed, samples, model_inputs)
+            if inputs is None:
+                continue
             with np.errstate(all="ignore"):  # a candidate's Inf and NaN are its own to report
                 exact, tolerance = rounding_envelope(
                     layer, inputs, UNIT_ROUNDOFF["float32"], thresholds.rounding
                 )
-        except (LayerConfigUnsupported, ValueError, KeyError, IndexError):
+        except LayerConfigUnsupported:
+            continue
+        except Exception:  # a layer the port cannot recompute stays undiagnosed, logged
+            log.warning("local error of layer %s failed", layer.name, exc_info=True)
             continue
         values = stored.astype(np.float64)
         if exact.shape != values.shape:
             continue
-        rel_l2, bound, verdict = local_verdict(values, exact, tolerance, stored.dtype, thresholds)
+        rel_l2, bound, verdict = local_verdict(values, exact, tolerance, thresholds)
         found[layer.name] = LayerDiagnosis(rel_l2, bound, verdict, ())
         if found[layer.name].is_local_drift:
-            pending.append((layer.name, Case(graph, layer, inputs, values, exact), tolerance))
-    for name, case, tolerance in pending:
+            pending.append((layer.name, Case(graph, layer, inputs, values, exact, tolerance)))
+    for name, case in pending:
         local = found[name]
         with np.errstate(all="ignore"):
-            diagnosis = None if budget.spent else explain(case, tolerance)
+            diagnosis = None if budget.spent else explain(case, budget)
         found[name] = LayerDiagnosis(
             local.local_rel_l2, local.local_bound, local.local_verdict, diagnosis
         )

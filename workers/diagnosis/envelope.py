@@ -35,7 +35,7 @@ from workers.engine.graph import LayerSpec
 # sqrt(K) u sum|x w| is the probabilistic bound on a K-term dot product's rounding
 # (Higham & Mary, 2019); the constants leave room for summation orders and fused
 # multiply-adds: keras-cpu (oneDNN on and off), the numpy port and the TF.js backends
-# use at most a third of the envelope on the examples and the zoo.
+# use at most a fifth of the envelope on the examples.
 C_ACC = 1.0
 C_OUT = 4.0
 C_ABS = 2.0
@@ -182,7 +182,7 @@ ACTIVATION_LAYERS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"
 
 def activation_of(layer: LayerSpec) -> str:
     """The activation a layer applies after its linear part ('linear' for none)."""
-    if layer.class_name == "Activation" or layer.class_name in ACTIVATION_LAYERS:
+    if layer.class_name in ACTIVATION_LAYERS:
         return "linear"
     return activation_name(layer.config.get("activation"))
 
@@ -267,7 +267,11 @@ def rounding_envelope(
     y = activate(layer, z, name)
     finite = np.abs(y[np.isfinite(y)])
     scale = float(finite.max()) if finite.size else 0.0
-    function = layer.config.get("activation") if layer.class_name == "Activation" else name
+    function = (
+        activation_name(layer.config.get("activation"))
+        if layer.class_name == "Activation"
+        else name
+    )
     if layer.class_name in ("Softmax", "ELU"):
         function = layer.class_name.lower()
     factor = C_FUNCTION if function in TRANSCENDENTAL else 1.0

@@ -45,13 +45,6 @@ def to_tf32(x: np.ndarray) -> np.ndarray:
     return _keep_mantissa_bits(x, 10)
 
 
-def ulp(x: np.ndarray, unit: float) -> np.ndarray:
-    """One unit in the last place of a format with this unit roundoff, at |x| (normal
-    range; below it, the smallest float32 normal keeps the bound from vanishing)."""
-    magnitude = np.maximum(np.abs(x), np.finfo(np.float32).tiny)
-    return 2.0 * unit * 2.0 ** np.floor(np.log2(magnitude))
-
-
 def int8_weights(kernel: np.ndarray) -> np.ndarray:
     """Per-output-channel symmetric int8 weights (TFLite's scheme): scale max|w|/127 per
     channel of the last axis."""
@@ -59,6 +52,10 @@ def int8_weights(kernel: np.ndarray) -> np.ndarray:
     scale = np.max(np.abs(flat), axis=0) / 127.0
     scale = np.where(scale == 0.0, 1.0, scale)
     return (np.clip(np.round(flat / scale), -127, 127) * scale).reshape(kernel.shape)
+
+
+# Fewer distinct values are no evidence of a grid: a saturated sigmoid has two.
+MIN_GRID_LEVELS = 16
 
 
 def quantization_grid(values: np.ndarray) -> tuple[float, float] | None:
@@ -69,7 +66,7 @@ def quantization_grid(values: np.ndarray) -> tuple[float, float] | None:
     smallest gap between float32-stored grid points is off by up to an ulp, which 255
     steps would multiply."""
     finite = np.unique(values[np.isfinite(values)])
-    if finite.size < 2:
+    if finite.size < MIN_GRID_LEVELS:
         return None
     low = float(finite[0])
     span = float(finite[-1]) - low

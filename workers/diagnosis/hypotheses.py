@@ -1,7 +1,7 @@
 """The library of concrete causes: each recomputes a layer with one cause applied.
 
 A hypothesis yields variants (a kernel layout, a softmax axis, ...), each a
-recomputed output and the extra error its own arithmetic allows (a format's ulp,
+recomputed output and the extra error its own arithmetic allows (a format's rounding,
 an int8 step). The ids are stable: the API, the CSV and the dashboards show them.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.backends.numpy.activations import gelu, get_activation
+from workers.backends.numpy.activations import activation_name, gelu, get_activation
 from workers.backends.numpy.layers import _same_padding
 from workers.diagnosis.envelope import (
     ACTIVATION_LAYERS,
@@ -29,7 +29,6 @@ from workers.diagnosis.formats import (
     to_bfloat16,
     to_float16,
     to_tf32,
-    ulp,
 )
 from workers.engine.graph import LayerSpec, ModelGraph
 
@@ -43,6 +42,11 @@ class Case:
     inputs: list[np.ndarray]  # the candidate's own inputs to the layer
     candidate: np.ndarray
     exact: np.ndarray
+    tolerance: np.ndarray  # float32 rounding's envelope on `exact` (workers.diagnosis.envelope)
+
+    def envelope_at(self, unit: float) -> np.ndarray:
+        """The rounding envelope at another format's unit roundoff (it is linear in u)."""
+        return self.tolerance * (unit / UNIT_ROUNDOFF["float32"])
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class Variant:
     slack: np.ndarray | float = 0.0
     # Whether the candidate's values must lie in the hypothesis's number format.
     representable: Callable[[np.ndarray], np.ndarray] | None = None
+    # Whether it must fit the candidate better than Keras's own layer. Not for a float
+    # format's storage: there the candidate's own stored inputs are rounded copies, and
+    # "within that format's rounding of Keras's layer" is the claim.
+    must_beat_exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,13 @@ class Hypothesis:
     id: str
     applies: Callable[[LayerSpec], bool]
     variants: Callable[[Case], Iterator[Variant]]
+    # A number format: it models the candidate's rounding itself, with no allowance for
+    # the candidate's storage.
+    precision: bool = False
 
 
 CONVOLUTIONS = frozenset({"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D"})
-POOLINGS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D"})
+MAX_POOLINGS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D"})
 MATMULS = CONVOLUTIONS | {"Dense", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
 LAYER_FUNCTION = {"ReLU": "relu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax"}
 
@@ -138,36 +149,48 @@ def _channels_first_output(case: Case) -> Iterator[Variant]:
         yield Variant("channels-first buffer", np.moveaxis(exact, -1, 1).reshape(exact.shape))
 
 
-def _feeds_flat(layer: LayerSpec) -> bool:
-    return layer.class_name == "Flatten" and len(layer.output_shape) == 2
+def _other_order(x: np.ndarray, data_format: str | None) -> np.ndarray:
+    """A feature map flattened in the other channel order than Keras's: Keras flattens
+    channels-last order (a channels_first map moved to channels last first), a port in
+    NCHW flattens its buffer as it lies."""
+    if data_format == "channels_first":
+        return x.reshape(x.shape[0], -1)
+    return np.moveaxis(x, -1, 1).reshape(x.shape[0], -1)
 
 
 def _flatten_order(case: Case) -> Iterator[Variant]:
     layer = case.layer
     if layer.class_name == "Flatten":
         x = case.inputs[0]
-        if x.ndim < 3:
-            return
-        moved = (
-            np.moveaxis(x, 1, -1)
-            if layer.config.get("data_format") == "channels_first"
-            else np.moveaxis(x, -1, 1)
-        )
-        yield Variant("channels-first flatten", moved.reshape(x.shape[0], -1))
+        if x.ndim >= 3:
+            yield Variant(
+                "channels-first flatten", _other_order(x, layer.config.get("data_format"))
+            )
         return
-    source = case.graph.layer(layer.inbound[0])
-    if not source.inbound:
+    flatten = case.graph.layer(layer.inbound[0])
+    if flatten.class_name != "Flatten":
         return
-    shape = case.graph.layer(source.inbound[0]).output_shape
+    shape = case.graph.layer(flatten.inbound[0]).output_shape
     if len(shape) < 3 or any(d is None for d in shape[1:]):
         return
     x = case.inputs[0]
-    grid = x.reshape(x.shape[0], *shape[1:])
-    reordered = np.moveaxis(grid, -1, 1).reshape(x.shape)
+    data_format = flatten.config.get("data_format")
+    # The Dense's input as the map it came from, in Keras's layout, then the other order.
+    grid = (
+        x.reshape(x.shape[0], *shape[2:], shape[1])
+        if data_format == "channels_first"
+        else (x.reshape(x.shape[0], *shape[1:]))
+    )
+    if data_format == "channels_first":
+        reordered = np.moveaxis(grid, -1, 1).reshape(x.shape)
+    else:
+        reordered = _other_order(grid, None)
     yield Variant("channels-first flatten feeding the Dense", apply_layer(layer, [reordered]))
 
 
 def _applies_flatten_order(layer: LayerSpec) -> bool:
+    """A Flatten, or a Dense whose input is a Flatten's (the graph says which: the Dense
+    variant reads its source's input shape)."""
     return layer.class_name == "Flatten" or (
         layer.class_name == "Dense" and len(layer.inbound) == 1
     )
@@ -179,7 +202,7 @@ def _spatial_axes(layer: LayerSpec, ndim: int) -> list[int]:
 
 
 def _window_spans(layer: LayerSpec, rank: int) -> tuple[list[int], list[int]]:
-    if layer.class_name in POOLINGS:
+    if layer.class_name in MAX_POOLINGS:
         size = layer.config["pool_size"]
         windows = [int(size)] * rank if isinstance(size, int) else [int(s) for s in size]
         strides_value = layer.config.get("strides") or windows
@@ -207,7 +230,7 @@ def _padded(layer: LayerSpec, x: np.ndarray, pads: list[tuple[int, int]]) -> np.
     width = [(0, 0)] * x.ndim
     for axis, pad in zip(_spatial_axes(layer, x.ndim), pads, strict=True):
         width[axis] = pad
-    fill = -np.inf if layer.class_name in POOLINGS else 0.0
+    fill = -np.inf if layer.class_name in MAX_POOLINGS else 0.0
     return np.pad(x, width, constant_values=fill)
 
 
@@ -300,8 +323,7 @@ def _function_of(layer: LayerSpec) -> str:
     """The activation a layer computes: its own activation, or the function an
     activation layer is."""
     if layer.class_name == "Activation":
-        spec = layer.config.get("activation")
-        return spec if isinstance(spec, str) else activation_of(layer)
+        return activation_name(layer.config.get("activation"))
     return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
 
 
@@ -322,16 +344,19 @@ def _hard_sigmoid_keras2(case: Case) -> Iterator[Variant]:
 
 
 def _gelu_approximation(case: Case) -> Iterator[Variant]:
-    approximate = bool(case.layer.config.get("approximate", False))
-    label = "erf form" if approximate else "tanh approximation"
-    yield Variant(label, _replaced_activation(case, lambda z: gelu(z, approximate=not approximate)))
+    """Keras's 'gelu' is the erf form; ports often write the tanh approximation."""
+    yield Variant(
+        "tanh approximation", _replaced_activation(case, lambda z: gelu(z, approximate=True))
+    )
 
 
 def _softmax_axis(case: Case) -> Iterator[Variant]:
     softmax = get_activation("softmax")
-    configured = int(case.layer.config.get("axis", -1)) % case.exact.ndim
+    axis_config = case.layer.config.get("axis", -1)
+    axes = axis_config if isinstance(axis_config, list | tuple) else [axis_config]
+    configured = {int(a) % case.exact.ndim for a in axes}
     for axis in range(case.exact.ndim):
-        if axis != configured:
+        if {axis} != configured:
             yield Variant(
                 f"axis {axis}", _replaced_activation(case, lambda z, a=axis: softmax(z, axis=a))
             )
@@ -395,9 +420,26 @@ def _float16_weights(case: Case) -> Iterator[Variant]:
     yield Variant(None, apply_layer(case.layer, case.inputs, weights=weights))
 
 
-def _rounded_everywhere(case: Case, round_to: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    weights = {key: round_to(w) for key, w in case.layer.weights.items()}
-    return round_to(apply_layer(case.layer, [round_to(x) for x in case.inputs], weights=weights))
+def _stored_in(
+    case: Case, round_to: Callable[[np.ndarray], np.ndarray], unit: float
+) -> Iterator[Variant]:
+    """The layer computed in float32 with its tensors stored in a narrow format: every
+    tensor, inputs and weights too (float16 textures), or its output alone (a port that
+    keeps float32 weights). The slack is what rounding at that format can do to the layer
+    (its envelope at the format's unit roundoff): the candidate's stored inputs are
+    themselves rounded copies of what it computed with."""
+    check = _representable(round_to)
+    slack = case.envelope_at(unit)
+    everything = {key: round_to(w) for key, w in case.layer.weights.items()}
+    narrow_inputs = [round_to(x) for x in case.inputs]
+    yield Variant(
+        "inputs, weights and output",
+        round_to(apply_layer(case.layer, narrow_inputs, weights=everything)),
+        slack,
+        check,
+        must_beat_exact=False,
+    )
+    yield Variant("output", round_to(case.exact), slack, check, must_beat_exact=False)
 
 
 def _representable(
@@ -411,15 +453,11 @@ def _representable(
 
 
 def _float16_activations(case: Case) -> Iterator[Variant]:
-    """Every tensor stored as float16 (as float16 textures hold weights and activations),
-    the arithmetic in float32."""
-    out = _rounded_everywhere(case, to_float16)
-    yield Variant(None, out, ulp(out, UNIT_ROUNDOFF["float16"]), _representable(to_float16))
+    yield from _stored_in(case, to_float16, UNIT_ROUNDOFF["float16"])
 
 
 def _bfloat16(case: Case) -> Iterator[Variant]:
-    out = _rounded_everywhere(case, to_bfloat16)
-    yield Variant(None, out, ulp(out, UNIT_ROUNDOFF["bfloat16"]), _representable(to_bfloat16))
+    yield from _stored_in(case, to_bfloat16, UNIT_ROUNDOFF["bfloat16"])
 
 
 def _tf32_matmul(case: Case) -> Iterator[Variant]:
@@ -440,7 +478,19 @@ def _int8_quantization(case: Case) -> Iterator[Variant]:
             yield Variant("int8 weights", out)
         return
     step, low = grid
-    yield Variant(f"int8 weights, 8-bit outputs (step {step:.3g})", on_grid(out, step, low), step)
+    # Half a step: where rounding to the grid can move a value.
+    label = f"int8 weights, 8-bit outputs (step {step:.3g})"
+    yield Variant(label, on_grid(out, step, low), step / 2, _on_grid_check(step, low))
+
+
+def _on_grid_check(step: float, low: float) -> Callable[[np.ndarray], np.ndarray]:
+    def check(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return (np.abs(on_grid(values, step, low) - values) <= 0.05 * step) | ~np.isfinite(
+                values
+            )
+
+    return check
 
 
 def _any(layer: LayerSpec) -> bool:
@@ -461,9 +511,9 @@ def _convolution(layer: LayerSpec) -> bool:
 
 
 def _padded_window(layer: LayerSpec) -> bool:
-    return (layer.class_name in CONVOLUTIONS or layer.class_name in POOLINGS) and layer.config.get(
-        "padding"
-    ) in ("same", "valid")
+    return (
+        layer.class_name in CONVOLUTIONS or layer.class_name in MAX_POOLINGS
+    ) and layer.config.get("padding") in ("same", "valid")
 
 
 def _spatial_output(layer: LayerSpec) -> bool:
@@ -499,10 +549,10 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("upsampling-pixel-grid", _applies_upsampling, _upsampling_pixel_grid),
     Hypothesis("activation-missing", _has_activation, _activation_missing),
     # Precision: Keras's formula in a narrower number format.
-    Hypothesis("float16-weights", _has_weights, _float16_weights),
-    Hypothesis("float16-activations", _any, _float16_activations),
-    Hypothesis("bfloat16", _any, _bfloat16),
-    Hypothesis("tf32-matmul", _classes(*MATMULS), _tf32_matmul),
-    Hypothesis("int8-quantization", _any, _int8_quantization),
+    Hypothesis("float16-weights", _has_weights, _float16_weights, precision=True),
+    Hypothesis("float16-activations", _any, _float16_activations, precision=True),
+    Hypothesis("bfloat16", _any, _bfloat16, precision=True),
+    Hypothesis("tf32-matmul", _classes(*MATMULS), _tf32_matmul, precision=True),
+    Hypothesis("int8-quantization", _any, _int8_quantization, precision=True),
 )
 HYPOTHESIS_IDS: tuple[str, ...] = tuple(h.id for h in HYPOTHESES)

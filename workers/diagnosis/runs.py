@@ -6,6 +6,7 @@ in the model parser's child process (the API process never loads the model)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from workers.engine.graph import ModelGraph
 from workers.engine.loading import load_artifact
 from workers.engine.options import EngineOptions
 from workers.engine.results import BackendResult, Mode
+
+log = logging.getLogger(__name__)
 
 
 def run_diagnoser(
@@ -41,22 +44,35 @@ def run_diagnoser(
 
     def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
         if (backend, mode) not in found:
-            found[backend, mode] = diagnose_outputs(
-                graph,
-                results[backend].outputs[mode],
-                fed,
-                mode=mode,
-                budget=budget,
-                thresholds=options.thresholds,
-            )
+            try:
+                found[backend, mode] = diagnose_outputs(
+                    graph,
+                    results[backend].outputs[mode],
+                    fed,
+                    mode=mode,
+                    budget=budget,
+                    thresholds=options.thresholds,
+                )
+            except Exception:  # the comparison stands without its diagnosis
+                log.warning("diagnosing %s (%s) failed", backend, mode, exc_info=True)
+                found[backend, mode] = {}
         return found[backend, mode]
 
     return diagnose
 
 
-def _first_samples(path: Path) -> dict[str, np.ndarray]:
+def first_samples(layers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What diagnosis reads of each array: its first samples."""
+    return {name: np.asarray(layers[name][:DIAGNOSIS_SAMPLES]) for name in layers}
+
+
+def _load(path: Path, prefix: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key][:DIAGNOSIS_SAMPLES] for key in archive.files}
+        return {
+            key.removeprefix(prefix): archive[key][:DIAGNOSIS_SAMPLES]
+            for key in archive.files
+            if key.startswith(prefix)
+        }
 
 
 def diagnose_files(
@@ -64,18 +80,16 @@ def diagnose_files(
 ) -> dict[str, Any]:
     """Runs in the model parser's child: each of `modes` (JSON list) of the candidate
     (`candidate_path`: '<mode>/<layer>' arrays) diagnosed against the feed (`fed_path`:
-    the model's inputs and the reference's outputs), as JSON-able dicts."""
+    'fed/<name>', the model's inputs and the reference's outputs), as JSON-able dicts."""
     try:
         graph = load_artifact(Path(path), options).graph
     except InvalidRequest as error:
         return {"error": str(error)}
-    candidate = _first_samples(Path(candidate_path))
-    fed = _first_samples(Path(fed_path))
+    fed = _load(Path(fed_path), "fed/")
     budget = Budget(options.diagnosis_budget_s)
     found: dict[str, Any] = {}
     for mode in json.loads(modes):
-        prefix = f"{mode}/"
-        outputs = {k.removeprefix(prefix): v for k, v in candidate.items() if k.startswith(prefix)}
+        outputs = _load(Path(candidate_path), f"{mode}/")
         diagnosed = diagnose_outputs(
             graph, outputs, fed, mode=mode, budget=budget, thresholds=options.thresholds
         )
