@@ -58,6 +58,8 @@ def _finite_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     agree: the same positions, whatever the kind (float16 textures turn an overflow into
     NaN where the arithmetic gives Inf)."""
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    if finite_a.all() and finite_b.all():
+        return (a - b).ravel(), True
     return (a - b)[finite_a & finite_b], bool(np.array_equal(finite_a, finite_b))
 
 
@@ -90,31 +92,25 @@ def local_verdict(
 def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[float, bool]:
     """The candidate's rel_l2 against the variant, and whether the variant explains it:
     it changes the layer beyond rounding, and the candidate matches it within rounding
-    plus the variant's own slack (its format's ulp, its int8 step)."""
+    plus the variant's own slack (its format's rounding, its int8 step)."""
     output = variant.output
     if output.shape != case.candidate.shape:
         return float("inf"), False
     errors, agree = _finite_pair(case.candidate, output)
     finite = np.isfinite(case.candidate) & np.isfinite(output)
     reference = max(_norm(output[finite]), FLOAT32_TINY)
-    rel_l2 = _norm(errors) / reference
+    error = _norm(errors)
     change, same_nonfinite = _finite_pair(output, case.exact)
     # Changing which values overflow is a change too (float16 turning a value into Inf).
-    tolerance = case.tolerance
-    distinct = not same_nonfinite or _norm(change) > DISTINCT * _norm(tolerance)
-    allowed = _norm((tolerance + variant.slack + storage)[finite] if finite.any() else np.zeros(0))
+    distinct = not same_nonfinite or _norm(change) > DISTINCT * case.tolerance_norm
+    allowed = _norm((case.tolerance + variant.slack + storage)[finite])
     # ...and it must fit the candidate better than Keras's own layer does: a cause whose
     # slack is wide (an int8 step) must not take credit for an unrelated error.
-    unexplained, _ = _finite_pair(case.candidate, case.exact)
-    closer = (
-        not variant.must_beat_exact
-        or _norm(errors) < _norm(unexplained)
-        or not np.array_equal(np.isfinite(case.candidate), np.isfinite(case.exact))
-    )
-    explains = agree and distinct and closer and _norm(errors) <= allowed
+    closer = not variant.must_beat_exact or error < case.unexplained_norm
+    explains = agree and distinct and closer and error <= allowed
     if explains and variant.representable is not None:
         explains = bool(np.all(variant.representable(case.candidate)))
-    return rel_l2, explains
+    return error / reference, explains
 
 
 def explain(case: Case, budget: Budget) -> tuple[Explanation, ...]:

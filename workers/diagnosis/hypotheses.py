@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -43,6 +44,19 @@ class Case:
     candidate: np.ndarray
     exact: np.ndarray
     tolerance: np.ndarray  # float32 rounding's envelope on `exact` (workers.diagnosis.envelope)
+
+    @cached_property
+    def tolerance_norm(self) -> float:
+        return float(np.linalg.norm(self.tolerance))
+
+    @cached_property
+    def unexplained_norm(self) -> float:
+        """||candidate - exact|| where both are finite; infinite when their NaN and Inf
+        sit in different places (then any cause that puts them right fits better)."""
+        finite_c, finite_e = np.isfinite(self.candidate), np.isfinite(self.exact)
+        if not np.array_equal(finite_c, finite_e):
+            return float("inf")
+        return float(np.linalg.norm((self.candidate - self.exact)[finite_c]))
 
     def envelope_at(self, unit: float) -> np.ndarray:
         """The rounding envelope at another format's unit roundoff (it is linear in u)."""
@@ -106,29 +120,55 @@ def _layout_names(rank: int) -> str:
     return {1: "WIO", 2: "HWIO", 3: "DHWIO"}[rank]
 
 
-def _conv_kernel_layout(case: Case) -> Iterator[Variant]:
+def _layouts(kernel: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Keras's kernel bytes (HWIO) read in another axis order, and a kernel written in
     another order read as HWIO: every permutation, each distinct kernel once."""
-    key = _kernel_key(case.layer)
-    kernel = case.layer.weights[key]
     keras = _layout_names(kernel.ndim - 2)
-    seen: list[np.ndarray] = [kernel]
+    found: list[tuple[str, np.ndarray]] = []
     for order in itertools.permutations(range(kernel.ndim)):
         if order == tuple(range(kernel.ndim)):
             continue
         name = "".join(keras[i] for i in order)
         shape = [kernel.shape[i] for i in order]
-        read_as = kernel.reshape(shape).transpose(np.argsort(order))
-        written_as = kernel.transpose(order).reshape(kernel.shape)
         for label, value in (
-            (f"{keras} read as {name}", read_as),
-            (f"{name} read as {keras}", written_as),
+            (f"{keras} read as {name}", kernel.reshape(shape).transpose(np.argsort(order))),
+            (f"{name} read as {keras}", kernel.transpose(order).reshape(kernel.shape)),
         ):
-            if any(np.array_equal(value, other) for other in seen):
-                continue
-            seen.append(value)
-            weights = _with_weight(case.layer, key, value)
-            yield Variant(label, apply_layer(case.layer, case.inputs, weights=weights))
+            if not any(np.array_equal(value, other) for other in (kernel, *(v for _, v in found))):
+                found.append((label, value))
+    return found
+
+
+# Output bytes of one batched convolution over stacked kernels.
+STACKED_OUTPUT_BYTES = 256 * 1024 * 1024
+
+
+def _conv_kernel_layout(case: Case) -> Iterator[Variant]:
+    """Every other layout of the kernel. A plain convolution is linear in its kernel, so
+    the layouts run as one convolution over the kernels stacked along the filters (in
+    chunks of bounded size); grouped, depthwise and separable ones run one by one."""
+    layer, key = case.layer, _kernel_key(case.layer)
+    layouts = _layouts(layer.weights[key])
+    stackable = (
+        layer.class_name in ("Conv1D", "Conv2D", "Conv3D")
+        and int(layer.config.get("groups", 1)) == 1
+        and activation_of(layer) not in ("softmax", "log_softmax")
+    )
+    if not stackable:
+        for label, value in layouts:
+            weights = _with_weight(layer, key, value)
+            yield Variant(label, apply_layer(layer, case.inputs, weights=weights))
+        return
+    axis = 1 if layer.config.get("data_format") == "channels_first" else -1
+    chunk = max(1, STACKED_OUTPUT_BYTES // max(case.exact.nbytes, 1))
+    for start in range(0, len(layouts), chunk):
+        part = layouts[start : start + chunk]
+        weights = {key: np.concatenate([value for _, value in part], axis=-1)}
+        if "bias" in layer.weights:
+            weights["bias"] = np.tile(layer.weights["bias"], len(part))
+        stacked = apply_layer(layer, case.inputs, weights={**layer.weights, **weights})
+        for (label, _), output in zip(part, np.split(stacked, len(part), axis=axis), strict=True):
+            yield Variant(label, output)
 
 
 def _kernel_flipped(case: Case) -> Iterator[Variant]:
