@@ -293,7 +293,8 @@ def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: A
     assert starts == ["keras-cpu: every layer within rounding", start]
     assert page.locator("#divergence").inner_text().count("float16-activations") == len(explained)
     tooltip = page.locator("#divergence tbody tr").nth(10).get_attribute("title") or ""
-    assert tooltip.startswith("float16-activations: rel_l2 ") and ", explains" in tooltip
+    best = tooltip.split("\n")[0]
+    assert best.startswith("float16-activations (") and best.endswith(", explains"), tooltip
     screenshot(page, "run-diagnosis")
     assert problems == []
 
@@ -301,6 +302,8 @@ def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: A
     assert page.locator("#drift-starts").inner_text() == start
     diagnosis = page.locator("#diagnosis tbody tr")
     assert diagnosis.count() == len(explained)
-    assert "float16-activations: rel_l2" in diagnosis.first.inner_text()
+    assert (
+        "float16-activations (inputs, weights and output): rel_l2" in diagnosis.first.inner_text()
+    )
     screenshot(page, "browser-diagnosis")
     assert problems == []
