@@ -27,7 +27,7 @@ from app.schemas import (
     RunPublic,
     RunsPublic,
 )
-from workers.backends.registry import backend_entry, comparable_backend
+from workers.backends.registry import DEFAULT_BACKENDS, backend_entry, comparable_backend
 from workers.engine.status import BackendStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -39,14 +39,19 @@ OUTPUTS_EXPIRED = {
 
 @router.post("", response_model=RunPublic, status_code=202)
 def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
-    """Queue a run; 202 with its id. Backends default to every available one."""
+    """Queue a run; 202 with its id. Backends default to every available one of the
+    default set (all but keras-jax)."""
     model = uploads.get_model(session, body.model_id)
     input_set = uploads.get_input_set(session, model=model, input_set_id=body.input_set_id)
     statuses = backend_statuses()
     backends = (
         body.backends
         if body.backends is not None
-        else [backend for backend, status in statuses.items() if status["available"]]
+        else [
+            backend
+            for backend, status in statuses.items()
+            if status["available"] and backend in DEFAULT_BACKENDS
+        ]
     )
     for backend in [body.reference, *backends]:
         backend_entry(backend)

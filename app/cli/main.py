@@ -18,7 +18,12 @@ from app.cli.zoo import add_zoo_parser
 from app.core.config import MiB, settings
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
-from workers.backends.registry import BACKEND_IDS, DEFAULT_REFERENCE, parse_backends
+from workers.backends.registry import (
+    BACKEND_IDS,
+    DEFAULT_BACKENDS,
+    DEFAULT_REFERENCE,
+    parse_backends,
+)
 from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import compare
 from workers.engine.errors import DriftbenchError, InvalidRequest
@@ -374,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--std", type=float, default=1.0, help="normal standard deviation")
     run.add_argument(
         "--backends",
-        default=",".join(BACKEND_IDS),
+        default=",".join(DEFAULT_BACKENDS),
         help=f"comma-separated, from: {', '.join(BACKEND_IDS)}",
     )
     run.add_argument(

@@ -27,6 +27,9 @@ class BackendEntry:
     id: str
     runner: str  # "module:Class"
     queue: Capability  # the kind of worker (job process, Celery queue) that runs it
+    # In a run that names no backends. keras-jax is asked for by name: it starts a JAX
+    # child process of its own.
+    by_default: bool = True
 
     def runner_class(self) -> type[Runner]:
         module, name = self.runner.split(":")
@@ -46,6 +49,9 @@ REGISTRY: dict[str, BackendEntry] = {
         BackendEntry(
             "tfjs-webgl-f16", "workers.backends.tfjs.runner:TfjsWebglF16Runner", "browser"
         ),
+        BackendEntry(
+            "keras-jax", "workers.backends.keras_gpu.runner:KerasJaxRunner", "cpu", by_default=False
+        ),
         BackendEntry("keras-gpu", "workers.backends.keras_gpu.runner:KerasGpuRunner", "gpu"),
         BackendEntry(
             "keras-gpu-fp32", "workers.backends.keras_gpu.runner:KerasGpuFp32Runner", "gpu"
@@ -53,6 +59,7 @@ REGISTRY: dict[str, BackendEntry] = {
     )
 }
 BACKEND_IDS: tuple[str, ...] = tuple(REGISTRY)
+DEFAULT_BACKENDS: tuple[str, ...] = tuple(b for b, entry in REGISTRY.items() if entry.by_default)
 DEFAULT_REFERENCE = "numpy-f64"
 
 

@@ -36,3 +36,14 @@ def test_unknown_id_fails_naming_every_valid_one() -> None:
 def test_every_line_names_a_runner_of_that_id() -> None:
     for backend, entry in REGISTRY.items():
         assert backend == entry.runner_class().BACKEND
+
+
+def test_keras_jax_is_run_only_when_named() -> None:
+    """It starts a JAX child process of its own: a run that names no backends leaves it out."""
+    from workers.backends.registry import DEFAULT_BACKENDS
+
+    assert "keras-jax" in BACKEND_IDS and "keras-jax" not in DEFAULT_BACKENDS
+    assert set(BACKEND_IDS) - set(DEFAULT_BACKENDS) == {"keras-jax"}
+    assert REGISTRY["keras-jax"].queue == "cpu"
+    versions = REGISTRY["keras-jax"].runner_class().versions()
+    assert versions["jax"] == __import__("jax").__version__

@@ -1,8 +1,9 @@
-"""The keras-gpu child process: Keras on the chosen framework, on a GPU, one request at a time.
+"""The Keras child process: Keras on the chosen framework, on a GPU (keras-gpu) or on
+JAX on the CPU (keras-jax), one request at a time.
 
 Keras picks its backend once per process, at import; the process serving the other
-runners uses TensorFlow with GPUs hidden, so GPU work happens here, in a process
-started with KERAS_BACKEND set. The precision mode is fixed before the first
+runners uses TensorFlow with GPUs hidden, so work on another framework happens here,
+in a process started with KERAS_BACKEND set. The precision mode is fixed before the first
 operation and read back afterwards, so the record says what was in force.
 """
 
@@ -129,14 +130,28 @@ def versions(framework: str) -> dict[str, Any]:
     return record
 
 
-def serve(connection: Connection, options: EngineOptions, fp32: bool, parent_pid: int) -> None:
-    """Child main: announce the environment, then answer capture requests until None."""
+def serve(
+    connection: Connection,
+    options: EngineOptions,
+    fp32: bool,
+    parent_pid: int,
+    cpu_framework: str | None = None,
+) -> None:
+    """Child main: announce the environment, then answer capture requests until None.
+    With `cpu_framework` (keras-jax) that framework runs on the CPU by design."""
     die_with_parent(parent_pid)
-    try:
-        framework, device = choose_framework(options.gpu_framework, options.gpu_allow_cpu_for_tests)
-    except NoGpu as reason:
-        connection.send({"unavailable": str(reason)})
-        return
+    if cpu_framework is not None:
+        framework = cpu_framework
+        device = f"CPU ({platform.processor() or platform.machine()})"
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    else:
+        try:
+            framework, device = choose_framework(
+                options.gpu_framework, options.gpu_allow_cpu_for_tests
+            )
+        except NoGpu as reason:
+            connection.send({"unavailable": str(reason)})
+            return
     os.environ["KERAS_BACKEND"] = framework
     precision = set_precision(framework, fp32)
     import keras
@@ -151,6 +166,7 @@ def serve(connection: Connection, options: EngineOptions, fp32: bool, parent_pid
                 "keras": keras.__version__,
                 "device": device,
                 "precision": "fp32 (TF32 off)" if fp32 else "framework default",
+                **({"cpu": platform.machine()} if cpu_framework else {}),
                 **precision,
                 **versions(framework),
             }

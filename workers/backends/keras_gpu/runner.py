@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+from importlib import metadata
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,15 +36,18 @@ START_TIMEOUT_S = 300
 
 
 class GpuChild:
-    def __init__(self, options: EngineOptions, fp32: bool) -> None:
+    def __init__(
+        self, options: EngineOptions, fp32: bool, name: str, cpu_framework: str | None = None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
+        self.name = name
         self.time_limit_s = options.backend_time_limit_s
         self.connection, child_end = context.Pipe()
         self.process: BaseProcess = context.Process(
             target=serve,
-            args=(child_end, options, fp32, os.getpid()),
+            args=(child_end, options, fp32, os.getpid(), cpu_framework),
             daemon=True,
-            name="keras-gpu",
+            name=name,
         )
         self.process.start()
         child_end.close()
@@ -52,18 +56,20 @@ class GpuChild:
     def _receive(self, timeout_s: float) -> dict[str, Any]:
         if not self.connection.poll(timeout_s):
             self.stop()
-            raise BackendFailed(f"keras-gpu child gave no answer within {timeout_s:.0f} s")
+            raise BackendFailed(f"{self.name} child gave no answer within {timeout_s:.0f} s")
         try:
             return self.connection.recv()
         except EOFError:
             self.stop()
-            raise BackendFailed(f"keras-gpu child exited (code {self.process.exitcode})") from None
+            raise BackendFailed(
+                f"{self.name} child exited (code {self.process.exitcode})"
+            ) from None
 
     def request(self, *message: Any) -> list[np.ndarray]:
         self.connection.send(message)
         answer = self._receive(self.time_limit_s)
         if "error" in answer:
-            raise BackendFailed(f"keras-gpu: {answer['error']}")
+            raise BackendFailed(f"{self.name}: {answer['error']}")
         return answer["outputs"]
 
     @property
@@ -83,6 +89,8 @@ class GpuChild:
 class KerasGpuRunner(Runner):
     BACKEND: ClassVar[str] = "keras-gpu"
     FP32: ClassVar[bool] = False
+    # A framework the child runs on the CPU by design (keras-jax); None: a GPU.
+    CPU_FRAMEWORK: ClassVar[str | None] = None
 
     @classmethod
     def availability(cls, options: EngineOptions) -> str | None:
@@ -97,7 +105,7 @@ class KerasGpuRunner(Runner):
         self._child = self._start_child()
 
     def _start_child(self) -> GpuChild:
-        child = GpuChild(self.options, self.FP32)
+        child = GpuChild(self.options, self.FP32, self.BACKEND, self.CPU_FRAMEWORK)
         if "unavailable" in child.hello:
             child.stop()
             raise BackendUnavailable(child.hello["unavailable"])
@@ -132,3 +140,21 @@ class KerasGpuRunner(Runner):
 class KerasGpuFp32Runner(KerasGpuRunner):
     BACKEND: ClassVar[str] = "keras-gpu-fp32"
     FP32: ClassVar[bool] = True
+
+
+class KerasJaxRunner(KerasGpuRunner):
+    """`keras-jax`: Keras 3 on JAX on the CPU, through the same child process code as
+    keras-gpu (so that path runs for real on every machine). JAX runs channels_first
+    convolutions on the CPU, which TensorFlow cannot: the independent check of the
+    numpy port there."""
+
+    BACKEND: ClassVar[str] = "keras-jax"
+    CPU_FRAMEWORK: ClassVar[str | None] = "jax"
+
+    @classmethod
+    def availability(cls, options: EngineOptions) -> str | None:
+        return None if installed("jax") else "jax is not installed (make install installs it)"
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {name: metadata.version(name) for name in ("jax", "jaxlib", "keras")}
