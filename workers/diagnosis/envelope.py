@@ -180,6 +180,10 @@ POINTWISE = frozenset(
 ACTIVATION_LAYERS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"})
 
 
+# The function each activation layer class (bar Activation, which names it) computes.
+LAYER_FUNCTION = {"ReLU": "relu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax"}
+
+
 def activation_of(layer: LayerSpec) -> str:
     """The activation a layer applies after its linear part ('linear' for none)."""
     if layer.class_name in ACTIVATION_LAYERS:
@@ -222,24 +226,21 @@ def activate(layer: LayerSpec, z: np.ndarray, name: str | None = None) -> np.nda
     return get_activation(name or activation_of(layer))(z)
 
 
+def function_of(layer: LayerSpec) -> str:
+    """The activation a layer computes: its own activation, or the function an
+    activation layer is."""
+    if layer.class_name == "Activation":
+        return activation_name(layer.config.get("activation"))
+    return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
+
+
 def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     """The sum of magnitudes behind each element of the linear part: the layer on |x|
-    with |weights| (a batch normalisation's (|x| + |mean|) * |scale| + |beta|)."""
-    if layer.class_name == "BatchNormalization":
-        w = layer.weights
-        axis = int(np.atleast_1d(layer.config.get("axis", -1))[0]) % inputs[0].ndim
-        shape = [1] * inputs[0].ndim
-        shape[axis] = -1
-        ones = np.ones(inputs[0].shape[axis])
-        scale = np.abs(w.get("gamma", ones)) / np.sqrt(
-            w["moving_variance"] + layer.config["epsilon"]
-        )
-        beta = np.abs(w.get("beta", np.zeros_like(ones)))
-        mean = np.abs(w["moving_mean"])
-        return (np.abs(inputs[0]) + mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(
-            shape
-        )
+    with |weights|. A subtracted weight (a batch normalisation's moving mean) goes in
+    negated, so x - mean sums |x| + |mean|."""
     absolute = {key: np.abs(value) for key, value in layer.weights.items()}
+    if "moving_mean" in absolute:
+        absolute["moving_mean"] = -absolute["moving_mean"]
     return np.abs(pre_activation(layer, [np.abs(x) for x in inputs], weights=absolute))
 
 
@@ -267,14 +268,7 @@ def rounding_envelope(
     y = activate(layer, z, name)
     finite = np.abs(y[np.isfinite(y)])
     scale = float(finite.max()) if finite.size else 0.0
-    function = (
-        activation_name(layer.config.get("activation"))
-        if layer.class_name == "Activation"
-        else name
-    )
-    if layer.class_name in ("Softmax", "ELU"):
-        function = layer.class_name.lower()
-    factor = C_FUNCTION if function in TRANSCENDENTAL else 1.0
+    factor = C_FUNCTION if function_of(layer) in TRANSCENDENTAL else 1.0
     result = factor * unit * (C_OUT * np.abs(y) + C_ABS * scale)
     if layer.class_name in LINEAR_PART:
         k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)

@@ -13,9 +13,7 @@ import numpy as np
 UNIT_ROUNDOFF = {
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
-    "tf32": 2.0**-11,
     "float32": 2.0**-24,
-    "float64": 2.0**-53,
 }
 
 

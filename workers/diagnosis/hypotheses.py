@@ -14,12 +14,13 @@ from functools import cached_property
 
 import numpy as np
 
-from workers.backends.numpy.activations import activation_name, gelu, get_activation
+from workers.backends.numpy.activations import gelu, get_activation
 from workers.backends.numpy.layers import _same_padding
 from workers.diagnosis.envelope import (
     ACTIVATION_LAYERS,
     activation_of,
     apply_layer,
+    function_of,
     pre_activation,
 )
 from workers.diagnosis.formats import (
@@ -90,7 +91,6 @@ class Hypothesis:
 CONVOLUTIONS = frozenset({"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D"})
 MAX_POOLINGS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D"})
 MATMULS = CONVOLUTIONS | {"Dense", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
-LAYER_FUNCTION = {"ReLU": "relu", "ELU": "elu", "LeakyReLU": "leaky_relu", "Softmax": "softmax"}
 
 
 def _kernel_key(layer: LayerSpec) -> str:
@@ -327,44 +327,25 @@ def _has_bias(layer: LayerSpec) -> bool:
     return _bias_key(layer) in layer.weights
 
 
-def _batch_norm(case: Case, divisor: Callable[[np.ndarray, float], np.ndarray]) -> np.ndarray:
-    x = case.inputs[0]
-    w = case.layer.weights
-    axis = int(np.atleast_1d(case.layer.config.get("axis", -1))[0]) % x.ndim
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    ones = np.ones(x.shape[axis])
-    gamma = w.get("gamma", ones).astype(np.float64)
-    beta = w.get("beta", np.zeros_like(ones)).astype(np.float64)
-    scale = gamma / divisor(
-        w["moving_variance"].astype(np.float64), float(case.layer.config["epsilon"])
-    )
-    return (x - w["moving_mean"].astype(np.float64).reshape(shape)) * scale.reshape(
-        shape
-    ) + beta.reshape(shape)
-
-
 def _bn_epsilon_missing(case: Case) -> Iterator[Variant]:
-    yield Variant(None, _batch_norm(case, lambda variance, epsilon: np.sqrt(variance)))
+    yield Variant(None, apply_layer(case.layer, case.inputs, {**case.layer.config, "epsilon": 0.0}))
 
 
 def _bn_variance_as_std(case: Case) -> Iterator[Variant]:
+    """Through the port's own batch normalisation, with the variance it would divide by
+    in place of the stored one."""
+    variance = case.layer.weights["moving_variance"].astype(np.float64)
+    epsilon = float(case.layer.config["epsilon"])
+    no_epsilon = {**case.layer.config, "epsilon": 0.0}
+    divided = _with_weight(case.layer, "moving_variance", (variance + epsilon) ** 2)
     yield Variant(
         "divided by variance + epsilon",
-        _batch_norm(case, lambda variance, epsilon: variance + epsilon),
+        apply_layer(case.layer, case.inputs, no_epsilon, divided),
     )
+    squared = _with_weight(case.layer, "moving_variance", variance * variance)
     yield Variant(
-        "variance squared as the variance",
-        _batch_norm(case, lambda variance, epsilon: np.sqrt(variance * variance + epsilon)),
+        "variance squared as the variance", apply_layer(case.layer, case.inputs, weights=squared)
     )
-
-
-def _function_of(layer: LayerSpec) -> str:
-    """The activation a layer computes: its own activation, or the function an
-    activation layer is."""
-    if layer.class_name == "Activation":
-        return activation_name(layer.config.get("activation"))
-    return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
 
 
 def _replaced_activation(case: Case, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -446,7 +427,7 @@ def _activation_missing(case: Case) -> Iterator[Variant]:
 
 
 def _has_activation(layer: LayerSpec) -> bool:
-    return _function_of(layer) not in ("linear", "")
+    return function_of(layer) not in ("linear", "")
 
 
 def _kernels(
@@ -562,7 +543,7 @@ def _spatial_output(layer: LayerSpec) -> bool:
 
 
 def _function_is(name: str) -> Callable[[LayerSpec], bool]:
-    return lambda layer: _function_of(layer) == name
+    return lambda layer: function_of(layer) == name
 
 
 HYPOTHESES: tuple[Hypothesis, ...] = (

@@ -16,9 +16,8 @@ from workers.engine.examples import EXAMPLES
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
 from workers.engine.metrics import DEFAULT_THRESHOLDS
-from workers.engine.results import Mode
+from workers.engine.results import MODES
 
-MODES: tuple[Mode, ...] = ("accumulated", "isolated")
 CORRECT_BACKENDS = ("keras-cpu", "numpy")
 
 
