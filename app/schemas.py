@@ -218,6 +218,11 @@ class Diagnosis(BaseModel):
         description="identical, rounding (within local_bound), reduced-precision or "
         "mismatch (by the rel_l2 thresholds), nonfinite; null when not diagnosed"
     )
+    precision_bound: FloatOrInf | None = Field(
+        description="The local rel_l2 the backend's nominal precision (float16, tf32, "
+        "int8) allows; the row's verdict is reduced-precision within it, mismatch beyond. "
+        "Null for float32 and float64 backends"
+    )
     diagnosis: list[ExplanationPublic] | None = Field(
         description="Causes tested on a layer worse than rounding, best first; [] when "
         "none was needed or none applies; null when not diagnosed"
@@ -302,6 +307,11 @@ class DepthDriftPublic(BaseModel):
 class BackendPublic(BaseModel):
     id: str
     queue: str
+    precision: str = Field(
+        description="The arithmetic the backend is meant to do (float64, float32, tf32, "
+        "float16, int8): its layers are judged against it"
+    )
+    by_default: bool = Field(description="Whether a run that names no backends runs it")
     available: bool
     reason: str | None
     versions: dict[str, str]

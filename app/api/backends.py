@@ -18,7 +18,13 @@ def list_backends() -> dict[str, Any]:
     """Embedded executor: this server's own backends; Celery: what live workers announce."""
     statuses = backend_statuses()
     data = [
-        {"id": backend, "queue": entry.queue, **statuses[backend]}
+        {
+            "id": backend,
+            "queue": entry.queue,
+            "precision": entry.precision,
+            "by_default": entry.by_default,
+            **statuses[backend],
+        }
         for backend, entry in REGISTRY.items()
     ]
     return {"count": len(data), "data": data}

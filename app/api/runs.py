@@ -40,7 +40,7 @@ OUTPUTS_EXPIRED = {
 @router.post("", response_model=RunPublic, status_code=202)
 def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
     """Queue a run; 202 with its id. Backends default to every available one of the
-    default set (all but keras-jax)."""
+    default set (all but keras-jax and the TFLite forms)."""
     model = uploads.get_model(session, body.model_id)
     input_set = uploads.get_input_set(session, model=model, input_set_id=body.input_set_id)
     statuses = backend_statuses()

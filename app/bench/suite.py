@@ -18,13 +18,24 @@ from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
 from app.bench.tfjs_pages import tfjs_figures
+from app.bench.tflite_jobs import tflite_figures
 from app.core.config import settings
 from app.service_process import postgres_database
 from workers.backends.pool import RunnerPool
 from workers.engine.keras_env import import_keras
 from workers.engine.options import EngineOptions
 
-PARTS = ("keras", "numpy", "tfjs", "e2e", "isolation", "queries", "memory", "diagnosis")
+PARTS = (
+    "keras",
+    "numpy",
+    "tfjs",
+    "tflite",
+    "e2e",
+    "isolation",
+    "queries",
+    "memory",
+    "diagnosis",
+)
 
 
 def _queries(
@@ -68,6 +79,7 @@ def run_bench(
                 tfjs_figures(directory, repeats, "dense10x50", 256, pool)
                 + tfjs_figures(directory, repeats, "cifar_cnn", 8, pool)
             ),
+            "tflite": lambda: tflite_figures(directory, repeats, pool),
             "e2e": lambda: [end_to_end(directory, repeats, pool)],
             "isolation": lambda: isolation_figures(directory, repeats, options),
             "queries": lambda: _queries(directory, runs, postgres_admin_url, options),

@@ -22,6 +22,7 @@ from app.core.config import settings
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE, parse_backends
+from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import compare
 from workers.engine.errors import DriftbenchError, InvalidRequest
 from workers.engine.inputs import generate_inputs
@@ -94,7 +95,10 @@ def run_zoo_model(
         if result.status != BackendStatus.DONE:
             row.failures[backend] = result.reason or str(result.status)
     if DEFAULT_REFERENCE not in row.failures:
-        for comparison in compare(graph, results, against=DEFAULT_REFERENCE):
+        diagnose = run_diagnoser(
+            graph, inputs, results, fed_from=DEFAULT_REFERENCE, options=pool.options
+        )
+        for comparison in compare(graph, results, against=DEFAULT_REFERENCE, diagnose=diagnose):
             counts = Counter(drift.divergence.verdict for drift in comparison.layers)
             if comparison.not_provided:
                 counts[NOT_PROVIDED] = len(comparison.not_provided)

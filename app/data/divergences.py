@@ -26,8 +26,15 @@ from workers.engine.status import BackendStatus, RunStatus
 
 # Where a row is: the columns before the metrics in the API's rows and the CSV.
 ROW_KEY = ("backend", "against", "mode", "layer", "class_name", "depth")
-# The diagnosis's columns: the layer's own error and its best explanation.
-LOCAL_COLUMNS = ("local_rel_l2", "local_bound", "local_verdict", "explained_by")
+# The diagnosis's columns: the layer's own error, what its backend's precision allows,
+# and its best explanation.
+LOCAL_COLUMNS = (
+    "local_rel_l2",
+    "local_bound",
+    "local_verdict",
+    "explained_by",
+    "precision_bound",
+)
 CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict", *LOCAL_COLUMNS)
 
 

@@ -189,6 +189,7 @@ class LayerDivergence(Base):
         Column("local_rel_l2", Float, nullable=True),
         Column("local_bound", Float, nullable=True),
         Column("local_verdict", String(20), nullable=True),
+        Column("precision_bound", Float, nullable=True),
         Column("explained_by", String(40), nullable=True),
         Column("diagnosis", JSON, nullable=True),
         UniqueConstraint("run_id", "backend", "against", "mode", "layer"),

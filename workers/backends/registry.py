@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from workers.backends.base import Runner
 
 Capability = Literal["cpu", "browser", "gpu"]
+# The arithmetic a backend is meant to do: what its drift is judged against (see
+# workers.diagnosis.precision). A bug is a layer beyond its backend's precision.
+Precision = Literal["float64", "float32", "tf32", "float16", "int8"]
 CAPABILITIES: tuple[Capability, ...] = ("cpu", "browser", "gpu")
 
 
@@ -27,9 +30,10 @@ class BackendEntry:
     id: str
     runner: str  # "module:Class"
     queue: Capability  # the kind of worker (job process, Celery queue) that runs it
-    # In a run that names no backends. keras-jax is asked for by name: it starts a JAX
-    # child process of its own.
+    # In a run that names no backends. keras-jax (a JAX child process of its own) and
+    # the TFLite forms (a conversion each) are asked for by name.
     by_default: bool = True
+    precision: Precision = "float32"
 
     def runner_class(self) -> type[Runner]:
         module, name = self.runner.split(":")
@@ -42,17 +46,48 @@ REGISTRY: dict[str, BackendEntry] = {
     for entry in (
         BackendEntry("keras-cpu", "workers.backends.keras_cpu:KerasCpuRunner", "cpu"),
         BackendEntry("numpy", "workers.backends.numpy.runner:NumpyRunner", "cpu"),
-        BackendEntry("numpy-f64", "workers.backends.numpy.runner:NumpyF64Runner", "cpu"),
+        BackendEntry(
+            "numpy-f64", "workers.backends.numpy.runner:NumpyF64Runner", "cpu", precision="float64"
+        ),
         BackendEntry("tfjs-cpu", "workers.backends.tfjs.runner:TfjsCpuRunner", "browser"),
         BackendEntry("tfjs-wasm", "workers.backends.tfjs.runner:TfjsWasmRunner", "browser"),
         BackendEntry("tfjs-webgl", "workers.backends.tfjs.runner:TfjsWebglRunner", "browser"),
         BackendEntry(
-            "tfjs-webgl-f16", "workers.backends.tfjs.runner:TfjsWebglF16Runner", "browser"
+            "tfjs-webgl-f16",
+            "workers.backends.tfjs.runner:TfjsWebglF16Runner",
+            "browser",
+            precision="float16",
         ),
         BackendEntry(
             "keras-jax", "workers.backends.keras_gpu.runner:KerasJaxRunner", "cpu", by_default=False
         ),
-        BackendEntry("keras-gpu", "workers.backends.keras_gpu.runner:KerasGpuRunner", "gpu"),
+        BackendEntry(
+            "tflite", "workers.backends.tflite.runner:TfliteRunner", "cpu", by_default=False
+        ),
+        BackendEntry(
+            "tflite-f16",
+            "workers.backends.tflite.runner:TfliteF16Runner",
+            "cpu",
+            by_default=False,
+            precision="float16",
+        ),
+        BackendEntry(
+            "tflite-dynamic",
+            "workers.backends.tflite.runner:TfliteDynamicRunner",
+            "cpu",
+            by_default=False,
+            precision="int8",
+        ),
+        BackendEntry(
+            "tflite-int8",
+            "workers.backends.tflite.runner:TfliteInt8Runner",
+            "cpu",
+            by_default=False,
+            precision="int8",
+        ),
+        BackendEntry(
+            "keras-gpu", "workers.backends.keras_gpu.runner:KerasGpuRunner", "gpu", precision="tf32"
+        ),
         BackendEntry(
             "keras-gpu-fp32", "workers.backends.keras_gpu.runner:KerasGpuFp32Runner", "gpu"
         ),
@@ -83,6 +118,11 @@ def comparable_backend(backend: str) -> str:
         return external_backend(backend)
     backend_entry(backend)
     return backend
+
+
+def backend_precision(backend: str) -> Precision:
+    """An external port is judged as float32, the precision of the model it reproduces."""
+    return "float32" if is_external(backend) else backend_entry(backend).precision
 
 
 def runner_class(backend: str) -> type[Runner]:

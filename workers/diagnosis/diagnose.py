@@ -12,6 +12,7 @@ every sample, and the cost stays a fraction of a run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from workers.backends.numpy.port import LAYERS
 from workers.diagnosis.envelope import rounding_envelope
 from workers.diagnosis.formats import UNIT_ROUNDOFF, to_float16
 from workers.diagnosis.hypotheses import HYPOTHESES, Case, Variant
+from workers.diagnosis.precision import REDUCED, precision_envelope
 from workers.engine.explanations import Explanation, LayerDiagnosis
 from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.metrics import DEFAULT_THRESHOLDS, FLOAT32_TINY, VerdictThresholds
@@ -181,9 +183,13 @@ def diagnose_outputs(
     budget: Budget,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     samples: int = DIAGNOSIS_SAMPLES,
+    precision: str = "float32",
+    grids: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, LayerDiagnosis]:
     """Each layer the candidate output: its local error and, where that is worse than
-    rounding, the hypotheses ranked. `fed` holds the model's inputs and the reference's
+    rounding, the hypotheses ranked; for a backend of reduced nominal `precision`, the
+    local rel_l2 that precision allows (`grids`: each layer's 8-bit output grid, when the
+    backend reports it). `fed` holds the model's inputs and the reference's
     outputs (what an isolated run is fed, at the candidate's precision). Layers
     the numpy port cannot compute, and those past the budget, are left out."""
     found: dict[str, LayerDiagnosis] = {}
@@ -210,14 +216,28 @@ def diagnose_outputs(
         if exact.shape != values.shape:
             continue
         rel_l2, bound, verdict = local_verdict(values, exact, tolerance, thresholds)
-        found[layer.name] = LayerDiagnosis(rel_l2, bound, verdict, ())
+        grid = None if grids is None else grids.get(layer.name)
+        case = Case(graph, layer, inputs, values, exact, tolerance, grid)
+        allowed = _precision_bound(case, precision) if precision in REDUCED else None
+        found[layer.name] = LayerDiagnosis(rel_l2, bound, verdict, (), allowed)
         if found[layer.name].is_local_drift:
-            pending.append((layer.name, Case(graph, layer, inputs, values, exact, tolerance)))
+            pending.append((layer.name, case))
     for name, case in pending:
         local = found[name]
         with np.errstate(all="ignore"):
             diagnosis = None if budget.spent else explain(case, budget)
-        found[name] = LayerDiagnosis(
-            local.local_rel_l2, local.local_bound, local.local_verdict, diagnosis
-        )
+        found[name] = dataclasses.replace(local, diagnosis=diagnosis)
     return found
+
+
+def _precision_bound(case: Case, precision: str) -> float | None:
+    """The local rel_l2 the backend's nominal precision allows this layer; None when
+    it cannot be computed (the layer then keeps the fixed thresholds)."""
+    try:
+        with np.errstate(all="ignore"):
+            envelope = precision_envelope(case, precision)
+    except Exception:
+        log.warning("%s envelope of layer %s failed", precision, case.layer.name, exc_info=True)
+        return None
+    finite = np.isfinite(case.exact) & np.isfinite(case.candidate)
+    return _norm(envelope[finite]) / max(_norm(case.exact[finite]), FLOAT32_TINY)

@@ -244,7 +244,7 @@ def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     return np.abs(pre_activation(layer, [np.abs(x) for x in inputs], weights=absolute))
 
 
-def _through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+def through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """A bound t on z's error carried through the activation to y."""
     if name == "linear":
         return t
@@ -273,7 +273,7 @@ def rounding_envelope(
     if layer.class_name in LINEAR_PART:
         k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)
         t = C_ACC * math.sqrt(k) * unit * _magnitudes(layer, inputs)
-        return y, result + _through_activation(name, z, y, t)
+        return y, result + through_activation(name, z, y, t)
     if layer.class_name in POINTWISE:
         return y, result
     rms = float(np.sqrt(np.mean(np.square(y[np.isfinite(y)])))) if finite.size else 0.0

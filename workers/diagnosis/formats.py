@@ -12,6 +12,7 @@ import numpy as np
 # Unit roundoff (half an ulp at 1) of each format a candidate may store or compute in.
 UNIT_ROUNDOFF = {
     "float16": 2.0**-11,
+    "tf32": 2.0**-11,
     "bfloat16": 2.0**-8,
     "float32": 2.0**-24,
 }
@@ -50,6 +51,18 @@ def int8_weights(kernel: np.ndarray) -> np.ndarray:
     scale = np.max(np.abs(flat), axis=0) / 127.0
     scale = np.where(scale == 0.0, 1.0, scale)
     return (np.clip(np.round(flat / scale), -127, 127) * scale).reshape(kernel.shape)
+
+
+def int8_per_sample(x: np.ndarray) -> np.ndarray:
+    """Each sample rounded to an asymmetric int8 grid over its own range (zero included):
+    what TFLite's dynamic-range kernels do to a float input on the fly."""
+    axes = tuple(range(1, x.ndim))
+    low = np.minimum(np.min(x, axis=axes, keepdims=True), 0.0)
+    high = np.maximum(np.max(x, axis=axes, keepdims=True), 0.0)
+    scale = (high - low) / 255.0
+    scale = np.where(scale == 0.0, 1.0, scale)
+    zero_point = np.round(-128.0 - low / scale)
+    return (np.clip(np.round(x / scale) + zero_point, -128, 127) - zero_point) * scale
 
 
 # Fewer distinct values are no evidence of a grid: a saturated sigmoid has two.

@@ -25,6 +25,7 @@ from workers.diagnosis.envelope import (
 )
 from workers.diagnosis.formats import (
     UNIT_ROUNDOFF,
+    int8_per_sample,
     int8_weights,
     on_grid,
     quantization_grid,
@@ -45,6 +46,9 @@ class Case:
     candidate: np.ndarray
     exact: np.ndarray
     tolerance: np.ndarray  # float32 rounding's envelope on `exact` (workers.diagnosis.envelope)
+    # The (step, offset) of the 8-bit grid the backend stores this output on, when the
+    # backend says (a TFLite int8 tensor's scale); otherwise read from the values.
+    grid: tuple[float, float] | None = None
 
     @cached_property
     def tolerance_norm(self) -> float:
@@ -488,15 +492,22 @@ def _tf32_matmul(case: Case) -> Iterator[Variant]:
 
 
 def _int8_quantization(case: Case) -> Iterator[Variant]:
-    """Weights per channel in int8 (TFLite's scheme) and, when the candidate's outputs sit
-    on an 8-bit grid, the output requantized to it."""
+    """Weights per channel in int8 (TFLite's scheme), the inputs as they are or quantized
+    per sample on the fly (dynamic range) and, when the candidate's outputs sit on an
+    8-bit grid, the output requantized to it."""
     layer = case.layer
     weights = _kernels(layer, int8_weights) if layer.class_name in MATMULS else layer.weights
     out = apply_layer(layer, case.inputs, weights=weights)
-    grid = quantization_grid(case.candidate)
+    grid = case.grid or quantization_grid(case.candidate)
     if grid is None:
         if layer.class_name in MATMULS:
             yield Variant("int8 weights", out)
+            if len(case.inputs) == 1:
+                narrow = [int8_per_sample(case.inputs[0])]
+                yield Variant(
+                    "int8 weights, inputs quantized per sample (dynamic range)",
+                    apply_layer(layer, narrow, weights=weights),
+                )
         return
     step, low = grid
     # Half a step: where rounding to the grid can move a value.

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.backends.registry import backend_precision
 from workers.diagnosis.diagnose import DIAGNOSIS_SAMPLES, Budget, diagnose_outputs
 from workers.engine.compare import Diagnoser
 from workers.engine.errors import InvalidRequest
@@ -52,6 +53,8 @@ def run_diagnoser(
                     mode=mode,
                     budget=budget,
                     thresholds=options.thresholds,
+                    precision=backend_precision(backend),
+                    grids=output_grids(results[backend].environment, mode),
                 )
             except Exception:  # the comparison stands without its diagnosis
                 log.warning("diagnosing %s (%s) failed", backend, mode, exc_info=True)
@@ -59,6 +62,17 @@ def run_diagnoser(
         return found[backend, mode]
 
     return diagnose
+
+
+def output_grids(environment: Mapping[str, Any], mode: Mode) -> dict[str, tuple[float, float]]:
+    """Each layer's 8-bit output grid (step, offset) from a quantized backend's
+    environment record: `quantization.layer_output_scales[mode][layer] = [scale, zero point]`
+    (the TFLite int8 backend writes it)."""
+    scales = environment.get("quantization", {}).get("layer_output_scales") or {}
+    return {
+        layer: (float(scale), -float(scale) * int(zero_point))
+        for layer, (scale, zero_point) in (scales.get(mode) or {}).items()
+    }
 
 
 def first_samples(layers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

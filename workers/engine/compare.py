@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from workers.engine.explanations import NOT_DIAGNOSED, LayerDiagnosis
-from workers.engine.graph import ModelGraph
+from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergence
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 from workers.engine.results import BackendResult, Mode
@@ -81,6 +82,18 @@ class Comparison:
         }
 
 
+def _row(
+    layer: LayerSpec, depth: int, measured: Divergence, local: LayerDiagnosis | None
+) -> LayerDrift:
+    """A layer's row; a backend of reduced nominal precision is judged by its layer's
+    own error against that precision (LayerDiagnosis.at_precision)."""
+    if local is not None:
+        measured = dataclasses.replace(measured, verdict=local.at_precision(measured.verdict))
+    return LayerDrift(
+        layer=layer.name, class_name=layer.class_name, depth=depth, divergence=measured, local=local
+    )
+
+
 def compare(
     graph: ModelGraph,
     results: dict[str, BackendResult],
@@ -105,17 +118,16 @@ def compare(
             candidate, reference = result.outputs[mode], target.outputs[mode]
             local = {} if diagnose is None else diagnose(backend, mode)
             rows = [
-                LayerDrift(
-                    layer=layer.name,
-                    class_name=layer.class_name,
-                    depth=depth,
-                    divergence=divergence(
+                _row(
+                    layer,
+                    depth,
+                    divergence(
                         candidate[layer.name],
                         reference[layer.name],
                         thresholds=options.thresholds,
                         histogram_bins=options.histogram_bins,
                     ),
-                    local=local.get(layer.name),
+                    local.get(layer.name),
                 )
                 for depth, layer in enumerate(graph.compute_layers, start=1)
                 if layer.name in candidate and layer.name in reference

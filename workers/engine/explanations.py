@@ -45,6 +45,9 @@ class LayerDiagnosis:
     local_bound: float
     local_verdict: str
     diagnosis: tuple[Explanation, ...] | None
+    # The local rel_l2 the backend's nominal precision allows (float16, TF32, int8
+    # backends; workers.diagnosis.precision); None for float32 and float64 backends.
+    precision_bound: float | None = None
 
     @property
     def explained_by(self) -> str | None:
@@ -54,6 +57,19 @@ class LayerDiagnosis:
             return "unexplained" if self.diagnosis == () and self.is_local_drift else None
         best = self.diagnosis[0]
         return best.hypothesis if best.explains else "unexplained"
+
+    def at_precision(self, verdict: str) -> str:
+        """The verdict of a backend of reduced nominal precision on a layer that drifts:
+        'reduced-precision' while the layer's own error stays within what that precision
+        allows (however far upstream drift has carried the output), 'mismatch' beyond."""
+        if (
+            self.precision_bound is None
+            or verdict not in DRIFT_VERDICTS
+            or verdict == "nonfinite"
+            or self.local_verdict == "nonfinite"
+        ):
+            return verdict
+        return "reduced-precision" if self.local_rel_l2 <= self.precision_bound else "mismatch"
 
     @property
     def is_local_drift(self) -> bool:
@@ -67,6 +83,7 @@ class LayerDiagnosis:
             values["local_bound"],
             values["local_verdict"],
             None if found is None else tuple(Explanation.from_dict(e) for e in found),
+            values.get("precision_bound"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +91,7 @@ class LayerDiagnosis:
             "local_rel_l2": self.local_rel_l2,
             "local_bound": self.local_bound,
             "local_verdict": self.local_verdict,
+            "precision_bound": self.precision_bound,
             "diagnosis": None
             if self.diagnosis is None
             else [explanation.as_dict() for explanation in self.diagnosis],
@@ -87,6 +105,7 @@ NOT_DIAGNOSED: dict[str, Any] = {
     "local_rel_l2": None,
     "local_bound": None,
     "local_verdict": None,
+    "precision_bound": None,
     "diagnosis": None,
     "explained_by": None,
 }

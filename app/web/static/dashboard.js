@@ -268,9 +268,16 @@ async function runPage() {
 
 // A row's tested causes, best first: what the table's tooltip and the diagnosis lists show.
 function diagnosisText(row) {
-  if (!row.diagnosis || row.diagnosis.length === 0) return '';
-  return row.diagnosis.slice(0, 5).map((d) => `${d.hypothesis}${d.variant ? ` (${d.variant})` : ''}: `
-    + `rel_l2 ${Number(d.rel_l2).toPrecision(3)}${d.explains ? ', explains' : ''}`).join('\n');
+  const lines = [];
+  if (row.precision_bound != null && row.local_rel_l2 != null) {
+    lines.push(`own error ${Number(row.local_rel_l2).toPrecision(3)}; `
+      + `the backend's precision allows ${Number(row.precision_bound).toPrecision(3)}`);
+  }
+  for (const d of (row.diagnosis || []).slice(0, 5)) {
+    lines.push(`${d.hypothesis}${d.variant ? ` (${d.variant})` : ''}: `
+      + `rel_l2 ${Number(d.rel_l2).toPrecision(3)}${d.explains ? ', explains' : ''}`);
+  }
+  return lines.join('\n');
 }
 
 // Per backend, where drift starts and why: the first thing a reader of a run wants.

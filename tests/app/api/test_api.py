@@ -280,6 +280,14 @@ def test_backends_report_availability_and_versions(client: DriftbenchClient) -> 
     assert backends["keras-cpu"]["versions"]["tensorflow"].startswith("2.")
     assert backends["tfjs-webgl"]["queue"] == "browser"
     assert backends["tfjs-webgl"]["versions"] == {"tfjs": "4.22.0"}
+    tflite = backends["tflite-int8"]
+    assert (tflite["queue"], tflite["precision"], tflite["by_default"]) == ("cpu", "int8", False)
+    assert tflite["available"] is True
+    assert tflite["versions"]["ai-edge-litert"] == __import__("ai_edge_litert").__version__
+    assert (backends["keras-cpu"]["precision"], backends["keras-cpu"]["by_default"]) == (
+        "float32",
+        True,
+    )
 
 
 def test_token_ids_and_a_nested_model_over_http(

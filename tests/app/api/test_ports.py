@@ -180,9 +180,14 @@ def test_port_bugs_are_found_at_their_layer(
         assert all(rows[later]["explained_by"] is None for later in after), rows
         csv = client.get(f"/api/runs/{run_id}/divergence", params={"format": "csv"}).text
     header, *lines = csv.splitlines()
-    assert header.endswith(",verdict,local_rel_l2,local_bound,local_verdict,explained_by")
+    assert header.endswith(
+        ",verdict,local_rel_l2,local_bound,local_verdict,explained_by,precision_bound"
+    )
+    # An external port is judged as float32: no precision bound of its own.
     assert (
-        sum(line.startswith("ext:oihw,") and line.endswith(",conv-kernel-layout") for line in lines)
+        sum(
+            line.startswith("ext:oihw,") and line.endswith(",conv-kernel-layout,") for line in lines
+        )
         == 1
     )
 

@@ -293,7 +293,9 @@ def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: A
     assert starts == ["keras-cpu: every layer within rounding", start]
     assert page.locator("#divergence").inner_text().count("float16-activations") == len(explained)
     tooltip = page.locator("#divergence tbody tr").nth(10).get_attribute("title") or ""
-    best = tooltip.split("\n")[0]
+    # float16 textures: the layer's own error against what float16 allows it, then causes.
+    own, best = tooltip.split("\n")[:2]
+    assert own.startswith("own error ") and "the backend's precision allows " in own, tooltip
     assert best.startswith("float16-activations (") and best.endswith(", explains"), tooltip
     screenshot(page, "run-diagnosis")
     assert problems == []

@@ -38,12 +38,30 @@ def test_every_line_names_a_runner_of_that_id() -> None:
         assert backend == entry.runner_class().BACKEND
 
 
-def test_keras_jax_is_run_only_when_named() -> None:
-    """It starts a JAX child process of its own: a run that names no backends leaves it out."""
+def test_keras_jax_and_tflite_are_run_only_when_named() -> None:
+    """keras-jax starts a JAX child process of its own and each TFLite form a conversion:
+    a run that names no backends leaves them out. All run on the cpu queue."""
     from workers.backends.registry import DEFAULT_BACKENDS
 
-    assert "keras-jax" in BACKEND_IDS and "keras-jax" not in DEFAULT_BACKENDS
-    assert set(BACKEND_IDS) - set(DEFAULT_BACKENDS) == {"keras-jax"}
-    assert REGISTRY["keras-jax"].queue == "cpu"
+    named = {"keras-jax", "tflite", "tflite-f16", "tflite-dynamic", "tflite-int8"}
+    assert named <= set(BACKEND_IDS)
+    assert set(BACKEND_IDS) - set(DEFAULT_BACKENDS) == named
+    assert {REGISTRY[backend].queue for backend in named} == {"cpu"}
     versions = REGISTRY["keras-jax"].runner_class().versions()
     assert versions["jax"] == __import__("jax").__version__
+    versions = REGISTRY["tflite-int8"].runner_class().versions()
+    assert versions["ai-edge-litert"] == __import__("ai_edge_litert").__version__
+
+
+def test_each_backend_declares_its_nominal_precision() -> None:
+    """What its drift is judged against: the quantized and float16 forms are not float32."""
+    from workers.backends.registry import backend_precision
+
+    assert backend_precision("numpy-f64") == "float64"
+    assert backend_precision("keras-cpu") == "float32"
+    assert backend_precision("tflite") == "float32"
+    assert backend_precision("tflite-f16") == backend_precision("tfjs-webgl-f16") == "float16"
+    assert backend_precision("tflite-dynamic") == backend_precision("tflite-int8") == "int8"
+    assert backend_precision("keras-gpu") == "tf32"
+    assert backend_precision("keras-gpu-fp32") == "float32"
+    assert backend_precision("ext:my-port") == "float32"

@@ -1,0 +1,277 @@
+"""`tflite`, `tflite-f16`, `tflite-dynamic` and `tflite-int8`: the model converted by
+TensorFlow's TFLite converter and run by the LiteRT interpreter on the CPU.
+
+How every layer is captured: the converted model is the all-nodes capture model (the
+same one keras-cpu predicts with), so each layer's output is an output tensor of the
+flatbuffer, dequantized to float32 by the model itself in the int8 forms. Isolated
+mode converts one more model, each layer with inputs of its own, fed the reference's
+inputs to that layer. A layer made an output cannot be fused into the next op, so the
+runner also runs the plain conversion of the model and records, per final output,
+whether capture changed it (`capture_perturbation`). Converted models are kept while the
+runner is active, keyed by model, mode and (int8) the calibration inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workers.backends.base import LayerInputs, LayerOutputs, Runner
+from workers.backends.tflite.conversion import (
+    CALIBRATION_SAMPLES,
+    DYNAMIC,
+    FLOAT16,
+    FLOAT32,
+    INT8,
+    Quantization,
+    calibration_samples,
+    convert,
+)
+from workers.engine.keras_env import import_keras
+from workers.engine.loading import ModelArtifact, load_keras_model
+from workers.engine.options import EngineOptions
+from workers.engine.unroll import KerasCapture, capture_model
+
+CONVERTED_KEPT = 6
+MODELS_KEPT = 2
+
+
+class Converted:
+    """One flatbuffer in its interpreter; `names[i]` is the layer output `o{i}` holds."""
+
+    def __init__(self, interpreter: Any, names: list[str]) -> None:
+        self.interpreter = interpreter
+        self.names = names
+        self.lock = threading.Lock()
+        self.signature = interpreter.get_signature_runner("serve")
+        self.output_scales = self._output_scales()
+
+    def invoke(self, feeds: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            found = self.signature(**{f"i{j}": x for j, x in enumerate(feeds)})
+            return {name: np.asarray(found[f"o{i}"]) for i, name in enumerate(self.names)}
+
+    def _output_scales(self) -> dict[str, list[float]]:
+        """Each int8 layer output's (scale, zero point): the quantized tensor the model
+        dequantizes into output `o{i}` (none in a float model)."""
+        details = self.signature.get_output_details()
+        producers = {
+            op["outputs"][0]: op["inputs"][0]
+            for op in self.interpreter._get_ops_details()
+            if op["op_name"] == "DEQUANTIZE"
+        }
+        tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
+        scales = {}
+        for i, name in enumerate(self.names):
+            source = producers.get(details[f"o{i}"]["index"])
+            if source is not None and tensors[source]["quantization"][0]:
+                scale, zero_point = tensors[source]["quantization"]
+                scales[name] = [float(scale), int(zero_point)]
+        return scales
+
+
+def _digest(feeds: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for x in feeds:
+        digest.update(f"{x.dtype}{x.shape}".encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return digest.hexdigest()
+
+
+def _perturbation(plain: np.ndarray, captured: np.ndarray) -> str | dict[str, float]:
+    if np.array_equal(plain, captured, equal_nan=True):
+        return "bit-identical"
+    difference = np.abs(plain.astype(np.float64) - captured)
+    scale = float(np.linalg.norm(plain.astype(np.float64)))
+    return {
+        "max_abs": float(np.max(difference)),
+        "rel_l2": float(np.linalg.norm(difference) / scale) if scale else float("inf"),
+    }
+
+
+class TfliteRunner(Runner):
+    BACKEND: ClassVar[str] = "tflite"
+    QUANTIZATION: ClassVar[Quantization] = FLOAT32
+
+    @classmethod
+    def availability(cls, options: EngineOptions) -> str | None:
+        for module, package in (("tensorflow", "TensorFlow"), ("ai_edge_litert", "ai-edge-litert")):
+            if importlib.util.find_spec(module) is None:
+                return f"{package} is not installed (make install installs it)"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {name: metadata.version(name) for name in ("tensorflow", "ai-edge-litert")}
+
+    def activate_impl(self) -> None:
+        self._keras = import_keras(self.options.onednn)
+        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._tf = tf
+        self._interpreter = Interpreter
+        self._litert_version = metadata.version("ai-edge-litert")
+        self._lock = threading.Lock()
+        self._captures: OrderedDict[str, tuple[Any, KerasCapture]] = OrderedDict()
+        self._converted: OrderedDict[tuple[str, ...], Converted] = OrderedDict()
+        self._perturbations: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._last = threading.local()
+
+    def deactivate_impl(self) -> None:
+        self._captures.clear()
+        self._converted.clear()
+        self._perturbations.clear()
+
+    def _capture(self, model: ModelArtifact) -> tuple[Any, KerasCapture]:
+        with self._lock:
+            if model.sha256 in self._captures:
+                self._captures.move_to_end(model.sha256)
+                return self._captures[model.sha256]
+        keras_model = load_keras_model(model.path, self._keras, self.options)
+        loaded = (keras_model, capture_model(self._keras, keras_model))
+        with self._lock:
+            self._captures[model.sha256] = loaded
+            while len(self._captures) > MODELS_KEPT:
+                self._captures.popitem(last=False)
+        return loaded
+
+    def _convert(
+        self,
+        key: tuple[str, ...],
+        graph: Callable[[], tuple[Sequence[Any], Sequence[Any]]],
+        names: list[str],
+        feeds: Sequence[np.ndarray],
+        digest: str | None = None,
+    ) -> Converted:
+        """The converted model for `key`, its Keras graph (inputs, outputs) built and
+        converted on first use; int8 models are keyed by (and calibrated on) the feeds."""
+        if self.QUANTIZATION.calibrated:
+            key = (*key, digest or _digest(feeds))
+        with self._lock:
+            if key in self._converted:
+                self._converted.move_to_end(key)
+                return self._converted[key]
+        calibration = calibration_samples(feeds) if self.QUANTIZATION.calibrated else None
+        inputs, outputs = graph()
+        flatbuffer = convert(self._keras, self._tf, inputs, outputs, self.QUANTIZATION, calibration)
+        converted = Converted(self._interpreter(model_content=flatbuffer), names)
+        with self._lock:
+            self._converted[key] = converted
+            while len(self._converted) > CONVERTED_KEPT:
+                self._converted.popitem(last=False)
+        return converted
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        keras_model, capture = self._capture(model)
+        feeds = [inputs[layer.name] for layer in model.graph.inputs]
+        digest = _digest(feeds)
+        captured = self._convert(
+            (model.sha256, "accumulated"),
+            lambda: (capture.model.inputs, capture.model.outputs),
+            capture.names,
+            feeds,
+            digest,
+        )
+        outputs = captured.invoke(feeds)
+        with self._lock:
+            perturbation = self._perturbations.get((model.sha256, digest))
+        if perturbation is None:
+            perturbation = self._capture_perturbation(model, keras_model, feeds, digest, outputs)
+            with self._lock:
+                self._perturbations[model.sha256, digest] = perturbation
+                while len(self._perturbations) > CONVERTED_KEPT:
+                    self._perturbations.popitem(last=False)
+        self._last.perturbation = perturbation
+        self._last.scales = {"accumulated": captured.output_scales}
+        self._last.calibration = min(len(feeds[0]), CALIBRATION_SAMPLES) if feeds else 0
+        return outputs
+
+    def _capture_perturbation(
+        self,
+        model: ModelArtifact,
+        keras_model: Any,
+        feeds: list[np.ndarray],
+        digest: str,
+        outputs: LayerOutputs,
+    ) -> dict[str, Any]:
+        """Per final output, whether the plain conversion of the model gives the same
+        values as the capture model on these inputs (computed once per inputs)."""
+        finals = [name for name in model.graph.outputs if name in outputs]
+        plain = self._convert(
+            (model.sha256, "plain"),
+            lambda: (keras_model.inputs, keras_model.outputs),
+            finals,
+            feeds,
+            digest,
+        ).invoke(feeds)
+        return {name: _perturbation(plain[name], outputs[name]) for name in finals}
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        _, capture = self._capture(model)
+        names = [layer.name for layer in model.graph.compute_layers]
+        feeds = [x for name in names for x in layer_inputs[name]]
+        shapes = ";".join(f"{x.dtype}{x.shape[1:]}" for x in feeds)
+
+        def build() -> tuple[list[Any], list[Any]]:
+            inputs: list[Any] = []
+            outputs: list[Any] = []
+            for name in names:
+                own = [
+                    self._keras.Input(shape=x.shape[1:], dtype=str(x.dtype))
+                    for x in layer_inputs[name]
+                ]
+                inputs.extend(own)
+                outputs.append(capture.call(name, own))
+            return inputs, outputs
+
+        converted = self._convert((model.sha256, "isolated", shapes), build, names, feeds)
+        self._last.scales = {
+            **getattr(self._last, "scales", {}),
+            "isolated": converted.output_scales,
+        }
+        return converted.invoke(feeds)
+
+    def environment(self) -> dict[str, Any]:
+        quantization = self.QUANTIZATION
+        details: dict[str, Any] = {
+            "form": quantization.name,
+            "weights": quantization.weights,
+            "activations": quantization.activations,
+        }
+        if quantization.calibrated:
+            details["calibration_samples"] = getattr(self._last, "calibration", None)
+            # Read by workers.diagnosis.runs.output_grids: each layer's int8 grid.
+            details["layer_output_scales"] = getattr(self._last, "scales", None)
+        return {
+            "converter": f"tensorflow {self._tf.__version__} TFLiteConverter.from_saved_model",
+            "interpreter": f"ai-edge-litert {self._litert_version} (LiteRT)",
+            "delegate": "XNNPACK (LiteRT's default CPU delegate)",
+            "device": "CPU",
+            "keras": self._keras.__version__,
+            "quantization": details,
+            "capture": "converted capture model: every layer's output is a model output",
+            "capture_perturbation": getattr(self._last, "perturbation", None),
+        }
+
+
+class TfliteF16Runner(TfliteRunner):
+    BACKEND: ClassVar[str] = "tflite-f16"
+    QUANTIZATION: ClassVar[Quantization] = FLOAT16
+
+
+class TfliteDynamicRunner(TfliteRunner):
+    BACKEND: ClassVar[str] = "tflite-dynamic"
+    QUANTIZATION: ClassVar[Quantization] = DYNAMIC
+
+
+class TfliteInt8Runner(TfliteRunner):
+    BACKEND: ClassVar[str] = "tflite-int8"
+    QUANTIZATION: ClassVar[Quantization] = INT8
