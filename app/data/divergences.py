@@ -106,6 +106,7 @@ def stored_results(run: Run) -> dict[str, BackendResult]:
     samples = min(
         (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
     )
+    environments = {backend_run.backend: backend_run.environment for backend_run in run.backend_runs}
     results = {}
     for backend, stored in shapes.items():
         path = storage.outputs_path(run.id, backend)
@@ -115,8 +116,13 @@ def stored_results(run: Run) -> dict[str, BackendResult]:
         }
         if backend == run.reference:
             outputs["isolated"] = outputs["accumulated"]
+        # The environment record goes along: a quantized backend's reported output
+        # scales are what its layers are judged with (workers.diagnosis.runs).
         results[backend] = BackendResult(
-            backend=backend, status=BackendStatus.DONE, outputs=outputs
+            backend=backend,
+            status=BackendStatus.DONE,
+            outputs=outputs,
+            environment=environments.get(backend) or {},
         )
     return results
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 Capability = Literal["cpu", "browser", "gpu"]
 # The arithmetic a backend is meant to do: what its drift is judged against (see
 # workers.diagnosis.precision). A bug is a layer beyond its backend's precision.
-Precision = Literal["float64", "float32", "tf32", "float16", "int8"]
+Precision = Literal["float64", "float32", "tf32", "float16", "bfloat16", "int8"]
 CAPABILITIES: tuple[Capability, ...] = ("cpu", "browser", "gpu")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from workers.backends.numpy.layers import LayerConfigUnsupported
 from workers.backends.numpy.port import LAYERS
+from workers.backends.registry import Precision
 from workers.diagnosis.envelope import rounding_envelope
 from workers.diagnosis.formats import UNIT_ROUNDOFF, to_float16
 from workers.diagnosis.hypotheses import HYPOTHESES, Case, Variant
@@ -34,6 +35,13 @@ from workers.engine.results import Mode
 log = logging.getLogger(__name__)
 
 DIAGNOSIS_SAMPLES = 8
+# The causes that are a backend's declared precision.
+PRECISION_CAUSES: dict[str, frozenset[str]] = {
+    "float16": frozenset({"float16-weights", "float16-activations"}),
+    "bfloat16": frozenset({"bfloat16"}),
+    "tf32": frozenset({"tf32-matmul"}),
+    "int8": frozenset({"int8-quantization"}),
+}
 # A hypothesis must move the layer's output by more than this many rounding envelopes
 # to explain anything: one that changes nothing (a zero bias dropped) explains nothing.
 DISTINCT = 2.0
@@ -115,10 +123,15 @@ def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[f
     return error / reference, explains
 
 
-def explain(case: Case, budget: Budget) -> tuple[Explanation, ...]:
+def explain(
+    case: Case, budget: Budget, precision: Precision = "float32"
+) -> tuple[Explanation, ...]:
     """Every hypothesis that applies to the layer, its best variant each; explaining ones
-    first, then by rel_l2. A hypothesis that cannot be computed for this layer's config
-    is left out (logged), and none starts once the budget is spent."""
+    first, among them the backend's own declared precision (an int8 backend's output
+    also fits float16's wider rounding, but int8 is what it computes in), then by
+    rel_l2. A hypothesis that cannot be computed for this layer's config is left out
+    (logged), and none starts once the budget is spent."""
+    own = PRECISION_CAUSES.get(precision, frozenset())
     found = []
     # A candidate that stores float16 values (float16 textures, a port saving halves) is
     # allowed float16 rounding under every definition cause, so its bugs are still named.
@@ -144,7 +157,7 @@ def explain(case: Case, budget: Budget) -> tuple[Explanation, ...]:
             continue
         if best is not None:
             found.append(best)
-    return tuple(sorted(found, key=lambda e: (not e.explains, e.rel_l2)))
+    return tuple(sorted(found, key=lambda e: (not e.explains, e.hypothesis not in own, e.rel_l2)))
 
 
 def _inputs_of(
@@ -183,7 +196,7 @@ def diagnose_outputs(
     budget: Budget,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     samples: int = DIAGNOSIS_SAMPLES,
-    precision: str = "float32",
+    precision: Precision = "float32",
     grids: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, LayerDiagnosis]:
     """Each layer the candidate output: its local error and, where that is worse than
@@ -225,19 +238,24 @@ def diagnose_outputs(
     for name, case in pending:
         local = found[name]
         with np.errstate(all="ignore"):
-            diagnosis = None if budget.spent else explain(case, budget)
+            diagnosis = None if budget.spent else explain(case, budget, precision)
         found[name] = dataclasses.replace(local, diagnosis=diagnosis)
     return found
 
 
-def _precision_bound(case: Case, precision: str) -> float | None:
-    """The local rel_l2 the backend's nominal precision allows this layer; None when
-    it cannot be computed (the layer then keeps the fixed thresholds)."""
+def _precision_bound(case: Case, precision: Precision) -> float | None:
+    """The local rel_l2 the backend's nominal precision allows this layer: what turns a
+    quantized backend's far-drifted layer from 'mismatch' into 'reduced-precision'. None
+    when it cannot be told (a layer it does not model, an infinite bound that would
+    excuse any error): the layer then keeps the fixed thresholds."""
     try:
         with np.errstate(all="ignore"):
             envelope = precision_envelope(case, precision)
     except Exception:
         log.warning("%s envelope of layer %s failed", precision, case.layer.name, exc_info=True)
         return None
+    if envelope is None:
+        return None
     finite = np.isfinite(case.exact) & np.isfinite(case.candidate)
-    return _norm(envelope[finite]) / max(_norm(case.exact[finite]), FLOAT32_TINY)
+    bound = _norm(envelope[finite]) / max(_norm(case.exact[finite]), FLOAT32_TINY)
+    return bound if np.isfinite(bound) else None

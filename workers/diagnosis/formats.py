@@ -44,13 +44,19 @@ def to_tf32(x: np.ndarray) -> np.ndarray:
     return _keep_mantissa_bits(x, 10)
 
 
-def int8_weights(kernel: np.ndarray) -> np.ndarray:
-    """Per-output-channel symmetric int8 weights (TFLite's scheme): scale max|w|/127 per
-    channel of the last axis."""
-    flat = kernel.reshape(-1, kernel.shape[-1])
-    scale = np.max(np.abs(flat), axis=0) / 127.0
-    scale = np.where(scale == 0.0, 1.0, scale)
-    return (np.clip(np.round(flat / scale), -127, 127) * scale).reshape(kernel.shape)
+def int8_channel_steps(kernel: np.ndarray, depthwise: bool = False) -> np.ndarray:
+    """Each output channel's symmetric int8 step (TFLite's per-channel scheme: max|w|/127),
+    broadcast to the kernel's shape. A depthwise kernel (kh, kw, channels, multiplier) has
+    one per (channel, multiplier); any other kernel one per entry of its last axis."""
+    spatial = kernel.ndim - 2 if depthwise else kernel.ndim - 1
+    steps = np.max(np.abs(kernel), axis=tuple(range(spatial)), keepdims=True) / 127.0
+    return np.broadcast_to(np.where(steps == 0.0, 1.0, steps), kernel.shape)
+
+
+def int8_weights(kernel: np.ndarray, depthwise: bool = False) -> np.ndarray:
+    """The kernel on its per-channel symmetric int8 grid."""
+    steps = int8_channel_steps(kernel, depthwise)
+    return np.clip(np.round(kernel / steps), -127, 127) * steps
 
 
 def int8_per_sample(x: np.ndarray) -> np.ndarray:

@@ -59,9 +59,11 @@ class LayerDiagnosis:
         return best.hypothesis if best.explains else "unexplained"
 
     def at_precision(self, verdict: str) -> str:
-        """The verdict of a backend of reduced nominal precision on a layer that drifts:
-        'reduced-precision' while the layer's own error stays within what that precision
-        allows (however far upstream drift has carried the output), 'mismatch' beyond."""
+        """The verdict of a backend of reduced nominal precision on a layer that drifts.
+        A quantized model's output drifts far past any fixed threshold by design; what
+        is a bug is a layer that itself computes worse than its precision allows. So:
+        'reduced-precision' while the layer's own error stays within that allowance
+        (however far upstream drift has carried the output), 'mismatch' beyond."""
         if (
             self.precision_bound is None
             or verdict not in DRIFT_VERDICTS

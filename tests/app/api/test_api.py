@@ -339,3 +339,43 @@ def test_token_ids_and_a_nested_model_over_http(
         ("inner/d", 1),
         ("head", 2),
     ]
+
+
+def test_int8_backend_is_judged_by_its_reported_precision_over_http(
+    client: DriftbenchClient, keras: Any, tmp_path: Path
+) -> None:
+    """A full-integer TFLite run through the service: its job records each layer's int8
+    output scale, and the stored run's comparison judges each layer against it. The
+    softmax head outputs 8 values, too few to read an 8-bit grid off: only the scale the
+    backend reported shows them on int8's grid, so the diagnosis names int8-quantization
+    there (float16's rounding, which fits too, otherwise)."""
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((8,), name="x"),
+            L.Dense(32, activation="relu", name="hidden"),
+            L.Dense(4, activation="softmax", name="head"),
+        ]
+    )
+    randomize_weights(model, seed=11)
+    path = tmp_path / "head.keras"
+    model.save(path)
+    model_id = client.upload_model(path)["id"]
+    inputs = client.add_inputs(model_id, kind="normal", batch=2, seed=4)
+    run = client.wait_for_run(
+        client.start_run(model_id=model_id, input_set_id=inputs["id"], backends=["tflite-int8"])[
+            "id"
+        ]
+    )
+    assert run["status"] == "done", run
+    [int8] = [b for b in run["backend_runs"] if b["backend"] == "tflite-int8"]
+    scales = int8["environment"]["quantization"]["layer_output_scales"]["accumulated"]
+    assert set(scales) == {"hidden", "head"} and scales["head"][0] == pytest.approx(1 / 256)
+    rows = {
+        row["layer"]: row
+        for row in client.get(f"/api/runs/{run['id']}/divergence").json()["rows"]
+        if row["backend"] == "tflite-int8"
+    }
+    assert {row["verdict"] for row in rows.values()} == {"reduced-precision"}, rows
+    assert all(row["local_rel_l2"] <= row["precision_bound"] for row in rows.values())
+    assert rows["head"]["explained_by"] == "int8-quantization"

@@ -33,32 +33,29 @@ class Quantization:
     """One of the converter's settings, as TFLite's documentation names them."""
 
     name: str
-    precision: str
     weights: str
     activations: str
-
-    @property
-    def calibrated(self) -> bool:
-        return self.name == "int8"
+    calibrated: bool = False  # full integer: activation ranges from sample inputs
 
 
-FLOAT32 = Quantization("float32", "float32", "float32", "float32")
-FLOAT16 = Quantization("float16", "float16", "float16 (dequantized to float32 at load)", "float32")
+FLOAT32 = Quantization("float32", "float32", "float32")
+FLOAT16 = Quantization("float16", "float16 (dequantized to float32 at load)", "float32")
 DYNAMIC = Quantization(
     "dynamic-range",
-    "int8",
     "int8, per output channel (tensors of 1024 elements or more)",
-    "float32; quantized to int8 on the fly inside matmuls and convolutions",
+    "float32; quantized to int8 per sample on the fly inside matmuls and convolutions",
 )
 INT8 = Quantization(
     "int8",
-    "int8",
     "int8, per output channel",
     "int8, scales calibrated on the run's inputs; float32 at the model's edges",
+    calibrated=True,
 )
 
 
 def _configure(converter: Any, tf: Any, quantization: Quantization) -> None:
+    """The converter flags of each form, as TFLite's post-training quantization guide
+    sets them (int8: builtin int8 ops only, so no layer silently stays float)."""
     if quantization is FLOAT32:
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -72,7 +69,9 @@ def _converter_message(error: Exception) -> str:
     """The converter's reason without its MLIR location dump and stack: the lines that
     say which op or setting it refused."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if re.search(r"error|not supported|unsupported", line, re.I)]
+    useful = [
+        line for line in lines if re.search(r"error|not (yet )?supported|unsupported", line, re.I)
+    ]
     return " ".join(useful or lines[:3])[:600]
 
 
@@ -110,7 +109,7 @@ def convert(
             flatbuffer: bytes = converter.convert()
         except Exception as error:
             message = _converter_message(error)
-            if re.search(r"not supported|unsupported", message, re.I):
+            if re.search(r"not (yet )?supported|unsupported", message, re.I):
                 raise BackendUnsupported(
                     f"unsupported: the TFLite converter ({quantization.name}) refused the "
                     f"model: {message}"

@@ -34,6 +34,7 @@ from workers.backends.tflite.conversion import (
     calibration_samples,
     convert,
 )
+from workers.engine.errors import failure_reason
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_keras_model
 from workers.engine.options import EngineOptions
@@ -46,26 +47,29 @@ MODELS_KEPT = 2
 class Converted:
     """One flatbuffer in its interpreter; `names[i]` is the layer output `o{i}` holds."""
 
-    def __init__(self, interpreter: Any, names: list[str]) -> None:
+    def __init__(self, interpreter: Any, names: list[str], quantized: bool) -> None:
         self.interpreter = interpreter
         self.names = names
         self.lock = threading.Lock()
         self.signature = interpreter.get_signature_runner("serve")
-        self.output_scales = self._output_scales()
+        self.output_scales = self._output_scales() if quantized else {}
 
     def invoke(self, feeds: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock:
             found = self.signature(**{f"i{j}": x for j, x in enumerate(feeds)})
             return {name: np.asarray(found[f"o{i}"]) for i, name in enumerate(self.names)}
 
-    def _output_scales(self) -> dict[str, list[float]]:
+    def _output_scales(self) -> dict[str, tuple[float, int]]:
         """Each int8 layer output's (scale, zero point): the quantized tensor the model
-        dequantizes into output `o{i}` (none in a float model)."""
+        dequantizes into output `o{i}`. The op list is LiteRT's only view of that link
+        (a private call): without it the diagnosis reads the grid from the values."""
         details = self.signature.get_output_details()
+        try:
+            ops = self.interpreter._get_ops_details()
+        except AttributeError:
+            return {}
         producers = {
-            op["outputs"][0]: op["inputs"][0]
-            for op in self.interpreter._get_ops_details()
-            if op["op_name"] == "DEQUANTIZE"
+            op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"
         }
         tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         scales = {}
@@ -73,7 +77,7 @@ class Converted:
             source = producers.get(details[f"o{i}"]["index"])
             if source is not None and tensors[source]["quantization"][0]:
                 scale, zero_point = tensors[source]["quantization"]
-                scales[name] = [float(scale), int(zero_point)]
+                scales[name] = (float(scale), int(zero_point))
         return scales
 
 
@@ -97,6 +101,10 @@ def _perturbation(plain: np.ndarray, captured: np.ndarray) -> str | dict[str, fl
 
 
 class TfliteRunner(Runner):
+    """float32 TFLite; the subclasses only change the converter's quantization. One
+    conversion at a time per runner: a conversion traces Keras layers the runner's
+    cached models share."""
+
     BACKEND: ClassVar[str] = "tflite"
     QUANTIZATION: ClassVar[Quantization] = FLOAT32
 
@@ -120,6 +128,7 @@ class TfliteRunner(Runner):
         self._interpreter = Interpreter
         self._litert_version = metadata.version("ai-edge-litert")
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._captures: OrderedDict[str, tuple[Any, KerasCapture]] = OrderedDict()
         self._converted: OrderedDict[tuple[str, ...], Converted] = OrderedDict()
         self._perturbations: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -135,13 +144,17 @@ class TfliteRunner(Runner):
             if model.sha256 in self._captures:
                 self._captures.move_to_end(model.sha256)
                 return self._captures[model.sha256]
-        keras_model = load_keras_model(model.path, self._keras, self.options)
-        loaded = (keras_model, capture_model(self._keras, keras_model))
-        with self._lock:
-            self._captures[model.sha256] = loaded
-            while len(self._captures) > MODELS_KEPT:
-                self._captures.popitem(last=False)
-        return loaded
+        with self._building:
+            with self._lock:
+                if model.sha256 in self._captures:
+                    return self._captures[model.sha256]
+            keras_model = load_keras_model(model.path, self._keras, self.options)
+            loaded = (keras_model, capture_model(self._keras, keras_model))
+            with self._lock:
+                self._captures[model.sha256] = loaded
+                while len(self._captures) > MODELS_KEPT:
+                    self._captures.popitem(last=False)
+            return loaded
 
     def _convert(
         self,
@@ -159,15 +172,23 @@ class TfliteRunner(Runner):
             if key in self._converted:
                 self._converted.move_to_end(key)
                 return self._converted[key]
-        calibration = calibration_samples(feeds) if self.QUANTIZATION.calibrated else None
-        inputs, outputs = graph()
-        flatbuffer = convert(self._keras, self._tf, inputs, outputs, self.QUANTIZATION, calibration)
-        converted = Converted(self._interpreter(model_content=flatbuffer), names)
-        with self._lock:
-            self._converted[key] = converted
-            while len(self._converted) > CONVERTED_KEPT:
-                self._converted.popitem(last=False)
-        return converted
+        with self._building:
+            with self._lock:
+                if key in self._converted:
+                    return self._converted[key]
+            calibration = calibration_samples(feeds) if self.QUANTIZATION.calibrated else None
+            inputs, outputs = graph()
+            flatbuffer = convert(
+                self._keras, self._tf, inputs, outputs, self.QUANTIZATION, calibration
+            )
+            converted = Converted(
+                self._interpreter(model_content=flatbuffer), names, self.QUANTIZATION.calibrated
+            )
+            with self._lock:
+                self._converted[key] = converted
+                while len(self._converted) > CONVERTED_KEPT:
+                    self._converted.popitem(last=False)
+            return converted
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         keras_model, capture = self._capture(model)
@@ -203,16 +224,24 @@ class TfliteRunner(Runner):
         outputs: LayerOutputs,
     ) -> dict[str, Any]:
         """Per final output, whether the plain conversion of the model gives the same
-        values as the capture model on these inputs (computed once per inputs)."""
-        finals = [name for name in model.graph.outputs if name in outputs]
-        plain = self._convert(
-            (model.sha256, "plain"),
-            lambda: (keras_model.inputs, keras_model.outputs),
-            finals,
-            feeds,
-            digest,
-        ).invoke(feeds)
-        return {name: _perturbation(plain[name], outputs[name]) for name in finals}
+        values as the capture model on these inputs (computed once per inputs). A plain
+        conversion that fails is recorded, not raised: the capture model's numbers stand."""
+        try:
+            finals = [
+                (name, tensor)
+                for name, tensor in zip(model.graph.outputs, keras_model.outputs, strict=True)
+                if name in outputs
+            ]
+            plain = self._convert(
+                (model.sha256, "plain"),
+                lambda: (keras_model.inputs, [tensor for _, tensor in finals]),
+                [name for name, _ in finals],
+                feeds,
+                digest,
+            ).invoke(feeds)
+        except Exception as error:  # a measurement beside the job, never its failure
+            return {"error": f"the plain conversion failed: {failure_reason(error)}"}
+        return {name: _perturbation(plain[name], outputs[name]) for name, _ in finals}
 
     def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
         _, capture = self._capture(model)
