@@ -106,7 +106,9 @@ def stored_results(run: Run) -> dict[str, BackendResult]:
     samples = min(
         (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
     )
-    environments = {backend_run.backend: backend_run.environment for backend_run in run.backend_runs}
+    environments = {
+        backend_run.backend: backend_run.environment for backend_run in run.backend_runs
+    }
     results = {}
     for backend, stored in shapes.items():
         path = storage.outputs_path(run.id, backend)
