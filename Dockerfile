@@ -21,6 +21,7 @@ RUN npm ci --prefix js_harness --no-audit --no-fund --loglevel=error \
 COPY pyproject.toml README.md ./
 COPY app app
 COPY workers workers
+COPY driftbench driftbench
 COPY migrations migrations
 COPY js_harness/harness.html js_harness/harness.js js_harness/
 RUN pip install -e .

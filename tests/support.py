@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from app.service_process import postgres_database, wait_for
+from app.service_process import postgres_database
+from driftbench.client import wait_for
 from workers.processes.gate import hold_path, started_path
 from workers.processes.tree import is_running
 

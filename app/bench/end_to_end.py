@@ -12,7 +12,8 @@ from typing import Any
 from app.bench.backend_jobs import bare_predict, example_job
 from app.bench.figures import Figure, median, ratio, timed
 from app.bench.tfjs_pages import TFJS_BACKENDS, bare_page, tfjs_runner
-from app.service_process import DriftbenchClient, LiveServer
+from app.service_process import LiveServer
+from driftbench.client import Client
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE, runner_class
 from workers.engine.loading import ModelArtifact
@@ -47,7 +48,7 @@ def bare_backend(
     return lambda: runner.run(artifact, inputs)
 
 
-def run_to_done(client: DriftbenchClient, body: dict[str, Any]) -> float:
+def run_to_done(client: Client, body: dict[str, Any]) -> float:
     """Seconds from `POST /api/runs` to the run being done on every backend."""
     started = time.perf_counter()
     run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)

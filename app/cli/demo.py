@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 
 from app.cli.terminal_tables import layer_table
-from app.service_process import DriftbenchClient
+from driftbench.client import Client
 from workers.engine.examples import write_example
 from workers.engine.status import RunStatus
 
@@ -36,7 +36,7 @@ def run_demo(example_dir: Any) -> int:
             if not thread.is_alive():
                 return 1
             time.sleep(0.05)
-        with DriftbenchClient(base_url=base, timeout=600) as client:
+        with Client(base_url=base, timeout=600) as client:
             path = write_example("dense10x50", example_dir)
             model = client.upload_model(path, tags=["demo"])
             print(f"uploaded {model['name']} (model {model['id']}, {model['architecture_label']})")

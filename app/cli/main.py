@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.cli import check
+from app.cli.console import NativeLog, Progress
 from app.cli.terminal_tables import amplification_line, backend_line, comparison_table
 from app.cli.zoo import add_zoo_parser
 from app.core.config import MiB, settings
@@ -25,7 +27,7 @@ from workers.backends.registry import (
     parse_backends,
 )
 from workers.diagnosis.runs import run_diagnoser
-from workers.engine.compare import compare
+from workers.engine.compare import Comparison, compare
 from workers.engine.errors import DriftbenchError, InvalidRequest
 from workers.engine.examples import EXAMPLES, write_example, write_examples
 from workers.engine.external import external_backend, read_external_outputs
@@ -50,6 +52,42 @@ def _modes(choice: str) -> tuple[Mode, ...]:
     return MODES if choice == "both" else (choice,)  # type: ignore[return-value]
 
 
+def run_and_compare(
+    artifact: ModelArtifact,
+    inputs: dict,
+    *,
+    backends: list[str],
+    against: str,
+    modes: tuple[Mode, ...],
+    repeats: int,
+    externals: Sequence[tuple[str, Path]] = (),
+    progress: Progress | None = None,
+) -> tuple[dict[str, BackendResult], list[Comparison]]:
+    """Every backend run here, external outputs read, every comparison diagnosed."""
+    options = settings.engine_options()
+    with RunnerPool(options) as pool:
+        results = run_locally(
+            pool,
+            artifact,
+            inputs,
+            backends=backends,
+            reference=against,
+            modes=modes,
+            repeats=repeats,
+            on_status=None if progress is None else progress.update,
+        )
+    if progress is not None:
+        progress.close()
+    results.update(
+        external_results(externals, results.get(against), settings.max_stored_output_bytes)
+    )
+    diagnose = run_diagnoser(artifact.graph, inputs, results, fed_from=against, options=options)
+    comparisons = compare(
+        artifact.graph, results, against=against, modes=modes, options=options, diagnose=diagnose
+    )
+    return results, comparisons
+
+
 def drift_command(
     artifact: ModelArtifact,
     inputs: dict,
@@ -61,32 +99,26 @@ def drift_command(
     repeats: int,
     json_path: Path | None,
     externals: Sequence[tuple[str, Path]] = (),
+    quiet: bool = False,
 ) -> int:
     """Run, compare, print the tables; exit status 1 when a backend failed."""
-    options = settings.engine_options()
-    with RunnerPool(options) as pool:
-        results = run_locally(
-            pool,
-            artifact,
-            inputs,
-            backends=backends,
-            reference=against,
-            modes=modes,
-            repeats=repeats,
+    results, comparisons = run_and_compare(
+        artifact,
+        inputs,
+        backends=backends,
+        against=against,
+        modes=modes,
+        repeats=repeats,
+        externals=externals,
+        progress=Progress(sys.stderr, quiet=quiet),
+    )
+    if not quiet:
+        print(
+            f"model {artifact.graph.name} ({artifact.path.name}), inputs {input_label}, "
+            f"reference {against}"
         )
-    results.update(
-        external_results(externals, results.get(against), settings.max_stored_output_bytes)
-    )
-    diagnose = run_diagnoser(artifact.graph, inputs, results, fed_from=against, options=options)
-    comparisons = compare(
-        artifact.graph, results, against=against, modes=modes, options=options, diagnose=diagnose
-    )
-    print(
-        f"model {artifact.graph.name} ({artifact.path.name}), inputs {input_label}, "
-        f"reference {against}"
-    )
-    for result in results.values():
-        print(backend_line(result))
+        for result in results.values():
+            print(backend_line(result))
     for comparison in comparisons:
         print()
         print(comparison_table(comparison))
@@ -106,12 +138,13 @@ def drift_command(
             inputs,
             input_label,
             reference=against,
-            thresholds=options.thresholds,
+            thresholds=settings.engine_options().thresholds,
             results=results,
             comparisons=comparisons,
         )
         json_path.write_text(json.dumps(report, indent=2, allow_nan=False))
-        print(f"\nfull results written to {json_path}")
+        if not quiet:
+            print(f"\nfull results written to {json_path}")
     return 1 if any(result.status == BackendStatus.FAILED for result in results.values()) else 0
 
 
@@ -146,8 +179,8 @@ def external_results(
     }
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+def load_run_inputs(args: argparse.Namespace) -> tuple[ModelArtifact, dict, str]:
+    """The model and its inputs as `run` and `check` name them: a file, or a generator."""
     import_keras(settings.onednn)  # before an example model's build imports TensorFlow
     artifact = load_artifact(resolve_model(args.model), settings.engine_options())
     if args.inputs is not None:
@@ -157,26 +190,31 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings.max_input_bytes,
             artifact.graph.input_dtypes,
         )
-        label = str(args.inputs)
-    else:
-        recipe = InputRecipe(
-            kind=args.generate,
-            batch=args.batch,
-            seed=args.seed,
-            low=args.low,
-            high=args.high,
-            mean=args.mean,
-            std=args.std,
-        )
-        inputs = generate_inputs(recipe, artifact.graph.input_shapes, artifact.graph.input_dtypes)
-        label = f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
+        return artifact, inputs, str(args.inputs)
+    recipe = InputRecipe(
+        kind=args.generate,
+        batch=args.batch,
+        seed=args.seed,
+        low=args.low,
+        high=args.high,
+        mean=args.mean,
+        std=args.std,
+    )
+    inputs = generate_inputs(recipe, artifact.graph.input_shapes, artifact.graph.input_dtypes)
+    return artifact, inputs, f"{recipe.kind} batch={recipe.batch} seed={recipe.seed}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    artifact, inputs, label = load_run_inputs(args)
     externals = [_external_argument(text) for text in args.external]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     if args.json is not None and args.inputs is None:
         written = args.json.with_name(f"{args.json.stem}.inputs.npz")
         np.savez(written, **inputs)
-        print(f"generated inputs written to {written} (feed your port these)")
+        if not args.quiet:
+            print(f"generated inputs written to {written} (feed your port these)")
     status = drift_command(
         artifact,
         inputs,
@@ -187,9 +225,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         json_path=args.json,
         externals=externals,
+        quiet=args.quiet,
     )
-    print(f"\ntook {time.perf_counter() - started:.2f} s")
+    if not args.quiet:
+        print(f"\ntook {time.perf_counter() - started:.2f} s")
     return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when no layer of any backend is at or beyond `--fail-on`, 1 when one is
+    (or a backend crashed), 2 on bad input (the usual errors)."""
+    artifact, inputs, _ = load_run_inputs(args)
+    externals = [_external_argument(text) for text in args.external]
+    results, comparisons = run_and_compare(
+        artifact,
+        inputs,
+        backends=parse_backends(args.backends),
+        against=parse_backends(args.against)[0],
+        modes=_modes(args.mode),
+        repeats=1,
+        externals=externals,
+        progress=Progress(sys.stderr, quiet=args.quiet),
+    )
+    found = check.failures(comparisons, args.fail_on)
+    crashed = check.failed_backends(results)
+    if args.junit is not None:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(check.junit_xml(comparisons, results, args.fail_on))
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(
+            check.markdown_summary(artifact.graph.name, comparisons, results, args.fail_on)
+        )
+    for failure in found:
+        print(f"FAIL {failure.message}")
+    for backend, reason in crashed.items():
+        print(f"FAIL {backend}: the backend failed: {reason}")
+    if not found and not crashed:
+        layers = sum(len(comparison.layers) for comparison in comparisons)
+        print(
+            f"ok: {layers} layers on {len(comparisons)} backend/mode pairs, none at or beyond "
+            f"{args.fail_on}"
+        )
+        return 0
+    print(
+        f"failed: {len(found)} layer(s) at or beyond {args.fail_on}, "
+        f"{len(crashed)} backend(s) failed"
+    )
+    return 1
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
@@ -360,46 +443,76 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if any(figure.met is False for figure in figures) else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="driftbench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run = commands.add_parser("run", help="run one model on several backends and print the drift")
-    run.add_argument("model", help=f"a .keras/.h5 file, or an example name ({', '.join(EXAMPLES)})")
-    source = run.add_mutually_exclusive_group()
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, its inputs and the backends: what `run` and `check` share."""
+    parser.add_argument(
+        "model", help=f"a .keras/.h5 file, or an example name ({', '.join(EXAMPLES)})"
+    )
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--inputs", type=Path, help=".npy (one input) or .npz keyed by input name")
     source.add_argument("--generate", choices=GENERATOR_KINDS, default="uniform")
-    run.add_argument("--batch", type=int, default=1)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--low", type=float, default=-1.0, help="uniform/randint lower bound")
-    run.add_argument(
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--low", type=float, default=-1.0, help="uniform/randint lower bound")
+    parser.add_argument(
         "--high", type=float, default=1.0, help="uniform upper bound; randint's, exclusive"
     )
-    run.add_argument("--mean", type=float, default=0.0, help="normal mean")
-    run.add_argument("--std", type=float, default=1.0, help="normal standard deviation")
-    run.add_argument(
+    parser.add_argument("--mean", type=float, default=0.0, help="normal mean")
+    parser.add_argument("--std", type=float, default=1.0, help="normal standard deviation")
+    parser.add_argument(
         "--backends",
         default=",".join(DEFAULT_BACKENDS),
         help=f"comma-separated, from: {', '.join(BACKEND_IDS)}",
     )
-    run.add_argument(
+    parser.add_argument(
         "--against", default=DEFAULT_REFERENCE, help="the reference every backend is compared with"
     )
-    run.add_argument("--mode", choices=[*MODES, "both"], default="accumulated")
-    run.add_argument("--repeats", type=int, default=1, help="runs per backend, for determinism")
-    run.add_argument(
-        "--json",
-        type=Path,
-        help="write the full results here (and generated inputs beside, <name>.inputs.npz)",
-    )
-    run.add_argument(
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="accumulated")
+    parser.add_argument(
         "--external",
         action="append",
         default=[],
         metavar="NAME=FILE.npz",
         help="your own port's outputs, keyed by layer name, compared as backend ext:NAME",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress and no per-backend status lines"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow's and LiteRT's own C++ logs through to the terminal",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one model on several backends and print the drift")
+    add_run_arguments(run)
+    run.add_argument("--repeats", type=int, default=1, help="runs per backend, for determinism")
+    run.add_argument(
+        "--json",
+        type=Path,
+        help="write the full results here (and generated inputs beside, <name>.inputs.npz)",
+    )
     run.set_defaults(handler=cmd_run)
+
+    checked = commands.add_parser(
+        "check", help="run and judge: exit 1 when a layer is at or beyond --fail-on (for CI)"
+    )
+    add_run_arguments(checked)
+    checked.add_argument(
+        "--fail-on",
+        choices=check.FAIL_ON,
+        default="mismatch",
+        help="the verdict at or beyond which a layer fails (severity: identical, rounding, "
+        "reduced-precision, mismatch, nonfinite)",
+    )
+    checked.add_argument("--junit", type=Path, help="write a JUnit XML report here")
+    checked.add_argument("--markdown", type=Path, help="write a Markdown summary here")
+    checked.set_defaults(handler=cmd_check)
 
     examples = commands.add_parser("examples", help="write the example models to a directory")
     examples.add_argument("directory", type=Path)
@@ -481,11 +594,17 @@ def exit_status(error: DriftbenchError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    native = None if getattr(args, "verbose", True) else NativeLog()
+    status = 1
     try:
-        return args.handler(args)
+        status = args.handler(args)
     except DriftbenchError as error:
         print(f"driftbench: error: {error.detail}", file=sys.stderr)
-        return exit_status(error)
+        status = exit_status(error)
+    finally:
+        if native is not None:
+            native.close(failed=status == 1)
+    return status
 
 
 if __name__ == "__main__":

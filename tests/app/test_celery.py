@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from app.service_process import (
-    DriftbenchClient,
-    LiveServer,
-    LiveWorker,
-    ServiceError,
-    wait_for,
-    wait_until_available,
-)
+from app.service_process import LiveServer, LiveWorker
+from driftbench.client import Client, ServiceError, wait_for, wait_until_available
 from tests.support import (
     hold,
     release,
@@ -99,9 +93,7 @@ def start_api(data_dir: Path, env: dict[str, str]) -> LiveServer:
     return server
 
 
-def upload(
-    client: DriftbenchClient, path: Path, batch: int, kind: str = "uniform"
-) -> tuple[int, int]:
+def upload(client: Client, path: Path, batch: int, kind: str = "uniform") -> tuple[int, int]:
     model_id = client.upload_model(path)["id"]
     return model_id, client.add_inputs(model_id, kind=kind, batch=batch)["id"]
 

@@ -7,7 +7,7 @@ status and reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -104,9 +104,12 @@ def run_locally(
     reference: str,
     modes: Iterable[Mode] = ("accumulated",),
     repeats: int = 1,
+    on_status: Callable[[str, str, str | None], None] | None = None,
 ) -> dict[str, BackendResult]:
     """Every backend of a run in this process (the CLI, tests), in the run's order; results
-    keyed by backend, the reference first. No comparison: `compare` the results."""
+    keyed by backend, the reference first. No comparison: `compare` the results.
+    `on_status(backend, status, reason)` hears each backend queued, running and finished
+    (the CLI's progress display)."""
     modes = tuple(modes)
     if repeats < 1:
         raise InvalidRequest(f"repeats must be at least 1, got {repeats}")
@@ -116,10 +119,18 @@ def run_locally(
     results: dict[str, BackendResult] = {}
     feed: list[LayerInputs] = []
 
+    def tell(backend: str, status: str, reason: str | None = None) -> None:
+        if on_status is not None:
+            on_status(backend, status, reason)
+
+    for backend in order.backends:
+        tell(backend, BackendStatus.QUEUED)
+
     def run_step(step: Step) -> None:
         if step.backend is None:
             return
         is_reference = step.backend == order.reference
+        tell(step.backend, BackendStatus.RUNNING)
         result = run_backend(
             pool,
             step.backend,
@@ -133,6 +144,7 @@ def run_locally(
             result.outputs["isolated"] = result.outputs["accumulated"]
             feed.append(layer_inputs_from(model.graph, inputs, result.outputs["accumulated"]))
         results[step.backend] = result
+        tell(step.backend, result.status, result.reason)
 
     def statuses() -> dict[str, str]:
         return {

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.service_process import DriftbenchClient, LiveServer
+from app.service_process import LiveServer
+from driftbench.client import Client
 from tests.support import throwaway_postgres
 
 UPLOAD_LIMIT = 8 * 1024 * 1024
@@ -31,6 +32,6 @@ def server(
 
 
 @pytest.fixture(scope="package")
-def client(server: LiveServer) -> Iterator[DriftbenchClient]:
+def client(server: LiveServer) -> Iterator[Client]:
     with server.client() as http:
         yield http

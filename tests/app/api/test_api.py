@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.service_process import DriftbenchClient, LiveServer, ServiceError
+from app.service_process import LiveServer
+from driftbench.client import Client, ServiceError
 from tests.app.api.conftest import UPLOAD_LIMIT
 from tests.support import randomize_weights
 
@@ -27,7 +28,7 @@ def dense_stack(keras: Any, seed: int, path: Path) -> Path:
     return path
 
 
-def test_upload_returns_layers_and_backend_support(client: DriftbenchClient, example: Any) -> None:
+def test_upload_returns_layers_and_backend_support(client: Client, example: Any) -> None:
     response = client.post_model(example("cifar_cnn").path, name="cifar", tags="conv, demo")
     assert response.status_code == 201, response.text
     model = response.json()
@@ -46,7 +47,7 @@ def test_upload_returns_layers_and_backend_support(client: DriftbenchClient, exa
 
 
 def test_bad_uploads_are_refused_with_the_reason(
-    client: DriftbenchClient, keras: Any, tmp_path: Path
+    client: Client, keras: Any, tmp_path: Path
 ) -> None:
     text = tmp_path / "notes.keras"
     text.write_text("not a model")
@@ -65,7 +66,7 @@ def test_bad_uploads_are_refused_with_the_reason(
 
 
 def test_layer_tfjs_lacks_is_named_in_backend_support(
-    client: DriftbenchClient, keras: Any, tmp_path: Path
+    client: Client, keras: Any, tmp_path: Path
 ) -> None:
     inp = keras.Input((4,), name="x")
     path = tmp_path / "subtract.keras"
@@ -80,7 +81,7 @@ def test_layer_tfjs_lacks_is_named_in_backend_support(
 
 
 def test_inputs_generated_or_uploaded_and_checked(
-    client: DriftbenchClient, example: Any, tmp_path: Path
+    client: Client, example: Any, tmp_path: Path
 ) -> None:
     model_id = client.upload_model(example("regression").path)["id"]
     generated = client.post(
@@ -106,7 +107,7 @@ def test_inputs_generated_or_uploaded_and_checked(
     assert client.post("/api/models/424242/inputs", json={"kind": "ones"}).status_code == 404
 
 
-def test_run_results_divergence_csv_and_outputs(client: DriftbenchClient, example: Any) -> None:
+def test_run_results_divergence_csv_and_outputs(client: Client, example: Any) -> None:
     artifact = example("regression")
     model_id = client.upload_model(artifact.path)["id"]
     inputs = client.add_inputs(model_id, kind="uniform", batch=6, seed=9)
@@ -199,7 +200,7 @@ def test_run_results_divergence_csv_and_outputs(client: DriftbenchClient, exampl
     assert missing.value.status_code == 422
 
 
-def test_model_drift_aggregates_over_runs(client: DriftbenchClient, example: Any) -> None:
+def test_model_drift_aggregates_over_runs(client: Client, example: Any) -> None:
     model_id = client.upload_model(example("autoencoder").path)["id"]
     per_run = []
     for seed in (1, 2):
@@ -222,9 +223,7 @@ def test_model_drift_aggregates_over_runs(client: DriftbenchClient, example: Any
         assert row["median"] == pytest.approx(values[0])
 
 
-def test_depth_drift_over_three_dense_stacks(
-    client: DriftbenchClient, keras: Any, tmp_path: Path
-) -> None:
+def test_depth_drift_over_three_dense_stacks(client: Client, keras: Any, tmp_path: Path) -> None:
     architectures = set()
     runs: list[list[dict[str, Any]]] = []
     for seed in (11, 12, 13):
@@ -255,7 +254,7 @@ def test_depth_drift_over_three_dense_stacks(
 
 
 def test_delete_model_removes_files_and_results(
-    client: DriftbenchClient, server: LiveServer, keras: Any, tmp_path: Path
+    client: Client, server: LiveServer, keras: Any, tmp_path: Path
 ) -> None:
     model = client.upload_model(dense_stack(keras, 99, tmp_path / "doomed.keras"))
     input_id = client.add_inputs(model["id"], kind="ones")["id"]
@@ -274,7 +273,7 @@ def test_delete_model_removes_files_and_results(
     assert client.delete(f"/api/models/{model['id']}").status_code == 404
 
 
-def test_backends_report_availability_and_versions(client: DriftbenchClient) -> None:
+def test_backends_report_availability_and_versions(client: Client) -> None:
     backends = {b["id"]: b for b in client.backends()}
     assert backends["keras-cpu"]["available"] is True
     assert backends["keras-cpu"]["versions"]["tensorflow"].startswith("2.")
@@ -290,9 +289,7 @@ def test_backends_report_availability_and_versions(client: DriftbenchClient) -> 
     )
 
 
-def test_token_ids_and_a_nested_model_over_http(
-    client: DriftbenchClient, keras: Any, tmp_path: Path
-) -> None:
+def test_token_ids_and_a_nested_model_over_http(client: Client, keras: Any, tmp_path: Path) -> None:
     """Integer inputs are generated and uploaded as integers (a float array for them is
     refused); a transfer-learning model's nested layers come back under their path."""
     from workers.engine.zoo import VOCABULARY, text_classifier
@@ -342,7 +339,7 @@ def test_token_ids_and_a_nested_model_over_http(
 
 
 def test_int8_backend_is_judged_by_its_reported_precision_over_http(
-    client: DriftbenchClient, keras: Any, tmp_path: Path
+    client: Client, keras: Any, tmp_path: Path
 ) -> None:
     """A full-integer TFLite run through the service: its job records each layer's int8
     output scale, and the stored run's comparison judges each layer against it. The
@@ -379,3 +376,33 @@ def test_int8_backend_is_judged_by_its_reported_precision_over_http(
     assert {row["verdict"] for row in rows.values()} == {"reduced-precision"}, rows
     assert all(row["local_rel_l2"] <= row["precision_bound"] for row in rows.values())
     assert rows["head"]["explained_by"] == "int8-quantization"
+
+
+def test_python_client_for_notebooks(client: Client, keras: Any, example: Any) -> None:
+    """`driftbench.client.Client` as a notebook uses it: own arrays in, plain records and
+    numpy arrays out. The stored float64 output of the first layer is Keras's own, within
+    float32 rounding; deleting the model takes its runs."""
+    artifact = example("regression")
+    model_id = client.upload_model(artifact.path)["id"]
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    inputs = client.upload_inputs(model_id, x)
+    assert inputs["shapes"] == {"input": [3, 4]}
+    named = client.upload_inputs(model_id, {"input": x[:2]})
+    assert named["shapes"] == {"input": [2, 4]}
+    run = client.start_run(model_id=model_id, input_set_id=inputs["id"], backends=["numpy"])
+    assert client.wait_for_run(run["id"])["status"] == "done"
+    rows = client.rows(run["id"])
+    assert [(row["backend"], row["layer"]) for row in rows] == [
+        ("numpy", name) for name in ("dense_1", "dense_2", "dense_3")
+    ]
+    assert all(isinstance(row["rel_l2"], float) for row in rows)
+    stored = client.layer_output(run["id"], "numpy-f64", "dense_1")
+    model = keras.saving.load_model(artifact.path)
+    expected = np.asarray(model.get_layer("dense_1")(x), dtype=np.float64)
+    assert stored.shape == (3, 20)
+    np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ServiceError) as missing:
+        client.layer_output(run["id"], "numpy", "no_such_layer")
+    assert missing.value.status_code == 404 and "no_such_layer" in str(missing.value.detail)
+    client.delete_model(model_id)
+    assert client.get(f"/api/runs/{run['id']}").status_code == 404

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.service_process import DriftbenchClient, LiveServer
+from app.service_process import LiveServer
+from driftbench.client import Client
 from tests.support import randomize_weights
 from workers.backends.tfjs.browser_host import CHROMIUM_FLAGS
 from workers.engine.options import EngineOptions
@@ -27,7 +28,7 @@ Port = dict[str, Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]]
 
 @pytest.fixture(scope="module")
 def finished_run(
-    client: DriftbenchClient, keras: Any, tmp_path_factory: pytest.TempPathFactory
+    client: Client, keras: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """A Conv2D + Dense model run on numpy-f64 (the reference) and keras-cpu."""
     L = keras.layers
@@ -50,7 +51,7 @@ def finished_run(
     return {"model": stored, "run": run, "input_set_id": body["input_set_id"]}
 
 
-def download_npz(client: DriftbenchClient, path: str, **params: Any) -> dict[str, np.ndarray]:
+def download_npz(client: Client, path: str, **params: Any) -> dict[str, np.ndarray]:
     response = client.get(path, params=params)
     assert response.status_code == 200, response.text
     with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
@@ -88,7 +89,7 @@ def run_port(port: Port, weights: dict[str, np.ndarray], x: np.ndarray) -> dict[
     return outputs
 
 
-def port_inputs(client: DriftbenchClient, finished_run: dict[str, Any]) -> tuple[Any, Any]:
+def port_inputs(client: Client, finished_run: dict[str, Any]) -> tuple[Any, Any]:
     weights = download_npz(client, f"/api/models/{finished_run['model']['id']}/weights")
     weights = {key: value.astype(np.float32) for key, value in weights.items()}
     response = client.get(
@@ -98,13 +99,13 @@ def port_inputs(client: DriftbenchClient, finished_run: dict[str, Any]) -> tuple
     return weights, np.load(io.BytesIO(response.content), allow_pickle=False)
 
 
-def verdicts(client: DriftbenchClient, run_id: int, backend: str, **params: Any) -> dict[str, str]:
+def verdicts(client: Client, run_id: int, backend: str, **params: Any) -> dict[str, str]:
     rows = client.divergence(run_id, backend=backend, **params)["rows"]
     return {row["layer"]: row["verdict"] for row in rows}
 
 
 def test_a_numpy_port_from_the_weights_download_matches_keras(
-    client: DriftbenchClient, finished_run: dict[str, Any]
+    client: Client, finished_run: dict[str, Any]
 ) -> None:
     """The weights come with their layouts named, and a port written from them alone
     is within rounding of the reference and of keras-cpu on every layer."""
@@ -140,9 +141,7 @@ def test_a_numpy_port_from_the_weights_download_matches_keras(
     assert {(row["explained_by"], str(row["diagnosis"])) for row in rows} == {(None, "[]")}
 
 
-def test_port_bugs_are_found_at_their_layer(
-    client: DriftbenchClient, finished_run: dict[str, Any]
-) -> None:
+def test_port_bugs_are_found_at_their_layer(client: Client, finished_run: dict[str, Any]) -> None:
     """A kernel used transposed, and a C port reading the Conv2D kernel's bytes in
     (out, in, h, w) order: each a mismatch first at exactly that layer, explained by
     name there (in the API's rows, the drift start and the CSV)."""
@@ -193,7 +192,7 @@ def test_port_bugs_are_found_at_their_layer(
 
 
 def test_float16_outputs_and_a_subset_of_layers(
-    client: DriftbenchClient, finished_run: dict[str, Any]
+    client: Client, finished_run: dict[str, Any]
 ) -> None:
     """float16 outputs are compared as the float16 values they are (reduced precision,
     not a mismatch); layers left out are reported as not provided."""
@@ -216,7 +215,7 @@ def test_float16_outputs_and_a_subset_of_layers(
 
 
 def test_bad_uploads_are_refused_naming_the_key_and_lose_nothing(
-    client: DriftbenchClient, finished_run: dict[str, Any]
+    client: Client, finished_run: dict[str, Any]
 ) -> None:
     run_id = finished_run["run"]["id"]
     weights, x = port_inputs(client, finished_run)
@@ -250,7 +249,7 @@ def test_bad_uploads_are_refused_naming_the_key_and_lose_nothing(
 
 
 def test_isolated_outputs_from_the_feeds_locate_the_bug_alone(
-    client: DriftbenchClient, finished_run: dict[str, Any]
+    client: Client, finished_run: dict[str, Any]
 ) -> None:
     """Each layer of the port fed the reference's input to it (/feeds): with the
     transposed kernel only that layer mismatches, the layers after it are rounding."""
@@ -274,7 +273,7 @@ def test_isolated_outputs_from_the_feeds_locate_the_bug_alone(
     assert set(stored["environment"]["modes"]) == {"isolated", "accumulated"}
 
 
-def test_unknown_runs_and_input_sets_are_not_found(client: DriftbenchClient) -> None:
+def test_unknown_runs_and_input_sets_are_not_found(client: Client) -> None:
     assert client.post_external(999999, "x", {}).status_code == 404
     assert client.get("/api/input-sets/999999/data").status_code == 404
     assert client.get("/api/runs/999999/feeds").status_code == 404
@@ -297,7 +296,7 @@ def expire_probe_tokens(server: LiveServer) -> None:
 
 
 def test_the_probe_page_measures_a_browser_and_refuses_bad_tokens(
-    client: DriftbenchClient,
+    client: Client,
     server: LiveServer,
     finished_run: dict[str, Any],
     engine_options: EngineOptions,

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.service_process import LiveServer, wait_for
+from app.service_process import LiveServer
+from driftbench.client import wait_for
 from tests.support import throwaway_postgres
 
 

@@ -17,7 +17,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from app.data.orm import Base
-from app.service_process import DriftbenchClient, LiveServer, wait_for
+from app.service_process import LiveServer
+from driftbench.client import Client, wait_for
 from tests.support import backdate, expire_outputs_cli, throwaway_postgres
 
 
@@ -43,7 +44,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.npz")}
 
 
-def run_if_expired(client: DriftbenchClient, run_id: int) -> dict | None:
+def run_if_expired(client: Client, run_id: int) -> dict | None:
     run = client.get_run(run_id)
     return run if all(b["outputs_expired_at"] for b in run["backend_runs"]) else None
 

@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from app.data.orm import InputSet, StoredModel
-from app.service_process import DriftbenchClient, LiveServer
+from app.service_process import LiveServer
+from driftbench.client import Client
 
 DISK_BYTES = 8 * 1024 * 1024
 BATCH = 256
@@ -73,13 +74,13 @@ def snapshot(data_dir: Path) -> dict[str, str]:
     }
 
 
-def generate(client: DriftbenchClient, model_id: int, seed: int) -> httpx.Response:
+def generate(client: Client, model_id: int, seed: int) -> httpx.Response:
     return client.post(
         f"/api/models/{model_id}/inputs", json={"kind": "uniform", "batch": BATCH, "seed": seed}
     )
 
 
-def start_run(client: DriftbenchClient, model_id: int, input_set_id: int) -> int:
+def start_run(client: Client, model_id: int, input_set_id: int) -> int:
     return client.start_run(model_id=model_id, input_set_id=input_set_id, backends=["numpy"])["id"]
 
 

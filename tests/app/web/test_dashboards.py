@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from app.core.config import settings
-from app.service_process import DriftbenchClient, LiveServer
+from app.service_process import LiveServer
+from driftbench.client import Client
 from tests.support import backdate, expire_outputs_cli
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
@@ -198,7 +199,7 @@ def test_depth_page_curves_per_backend(stored: dict, browser: Any) -> None:
 
 
 def test_run_page_updates_while_the_run_is_in_progress(stored: dict, browser: Any) -> None:
-    client: DriftbenchClient = stored["client"]
+    client: Client = stored["client"]
     model_id = stored["model"]["id"]
     input_id = client.add_inputs(model_id, kind="ones")["id"]
     run_id = client.start_run(
@@ -215,7 +216,7 @@ def test_run_page_updates_while_the_run_is_in_progress(stored: dict, browser: An
 
 def test_pages_of_a_run_whose_outputs_expired(stored: dict, browser: Any) -> None:
     """The metrics still draw; the per-value view says the layer outputs are gone."""
-    client: DriftbenchClient = stored["client"]
+    client: Client = stored["client"]
     server: LiveServer = stored["server"]
     model_id = stored["model"]["id"]
     input_id = client.add_inputs(model_id, kind="ones")["id"]
@@ -265,7 +266,7 @@ def test_run_page_makes_a_probe_link_with_its_qr_code(stored: dict, browser: Any
 def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: Any) -> None:
     """float16 textures (tfjs-webgl-f16): where drift starts, and the diagnosis naming
     float16 activations, on the run page and on the browser vs Python page."""
-    client: DriftbenchClient = stored["client"]
+    client: Client = stored["client"]
     server: LiveServer = stored["server"]
     model_id = stored["model"]["id"]
     input_id = client.add_inputs(model_id, kind="uniform", batch=4)["id"]

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from app.service_process import DriftbenchClient, LiveServer, wait_for
+from app.service_process import LiveServer
+from driftbench.client import Client, wait_for
 from tests.support import hold, release, wait_until_held
 from workers.processes.tree import chromium_processes, is_running, parent_of
 
@@ -73,7 +74,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server.stop()
 
 
-def stored_state(client: DriftbenchClient, data_dir: Path) -> dict[str, Any]:
+def stored_state(client: Client, data_dir: Path) -> dict[str, Any]:
     """Every stored file's hash and every run with its divergence rows, as the API says."""
     files = {
         str(path.relative_to(data_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -88,7 +89,7 @@ def stored_state(client: DriftbenchClient, data_dir: Path) -> dict[str, Any]:
     return {"files": files, "runs": runs}
 
 
-def divergence(client: DriftbenchClient, run_id: int) -> tuple[int, Any]:
+def divergence(client: Client, run_id: int) -> tuple[int, Any]:
     """The divergence answer as it stands (an error for a run whose reference failed)."""
     answer = client.get(f"/api/runs/{run_id}/divergence")
     return answer.status_code, answer.json()
@@ -126,7 +127,7 @@ def backend_outcome(run: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     return {b["backend"]: (b["status"], b["reason"]) for b in run["backend_runs"]}
 
 
-def run_with_held_keras(served: FaultyServer, client: DriftbenchClient) -> tuple[int, int]:
+def run_with_held_keras(served: FaultyServer, client: Client) -> tuple[int, int]:
     """A run whose keras-cpu job is mid-run and held there: (run id, job process pid)."""
     hold(served.gate, "keras-cpu")
     run_id = client.queue_run(served.small_model, ["numpy", "keras-cpu"], batch=4)["id"]

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.service_process import wait_for
+from driftbench.client import wait_for
 
 PARENT = """
 import multiprocessing, os, sys, time

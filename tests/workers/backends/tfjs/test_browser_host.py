@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.service_process import wait_for
+from driftbench.client import wait_for
 from workers.backends.tfjs.browser_host import BrowserHost, BrowserJobFailed
 from workers.engine.options import EngineOptions
 from workers.processes.tree import chromium_processes, command_name, parent_of
