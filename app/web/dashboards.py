@@ -75,6 +75,11 @@ def index(request: Request) -> Response:
     return page(request, "index.html", "index")
 
 
+@router.get("/new", response_class=HTMLResponse)
+def new_run_page(request: Request) -> Response:
+    return page(request, "new.html", "new")
+
+
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(request: Request, session: SessionDep, model_id: RowId) -> Response:
     get_model(session, model_id)  # unknown ids answer 404 like the API

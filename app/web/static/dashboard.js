@@ -74,6 +74,18 @@ function plotted(value) {
   return number === null || !Number.isFinite(number) || number <= 0 ? null : number;
 }
 
+// The verdict's letter in a heatmap cell.
+const VERDICT_MARK = {identical: '', rounding: 'r', 'reduced-precision': 'p', mismatch: 'M',
+                      nonfinite: 'N'};
+// The most values a layer's scatter draws (WebGL keeps a few hundred thousand smooth).
+const SCATTER_POINTS = 200000;
+
+// Numbers one way everywhere: 4 significant digits, integers and words as they are.
+function formatNumber(value) {
+  if (typeof value === 'number' && !Number.isInteger(value)) return value.toPrecision(4);
+  return String(value ?? '');
+}
+
 function worstVerdict(rows) {
   return rows.reduce((worst, row) =>
     VERDICTS.indexOf(row.verdict) > VERDICTS.indexOf(worst) ? row.verdict : worst, 'identical');
@@ -120,6 +132,16 @@ async function modelPage() {
       .forEach((value) => cell(tr, String(value)));
     tbody.appendChild(tr);
   }
+  document.getElementById('delete-model').onclick = async () => {
+    if (!window.confirm(`Delete model ${model.name}, its runs and their stored outputs?`)) return;
+    const response = await fetch(`/api/models/${id}`, {method: 'DELETE'});
+    if (!response.ok) {
+      const payload = await response.json().catch(() => ({}));
+      showError(new Error(`delete: ${payload.detail || response.status}`));
+      return;
+    }
+    window.location.assign('/');
+  };
   const runs = (await api(`/api/runs?model_id=${id}&limit=1000`)).data;
   const list = document.getElementById('runs');
   for (const run of runs) {
@@ -239,6 +261,91 @@ async function runPage() {
     }
   };
 
+  const renderHeatmap = async (data) => {
+    const backends = Object.keys(data.drift_start);
+    const layers = [...new Set(data.rows.map((row) => row.layer))];
+    const at = new Map(data.rows.map((row) => [`${row.backend}\u0000${row.layer}`, row]));
+    const z = [];
+    const text = [];
+    const hover = [];
+    for (const backend of backends) {
+      z.push(layers.map((layer) => {
+        const value = plotted(at.get(`${backend}\u0000${layer}`)?.[metric.value]);
+        return value === null ? null : Math.log10(value);
+      }));
+      text.push(layers.map((layer) => VERDICT_MARK[at.get(`${backend}\u0000${layer}`)?.verdict] ?? ''));
+      hover.push(layers.map((layer) => {
+        const row = at.get(`${backend}\u0000${layer}`);
+        return row ? `${backend} · ${layer} (${row.class_name})<br>${metric.value} ${formatNumber(row[metric.value])}`
+          + `<br>${row.verdict}${row.explained_by ? `; ${row.explained_by}` : ''}` : '';
+      }));
+    }
+    const shapes = backends.flatMap((backend, y) => {
+      const start = data.drift_start[backend];
+      if (!start) return [];
+      const x = layers.indexOf(start.layer);
+      return [{type: 'rect', x0: x - 0.5, x1: x + 0.5, y0: y - 0.5, y1: y + 0.5,
+               line: {color: '#111', width: 3}}];
+    });
+    await draw('heatmap', [{
+      type: 'heatmap', x: layers.map((_, i) => i), y: backends, z, text,
+      texttemplate: layers.length <= 60 ? '%{text}' : '', customdata: hover,
+      hovertemplate: '%{customdata}<extra></extra>', colorscale: 'YlOrRd', reversescale: true,
+      colorbar: {title: {text: `log10 ${metric.value}`}}, xgap: 1, ygap: 1,
+    }], {
+      shapes,
+      height: 120 + 36 * backends.length,
+      xaxis: {tickvals: layers.map((_, i) => i), ticktext: layers, tickangle: -60,
+              tickfont: {size: layers.length > 60 ? 7 : 10}},
+      yaxis: {automargin: true},
+    });
+    const div = document.getElementById('heatmap');
+    div.removeAllListeners?.('plotly_click');
+    div.on('plotly_click', (event) => {
+      const point = event.points[0];
+      const row = at.get(`${point.y}\u0000${layers[point.x]}`);
+      if (row) showLayer(row).catch(showError);
+    });
+  };
+
+  const showLayer = async (row) => {
+    document.getElementById('layer-detail').hidden = false;
+    document.getElementById('detail-title').textContent =
+      `${row.backend} · ${row.layer} (${row.class_name}) vs ${row.against}: ${row.verdict}`;
+    document.getElementById('detail-diagnosis').textContent =
+      [row.explained_by ? `explained by ${row.explained_by}` : '', diagnosisText(row)]
+        .filter(Boolean).join('\n');
+    const numbers = document.querySelector('#detail-numbers tbody');
+    numbers.replaceChildren();
+    for (const name of [...METRICS, 'verdict', 'local_rel_l2', 'local_bound', 'local_verdict',
+                        'precision_bound', 'explained_by']) {
+      const tr = document.createElement('tr');
+      cell(tr, name);
+      cell(tr, formatNumber(row[name]));
+      numbers.appendChild(tr);
+    }
+    const edges = row.histogram.edges;
+    const centres = edges.slice(0, -1).map((edge, i) => (edge + edges[i + 1]) / 2);
+    await draw('detail-histogram', [{type: 'bar', x: centres, y: row.histogram.counts,
+                                     name: 'values'}],
+               {title: {text: `error ${row.backend} − ${row.against}`}, bargap: 0,
+                xaxis: {title: 'error'}, yaxis: {title: 'values'}});
+    const expired = run.backend_runs.some((b) => [row.backend, row.against].includes(b.backend)
+                                             && b.outputs_expired_at);
+    if (expired) {
+      await draw('detail-scatter', [], {title: {text: 'outputs expired: no values to plot'}});
+    } else {
+      const [candidate, reference] = await Promise.all([
+        fetchLayer(id, row.backend, row.layer, row.mode), fetchLayer(id, row.against, row.layer, row.mode)]);
+      const count = Math.min(candidate.length, reference.length, SCATTER_POINTS);
+      await draw('detail-scatter', [{type: 'scattergl', mode: 'markers', marker: {size: 4},
+                                     x: Array.from(reference.subarray(0, count)),
+                                     y: Array.from(candidate.subarray(0, count))}],
+                 {title: {text: `${row.against} (x) vs ${row.backend} (y)`}});
+    }
+    ready();
+  };
+
   const redraw = async () => {
     // A new reference is compared from stored outputs: once those expired, only the
     // run's own reference (compared when it finished) is left to choose.
@@ -249,7 +356,9 @@ async function runPage() {
       fillSelect(against, done, run.reference);
     }
     if (run.status === 'done' && done.includes(against.value)) {
-      renderTable(await renderChart('accumulated', 'chart'));
+      const accumulated = await renderChart('accumulated', 'chart');
+      renderTable(accumulated);
+      await renderHeatmap(accumulated);
       if (run.modes.includes('isolated')) await renderChart('isolated', 'chart-isolated');
     }
     ready();
@@ -298,7 +407,8 @@ function renderDriftStarts(list, data) {
   }
 }
 
-// A .npy file's float32 values (little endian, C order), as the outputs endpoint writes them.
+// A .npy file's float32 or float64 values (little endian, C order), as the outputs
+// endpoint writes them (the float64 reference is float64).
 function parseNpy(buffer) {
   const bytes = new Uint8Array(buffer);
   const major = bytes[6];
@@ -306,12 +416,14 @@ function parseNpy(buffer) {
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   const offset = (major === 1 ? 10 : 12) + headerLength;
   const header = new TextDecoder().decode(bytes.slice(offset - headerLength, offset));
-  if (!header.includes("'<f4'")) throw new Error(`unexpected .npy dtype: ${header}`);
-  return new Float32Array(buffer.slice(offset));
+  if (header.includes("'<f4'")) return new Float32Array(buffer.slice(offset));
+  if (header.includes("'<f8'")) return new Float64Array(buffer.slice(offset));
+  throw new Error(`unexpected .npy dtype: ${header}`);
 }
 
-async function fetchLayer(id, backend, layer) {
-  const response = await fetch(`/api/runs/${id}/outputs/${backend}/${encodeURIComponent(layer)}`);
+async function fetchLayer(id, backend, layer, mode = 'accumulated') {
+  const response = await fetch(
+    `/api/runs/${id}/outputs/${backend}/${encodeURIComponent(layer)}?mode=${mode}`);
   if (!response.ok) {
     const payload = await response.json().catch(() => ({}));
     throw new Error(`outputs of ${backend}/${layer}: ${payload.detail || `HTTP ${response.status}`}`);
@@ -420,6 +532,156 @@ async function depthPage() {
   if (labels.size > 0) await redraw(); else ready();
 }
 
+// A POST whose body is a FormData (file uploads) or JSON; the API's refusal as an Error.
+async function send(path, payload) {
+  const options = payload instanceof FormData
+    ? {method: 'POST', body: payload}
+    : {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(payload)};
+  return api(path, options);
+}
+
+function seconds(start, end) {
+  if (!start) return '';
+  const from = Date.parse(start);
+  const to = end ? Date.parse(end) : Date.now();
+  return `${((to - from) / 1000).toFixed(1)} s`;
+}
+
+// Upload a model, make inputs, choose backends, start, watch: the API's steps as a form.
+async function newRunPage() {
+  const state = {model: null, inputs: null};
+  const backends = (await api('/api/backends')).data;
+  const models = (await api('/api/models?limit=1000')).data;
+  const select = document.getElementById('model-select');
+  for (const model of models) {
+    const option = document.createElement('option');
+    option.value = String(model.id);
+    option.textContent = `${model.id}: ${model.name}`;
+    select.appendChild(option);
+  }
+  const showModel = (model) => {
+    state.model = model;
+    state.inputs = null;
+    document.getElementById('model-summary').textContent =
+      `${model.name}: ${model.layers.filter((l) => l.depth > 0).length} layers, ${model.architecture_label}`;
+    const support = document.querySelector('#support tbody');
+    support.replaceChildren();
+    for (const backend of backends) {
+      const tr = document.createElement('tr');
+      const why = model.backend_support[backend.id] ?? (backend.available ? null : backend.reason);
+      cell(tr, backend.id);
+      cell(tr, why ? `no: ${why}` : 'yes', why ? 'unavailable' : '');
+      support.appendChild(tr);
+    }
+    document.getElementById('support').hidden = false;
+    document.getElementById('inputs-step').hidden = false;
+    document.getElementById('run-step').hidden = true;
+    renderChoices();
+  };
+  const renderChoices = () => {
+    const box = document.getElementById('backend-choices');
+    box.replaceChildren();
+    for (const backend of backends) {
+      const why = state.model.backend_support[backend.id] ?? (backend.available ? null : backend.reason);
+      const label = document.createElement('label');
+      const input = document.createElement('input');
+      input.type = 'checkbox';
+      input.name = 'backend';
+      input.value = backend.id;
+      input.disabled = Boolean(why);
+      input.checked = !why && backend.by_default && backend.id !== 'numpy-f64';
+      label.append(input, ` ${backend.id}`);
+      label.title = why || `${backend.precision}; ${Object.entries(backend.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`;
+      if (why) label.className = 'unavailable';
+      box.appendChild(label);
+    }
+    fillSelect(document.getElementById('reference'),
+               backends.filter((b) => b.available).map((b) => b.id), 'numpy-f64');
+  };
+  const upload = async (file) => {
+    const form = new FormData();
+    form.append('file', file, file.name);
+    showModel(await send('/api/models', form));
+  };
+  const zone = document.getElementById('drop-zone');
+  zone.addEventListener('dragover', (event) => { event.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    zone.classList.remove('over');
+    const [file] = event.dataTransfer.files;
+    if (file) upload(file).catch(showError);
+  });
+  document.getElementById('model-file').onchange = (event) => {
+    const [file] = event.target.files;
+    if (file) upload(file).catch(showError);
+  };
+  select.onchange = () => {
+    if (select.value) api(`/api/models/${select.value}`).then(showModel).catch(showError);
+  };
+  const inputsMade = (inputs) => {
+    state.inputs = inputs;
+    document.getElementById('inputs-summary').textContent =
+      `input set ${inputs.id}: ${Object.entries(inputs.shapes).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')}`;
+    document.getElementById('run-step').hidden = false;
+  };
+  document.getElementById('generator').onsubmit = (event) => {
+    event.preventDefault();
+    const fields = new FormData(event.target);
+    const spec = {kind: fields.get('kind'), batch: Number(fields.get('batch')), seed: Number(fields.get('seed'))};
+    if (spec.kind === 'uniform' || spec.kind === 'randint') Object.assign(spec, {low: Number(fields.get('low')), high: Number(fields.get('high'))});
+    if (spec.kind === 'normal') Object.assign(spec, {mean: Number(fields.get('mean')), std: Number(fields.get('std'))});
+    send(`/api/models/${state.model.id}/inputs`, spec).then(inputsMade).catch(showError);
+  };
+  document.getElementById('inputs-file').onchange = (event) => {
+    const [file] = event.target.files;
+    if (!file) return;
+    const form = new FormData();
+    form.append('file', file, file.name);
+    send(`/api/models/${state.model.id}/inputs`, form).then(inputsMade).catch(showError);
+  };
+  document.getElementById('start').onclick = async () => {
+    try {
+      const chosen = [...document.querySelectorAll('input[name=backend]:checked')].map((i) => i.value);
+      const modes = ['accumulated', 'isolated'].filter((m) => document.getElementById(`mode-${m}`).checked);
+      const run = await send('/api/runs', {
+        model_id: state.model.id, input_set_id: state.inputs.id, backends: chosen,
+        reference: document.getElementById('reference').value, modes,
+        repeats: Number(document.getElementById('repeats').value),
+      });
+      await watch(run.id);
+    } catch (error) {
+      showError(error);
+    }
+  };
+  ready();
+}
+
+// Per backend: queued, running (with the time it has taken), done or failed with why.
+async function watch(id) {
+  document.getElementById('progress-step').hidden = false;
+  const anchor = document.getElementById('run-link');
+  anchor.href = `/runs/${id}`;
+  anchor.textContent = String(id);
+  for (;;) {
+    const run = await api(`/api/runs/${id}`);
+    document.getElementById('run-status').textContent = run.status + (run.error ? `: ${run.error}` : '');
+    const tbody = document.querySelector('#progress tbody');
+    tbody.replaceChildren();
+    for (const b of run.backend_runs) {
+      const tr = document.createElement('tr');
+      cell(tr, b.backend);
+      cell(tr, b.status, `status-${b.status}`);
+      cell(tr, seconds(b.started_at, b.finished_at));
+      cell(tr, b.reason || '');
+      tbody.appendChild(tr);
+    }
+    if (run.status === 'done' || run.status === 'failed') break;
+    await new Promise((resolve) => setTimeout(resolve, 400));
+  }
+  ready();
+}
+
 const PAGES = {index: indexPage, model: modelPage, run: runPage, browser: browserPage,
-               depth: depthPage};
+               depth: depthPage, new: newRunPage};
 (PAGES[body.dataset.page] || (async () => ready()))().catch((error) => { showError(error); ready(); });

@@ -310,3 +310,118 @@ def test_run_and_browser_pages_say_why_a_backend_drifts(stored: dict, browser: A
     )
     screenshot(page, "browser-diagnosis")
     assert problems == []
+
+
+def test_a_person_uploads_a_model_makes_inputs_runs_and_reads_a_layer(
+    stored: dict, browser: Any, example: Any
+) -> None:
+    """The whole path in the page: a model from the file picker, generated inputs, three
+    backends, the run watched to the end; then the run's heatmap, and a click on a cell
+    opens that layer: its numbers, its error histogram (whose counts are the layer's
+    values) and the scatter against the reference."""
+    server: LiveServer = stored["server"]
+    page, problems = open_page(browser, f"{server.url}/new")
+    page.set_input_files("#model-file", str(example("regression").path))
+    page.wait_for_function("document.getElementById('model-summary').textContent !== ''")
+    assert page.locator("#model-summary").inner_text().startswith("regression: 3 layers")
+    support = page.locator("#support tbody").inner_text()
+    assert "keras-cpu\tyes" in support and "keras-gpu\tno: " in support
+    page.fill("#generator input[name=batch]", "4")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('inputs-summary').textContent !== ''")
+    assert page.locator("#inputs-summary").inner_text().endswith("input [4,4]")
+    for box in page.locator("input[name=backend]").all():
+        if box.is_enabled():
+            box.set_checked(box.get_attribute("value") in ("numpy", "keras-cpu", "tfjs-cpu"))
+    page.check("#mode-isolated")
+    page.click("#start")
+    page.wait_for_function(
+        "['done', 'failed'].includes(document.getElementById('run-status').textContent)",
+        timeout=120000,
+    )
+    assert page.locator("#run-status").inner_text() == "done"
+    progress = page.locator("#progress tbody tr").all_inner_texts()
+    assert sorted(line.split("\t")[0] for line in progress) == [
+        "keras-cpu",
+        "numpy",
+        "numpy-f64",
+        "tfjs-cpu",
+    ]
+    assert all(
+        line.split("\t")[1] == "done" and line.split("\t")[2].endswith(" s") for line in progress
+    )
+    screenshot(page, "new-run")
+    run_url = page.locator("#run-link").get_attribute("href")
+    assert problems == []
+
+    page, problems = open_page(browser, f"{server.url}{run_url}")
+    heatmap = page.evaluate(
+        "() => { const t = document.getElementById('heatmap').data[0];"
+        " return {y: t.y, columns: t.z[0].length, text: t.text}; }"
+    )
+    assert heatmap["y"] == ["keras-cpu", "numpy", "tfjs-cpu"] and heatmap["columns"] == 3
+    area = page.locator("#heatmap .nsewdrag").bounding_box()
+    assert area is not None
+    # Plotly draws the first backend at the bottom: click its middle layer.
+    page.mouse.click(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * (5 / 6))
+    page.wait_for_function("!document.getElementById('layer-detail').hidden")
+    page.wait_for_function(
+        "document.getElementById('detail-scatter').data?.[0]?.x?.length > 0", timeout=30000
+    )
+    title = page.locator("#detail-title").inner_text()
+    assert title.startswith("keras-cpu · dense_2 (Dense) vs numpy-f64: ")
+    counts = page.evaluate("() => document.getElementById('detail-histogram').data[0].y")
+    run_id = int(run_url.rsplit("/", 1)[1])
+    [row] = [
+        r
+        for r in api(stored, f"/api/runs/{run_id}/divergence")["rows"]
+        if (r["backend"], r["layer"]) == ("keras-cpu", "dense_2")
+    ]
+    assert sum(counts) == row["n"] == 4 * 10
+    scatter = page.evaluate("() => document.getElementById('detail-scatter').data[0].x.length")
+    assert scatter == row["n"]
+    numbers = page.locator("#detail-numbers").inner_text()
+    assert f"rel_l2\t{row['rel_l2']:.4g}".replace("e-0", "e-") in numbers.replace("e-0", "e-")
+    screenshot(page, "run-heatmap-detail")
+    assert problems == []
+
+
+def test_a_bad_upload_shows_the_api_message(stored: dict, browser: Any) -> None:
+    """Through the file picker and by drag-and-drop: the API's own refusal, in words."""
+    server: LiveServer = stored["server"]
+    page, problems = open_page(browser, f"{server.url}/new")
+    page.set_input_files(
+        "#model-file",
+        files=[{"name": "notes.keras", "mimeType": "application/octet-stream", "buffer": b"hi"}],
+    )
+    page.wait_for_function("!document.getElementById('error').hidden")
+    assert "not a Keras model" in page.locator("#error").inner_text()
+    page.evaluate("() => { document.getElementById('error').hidden = true; }")
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(['not a model either'], 'dropped.h5'));
+            const zone = document.getElementById('drop-zone');
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+        }"""
+    )
+    page.wait_for_function("!document.getElementById('error').hidden")
+    assert "/api/models: " in page.locator("#error").inner_text()
+    screenshot(page, "bad-upload")
+    # The browser logs the refused requests themselves; nothing else went wrong.
+    assert all("Failed to load resource" in message for message in problems), problems
+
+
+def test_a_model_is_deleted_from_its_page(stored: dict, browser: Any, example: Any) -> None:
+    """After the confirmation, the model and its runs are gone and the page goes home."""
+    server: LiveServer = stored["server"]
+    client: Client = stored["client"]
+    model = client.upload_model(example("autoencoder").path)
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{server.url}/models/{model['id']}")
+    page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1", timeout=60000)
+    with page.expect_navigation():
+        page.click("#delete-model")
+    assert page.url == f"{server.url}/"
+    assert client.get(f"/api/models/{model['id']}").status_code == 404
