@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.api.auth import COOKIE, presented_token
-from app.api.deps import RowId, SessionDep
+from app.api.deps import MAX_ROW_ID, RowId, SessionDep
 from app.core.config import settings
 from app.core.errors import Unauthorized
 from app.data.runs import get_run
@@ -33,6 +33,7 @@ router = APIRouter(include_in_schema=False)
 # The metric and verdict lists the pages' menus and colours use, from the engine's own.
 VOCABULARY = json.dumps({"metrics": AGGREGATE_METRICS, "verdicts": VERDICTS})
 static_files = StaticFiles(directory=WEB_DIR / "static")
+RunQuery = Annotated[int, Query(ge=0, le=MAX_ROW_ID)]
 
 
 def page(request: Request, template: str, name: str, **params: Any) -> Response:
@@ -78,6 +79,14 @@ def index(request: Request) -> Response:
 @router.get("/new", response_class=HTMLResponse)
 def new_run_page(request: Request) -> Response:
     return page(request, "new.html", "new")
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request, session: SessionDep, before: RunQuery, after: RunQuery | None = None
+) -> Response:
+    get_run(session, before)
+    return page(request, "compare.html", "compare", before=before, after=after or "")
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)

@@ -365,6 +365,32 @@ async function runPage() {
   };
   metric.onchange = against.onchange = () => redraw().catch(showError);
   document.getElementById('probe-button').onclick = () => probeLink(id).catch(showError);
+  document.getElementById('feeds-link').href = `/api/runs/${id}/feeds`;
+  document.getElementById('external').onsubmit = async (event) => {
+    event.preventDefault();
+    try {
+      const stored = await send(`/api/runs/${id}/external`, new FormData(event.target));
+      const start = stored.drift_start;
+      document.getElementById('external-result').textContent =
+        `${stored.backend}: ${stored.compared_layers} layers compared (${stored.mode}); `
+        + (start ? `drift starts at ${start.layer} (${start.verdict}`
+          + `${start.explained_by ? `, explained by ${start.explained_by}` : ''})` : 'every layer within rounding');
+      run = await api(`/api/runs/${id}`);
+      await redraw();
+    } catch (error) {
+      showError(error);
+    }
+  };
+  const compareWith = document.getElementById('compare-with');
+  for (const choice of (await comparableRuns(run)).filter((c) => c.id !== run.id)) {
+    const option = document.createElement('option');
+    option.value = String(choice.id);
+    option.textContent = choice.label;
+    compareWith.appendChild(option);
+  }
+  document.getElementById('compare-button').onclick = () => {
+    if (compareWith.value) window.location.assign(`/compare?before=${id}&after=${compareWith.value}`);
+  };
   renderBackends();
   await redraw();
   while (run.status !== 'done' && run.status !== 'failed') {
@@ -682,6 +708,103 @@ async function watch(id) {
   ready();
 }
 
+// Runs whose layers line up with `run`'s: those of models with the same architecture.
+async function comparableRuns(run) {
+  const models = (await api('/api/models?limit=1000')).data;
+  const architecture = models.find((model) => model.id === run.model_id)?.architecture;
+  const names = new Map(models.filter((m) => m.architecture === architecture).map((m) => [m.id, m.name]));
+  const runs = (await api('/api/runs?limit=1000')).data;
+  return runs.filter((r) => names.has(r.model_id) && r.status === 'done')
+    .map((r) => ({id: r.id, label: `run ${r.id} of ${names.get(r.model_id)} (${r.created_at.slice(0, 16)})`}));
+}
+
+// Metrics where a larger value is closer agreement.
+const HIGHER_IS_BETTER = new Set(['cosine', 'sqnr_db', 'argmax_agree']);
+
+// Better or worse for one layer: a verdict that moved decides; else a factor of 2.
+function change(before, after, metric) {
+  const severity = (row) => VERDICTS.indexOf(row.verdict);
+  if (severity(after) !== severity(before)) return severity(after) < severity(before) ? 'better' : 'worse';
+  const a = Number(before[metric]);
+  const b = Number(after[metric]);
+  if (!(Number.isFinite(a) && Number.isFinite(b)) || a === b) return 'same';
+  const ratio = HIGHER_IS_BETTER.has(metric) ? a / b : b / a;
+  if (a === 0 || b === 0) return (HIGHER_IS_BETTER.has(metric) ? b > a : b < a) ? 'better' : 'worse';
+  return ratio <= 0.5 ? 'better' : ratio >= 2 ? 'worse' : 'same';
+}
+
+async function comparePage() {
+  const beforeSelect = document.getElementById('before');
+  const afterSelect = document.getElementById('after');
+  const metric = document.getElementById('metric');
+  const mode = document.getElementById('mode');
+  const first = await api(`/api/runs/${body.dataset.before}`);
+  const choices = await comparableRuns(first);
+  for (const select of [beforeSelect, afterSelect]) {
+    for (const choice of choices) {
+      const option = document.createElement('option');
+      option.value = String(choice.id);
+      option.textContent = choice.label;
+      select.appendChild(option);
+    }
+  }
+  beforeSelect.value = body.dataset.before;
+  afterSelect.value = body.dataset.after || String(choices.find((c) => String(c.id) !== body.dataset.before)?.id ?? '');
+  fillSelect(metric, METRICS, 'rel_l2');
+  const redraw = async () => {
+    const [before, after] = await Promise.all([beforeSelect.value, afterSelect.value].map(
+      (id) => api(`/api/runs/${id}/divergence?mode=${mode.value}`)));
+    const key = (row) => `${row.backend}\u0000${row.depth}`;
+    const earlier = new Map(before.rows.map((row) => [key(row), row]));
+    const pairs = after.rows.filter((row) => earlier.has(key(row)))
+      .map((row) => ({before: earlier.get(key(row)), after: row}));
+    const tbody = document.querySelector('#changes tbody');
+    tbody.replaceChildren();
+    const counts = new Map();
+    for (const pair of pairs) {
+      const verdict = change(pair.before, pair.after, metric.value);
+      const tally = counts.get(pair.after.backend) ?? {better: 0, worse: 0, same: 0};
+      tally[verdict] += 1;
+      counts.set(pair.after.backend, tally);
+      const tr = document.createElement('tr');
+      tr.className = `change-${verdict}`;
+      const a = Number(pair.before[metric.value]);
+      const b = Number(pair.after[metric.value]);
+      [pair.after.backend, pair.after.depth, pair.after.layer, formatNumber(pair.before[metric.value]),
+       formatNumber(pair.after[metric.value]), a ? formatNumber(b / a) : '',
+       `${pair.before.verdict} → ${pair.after.verdict}`, verdict].forEach((v) => cell(tr, String(v)));
+      tbody.appendChild(tr);
+    }
+    const summary = document.getElementById('summary');
+    summary.replaceChildren();
+    for (const [backend, tally] of counts) {
+      const li = document.createElement('li');
+      li.textContent = `${backend}: ${tally.better} better, ${tally.worse} worse, ${tally.same} the same`;
+      summary.appendChild(li);
+    }
+    if (pairs.length === 0) {
+      const li = document.createElement('li');
+      li.textContent = 'no backend and layer in common';
+      summary.appendChild(li);
+    }
+    const traces = [...counts.keys()].flatMap((backend) => {
+      const mine = pairs.filter((p) => p.after.backend === backend);
+      const x = mine.map((p) => p.after.layer);
+      return [
+        {name: `${backend} before (run ${beforeSelect.value})`, x, legendgroup: backend,
+         y: mine.map((p) => plotted(p.before[metric.value])), mode: 'lines+markers', line: {dash: 'dot'}},
+        {name: `${backend} after (run ${afterSelect.value})`, x, legendgroup: backend,
+         y: mine.map((p) => plotted(p.after[metric.value])), mode: 'lines+markers'},
+      ];
+    });
+    await draw('chart', traces, {yaxis: {...LOG_AXIS, title: metric.value}});
+    ready();
+  };
+  beforeSelect.onchange = afterSelect.onchange = metric.onchange = mode.onchange =
+    () => redraw().catch(showError);
+  await redraw();
+}
+
 const PAGES = {index: indexPage, model: modelPage, run: runPage, browser: browserPage,
-               depth: depthPage, new: newRunPage};
+               depth: depthPage, new: newRunPage, compare: comparePage};
 (PAGES[body.dataset.page] || (async () => ready()))().catch((error) => { showError(error); ready(); });

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
@@ -425,3 +426,66 @@ def test_a_model_is_deleted_from_its_page(stored: dict, browser: Any, example: A
         page.click("#delete-model")
     assert page.url == f"{server.url}/"
     assert client.get(f"/api/models/{model['id']}").status_code == 404
+
+
+def test_own_port_uploaded_from_the_page_and_two_runs_compared(
+    stored: dict, browser: Any, tmp_path: Path
+) -> None:
+    """A port with dense_5 scaled by 1.5 goes into the stored run through the API, the
+    fixed port into a second run through the run page's form; the compare page then
+    says what the fix made better, layer by layer, with the API's own numbers."""
+    server: LiveServer = stored["server"]
+    client: Client = stored["client"]
+    before = stored["run_id"]
+    input_set = client.get_run(before)["input_set_id"]
+    layers = [f"dense_{i}" for i in range(1, 11)]
+    exact = {
+        layer: client.layer_output(before, "numpy-f64", layer).astype(np.float32)
+        for layer in layers
+    }
+    buggy = {**exact, "dense_5": exact["dense_5"] * np.float32(1.5)}
+    assert client.post_external(before, "port", buggy).status_code == 201
+    after = client.start_run(
+        model_id=stored["model"]["id"], input_set_id=input_set, backends=["numpy"]
+    )["id"]
+    assert client.wait_for_run(after)["status"] == "done"
+    fixed = tmp_path / "fixed.npz"
+    np.savez(fixed, **exact)
+
+    page, problems = open_page(browser, f"{server.url}/runs/{after}")
+    page.fill("#external input[name=name]", "port")
+    page.set_input_files("#external input[name=file]", str(fixed))
+    page.click("#external-button")
+    page.wait_for_function("document.getElementById('external-result').textContent !== ''")
+    assert (
+        page.locator("#external-result")
+        .inner_text()
+        .startswith("ext:port: 10 layers compared (accumulated); every layer within rounding")
+    )
+    page.wait_for_function(
+        "document.getElementById('heatmap').data[0].y.includes('ext:port')", timeout=30000
+    )
+    assert problems == []
+
+    # From the buggy run's page: compare it with the fixed one.
+    page, problems = open_page(browser, f"{server.url}/runs/{before}")
+    page.select_option("#compare-with", str(after))
+    with page.expect_navigation():
+        page.click("#compare-button")
+    page.wait_for_function("Number(document.body.dataset.ready || 0) >= 1", timeout=60000)
+    assert page.url == f"{server.url}/compare?before={before}&after={after}"
+    rows = [line.split("\t") for line in page.locator("#changes tbody tr").all_inner_texts()]
+    port = {row[2]: row for row in rows if row[0] == "ext:port"}
+    assert set(port) == set(layers)
+    assert port["dense_5"][6] == "mismatch → identical" and port["dense_5"][7] == "better"
+    assert all(port[layer][7] == "same" for layer in layers[:4])
+    api_before = {
+        row["layer"]: row
+        for row in api(stored, f"/api/runs/{before}/divergence", backend="ext:port")["rows"]
+    }
+    assert float(port["dense_5"][3]) == pytest.approx(api_before["dense_5"]["rel_l2"], rel=1e-3)
+    summary = page.locator("#summary").inner_text()
+    better = sum(1 for layer in layers if port[layer][7] == "better")
+    assert f"ext:port: {better} better, 0 worse" in summary and better >= 1
+    screenshot(page, "compare-runs")
+    assert problems == []
