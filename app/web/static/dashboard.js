@@ -86,6 +86,75 @@ function formatNumber(value) {
   return String(value ?? '');
 }
 
+// Rows a page of the large tables shows (MobileNetV2 on six backends is 900 rows).
+const PAGE_ROWS = 50;
+
+// A table of `rows` by `columns`, sorted by a click on a header (again: the other way)
+// and shown PAGE_ROWS at a time; `decorate(row, tr)` styles each row.
+function pagedTable(table, columns, rows, decorate) {
+  const state = {column: null, descending: false, page: 0};
+  let pager = table.nextElementSibling;
+  if (!pager || !pager.classList.contains('pager')) {
+    pager = document.createElement('p');
+    pager.className = 'pager';
+    table.after(pager);
+  }
+  const value = (row, column) => {
+    const v = row[column];
+    const number = typeof v === 'string' && v !== '' ? Number(v) : v;
+    return typeof number === 'number' && !Number.isNaN(number) ? number : String(v ?? '');
+  };
+  const sorted = () => {
+    if (state.column === null) return rows;
+    const sign = state.descending ? -1 : 1;
+    return [...rows].sort((a, b) => {
+      const x = value(a, state.column);
+      const y = value(b, state.column);
+      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
+      return sign * String(x).localeCompare(String(y));
+    });
+  };
+  const render = () => {
+    const headRow = document.createElement('tr');
+    for (const column of columns) {
+      const th = document.createElement('th');
+      const arrow = state.column === column ? (state.descending ? ' ▼' : ' ▲') : '';
+      th.textContent = column + arrow;
+      th.className = 'sortable';
+      th.onclick = () => {
+        state.descending = state.column === column ? !state.descending : false;
+        state.column = column;
+        state.page = 0;
+        render();
+      };
+      headRow.appendChild(th);
+    }
+    table.querySelector('thead').replaceChildren(headRow);
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+    state.page = Math.min(state.page, pages - 1);
+    const tbody = table.querySelector('tbody');
+    tbody.replaceChildren();
+    for (const row of sorted().slice(state.page * PAGE_ROWS, (state.page + 1) * PAGE_ROWS)) {
+      const tr = document.createElement('tr');
+      columns.forEach((column) => cell(tr, formatNumber(row[column])));
+      decorate(row, tr);
+      tbody.appendChild(tr);
+    }
+    const previous = document.createElement('button');
+    previous.textContent = '‹ previous';
+    previous.disabled = state.page === 0;
+    previous.onclick = () => { state.page -= 1; render(); };
+    const next = document.createElement('button');
+    next.textContent = 'next ›';
+    next.disabled = state.page >= pages - 1;
+    next.onclick = () => { state.page += 1; render(); };
+    const where = document.createElement('span');
+    where.textContent = ` page ${state.page + 1} of ${pages} (${rows.length} rows) `;
+    pager.replaceChildren(previous, where, next);
+  };
+  render();
+}
+
 function worstVerdict(rows) {
   return rows.reduce((worst, row) =>
     VERDICTS.indexOf(row.verdict) > VERDICTS.indexOf(worst) ? row.verdict : worst, 'identical');
@@ -245,20 +314,10 @@ async function runPage() {
     renderDriftStarts(document.getElementById('drift-starts'), data);
     const columns = ['backend', 'layer', 'class_name', 'n_diff', 'mean_abs', 'max_abs', 'rel_l2',
                      'max_ulp', 'cosine', 'sqnr_db', 'verdict', 'local_rel_l2', 'explained_by'];
-    const head = document.querySelector('#divergence thead');
-    const headRow = document.createElement('tr');
-    columns.forEach((c) => { const th = document.createElement('th'); th.textContent = c; headRow.appendChild(th); });
-    head.replaceChildren(headRow);
-    const tbody = document.querySelector('#divergence tbody');
-    tbody.replaceChildren();
-    for (const row of data.rows) {
-      const tr = document.createElement('tr');
+    pagedTable(document.getElementById('divergence'), columns, data.rows, (row, tr) => {
       tr.className = `verdict-${row.verdict}`;
-      columns.forEach((c) => cell(tr, typeof row[c] === 'number' && !Number.isInteger(row[c])
-        ? row[c].toPrecision(4) : String(row[c] ?? '')));
       tr.title = diagnosisText(row);
-      tbody.appendChild(tr);
-    }
+    });
   };
 
   const renderHeatmap = async (data) => {
@@ -280,6 +339,8 @@ async function runPage() {
           + `<br>${row.verdict}${row.explained_by ? `; ${row.explained_by}` : ''}` : '';
       }));
     }
+    const every = Math.ceil(layers.length / 40);
+    const ticks = layers.map((_, i) => i).filter((i) => i % every === 0);
     const shapes = backends.flatMap((backend, y) => {
       const start = data.drift_start[backend];
       if (!start) return [];
@@ -295,8 +356,9 @@ async function runPage() {
     }], {
       shapes,
       height: 120 + 36 * backends.length,
-      xaxis: {tickvals: layers.map((_, i) => i), ticktext: layers, tickangle: -60,
-              tickfont: {size: layers.length > 60 ? 7 : 10}},
+      // A large model (MobileNetV2: 155 layers) names every k-th layer, at most 40.
+      xaxis: {tickvals: ticks, ticktext: ticks.map((i) => layers[i]), tickangle: -60,
+              tickfont: {size: 9}},
       yaxis: {automargin: true},
     });
     const div = document.getElementById('heatmap');
@@ -590,6 +652,15 @@ async function newRunPage() {
     state.inputs = null;
     document.getElementById('model-summary').textContent =
       `${model.name}: ${model.layers.filter((l) => l.depth > 0).length} layers, ${model.architecture_label}`;
+    const layerRows = document.querySelector('#model-layers tbody');
+    layerRows.replaceChildren();
+    for (const layer of model.layers) {
+      const tr = document.createElement('tr');
+      [layer.depth, layer.name, layer.class_name, JSON.stringify(layer.output_shape), layer.params]
+        .forEach((value) => cell(tr, String(value)));
+      layerRows.appendChild(tr);
+    }
+    document.getElementById('layers-details').hidden = false;
     const support = document.querySelector('#support tbody');
     support.replaceChildren();
     for (const backend of backends) {

@@ -325,6 +325,8 @@ def test_a_person_uploads_a_model_makes_inputs_runs_and_reads_a_layer(
     page.set_input_files("#model-file", str(example("regression").path))
     page.wait_for_function("document.getElementById('model-summary').textContent !== ''")
     assert page.locator("#model-summary").inner_text().startswith("regression: 3 layers")
+    page.click("#layers-details summary")
+    assert "dense_2\tDense\t[null,10]" in page.locator("#model-layers").inner_text()
     support = page.locator("#support tbody").inner_text()
     assert "keras-cpu\tyes" in support and "keras-gpu\tno: " in support
     page.fill("#generator input[name=batch]", "4")
@@ -488,4 +490,41 @@ def test_own_port_uploaded_from_the_page_and_two_runs_compared(
     better = sum(1 for layer in layers if port[layer][7] == "better")
     assert f"ext:port: {better} better, 0 worse" in summary and better >= 1
     screenshot(page, "compare-runs")
+    assert problems == []
+
+
+def test_the_layer_table_sorts_and_pages(stored: dict, browser: Any) -> None:
+    """Sixty rows (six backends of dense10x50): fifty a page, sorted by a header click,
+    numbers with four significant digits."""
+    server: LiveServer = stored["server"]
+    client: Client = stored["client"]
+    input_set = client.get_run(stored["run_id"])["input_set_id"]
+    backends = ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm", "tflite", "tflite-f16"]
+    run_id = client.start_run(
+        model_id=stored["model"]["id"], input_set_id=input_set, backends=backends
+    )["id"]
+    assert client.wait_for_run(run_id)["status"] == "done"
+    rows = api(stored, f"/api/runs/{run_id}/divergence")["rows"]
+    assert len(rows) == 60
+    page, problems = open_page(browser, f"{server.url}/runs/{run_id}")
+    pager = page.locator("#divergence + .pager")
+    assert "page 1 of 2 (60 rows)" in pager.inner_text()
+    assert page.locator("#divergence tbody tr").count() == 50
+    header = page.locator("#divergence thead th", has_text="rel_l2").first
+    header.click()
+    column = [
+        cells.split("\t")[6] for cells in page.locator("#divergence tbody tr").all_inner_texts()
+    ]
+    ordered = sorted(rows, key=lambda row: row["rel_l2"])
+    assert [float(value) for value in column[:3]] == pytest.approx(
+        [row["rel_l2"] for row in ordered[:3]], rel=1e-3
+    )
+    header.click()
+    first = page.locator("#divergence tbody tr").first.inner_text().split("\t")
+    assert float(first[6]) == pytest.approx(ordered[-1]["rel_l2"], rel=1e-3)
+    assert first[0] == ordered[-1]["backend"]
+    pager.locator("button", has_text="next").click()
+    assert "page 2 of 2 (60 rows)" in pager.inner_text()
+    assert page.locator("#divergence tbody tr").count() == 10
+    screenshot(page, "run-table-sorted")
     assert problems == []
