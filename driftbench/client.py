@@ -21,6 +21,7 @@ request. Records are plain dicts and arrays numpy arrays: no pandas needed.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -32,6 +33,8 @@ import numpy as np
 T = TypeVar("T")
 # A run is over once it is in one of these (workers.engine.status.RunStatus).
 FINAL_RUN_STATUSES = ("done", "failed")
+# How the API's JSON writes non-finite metrics.
+NON_FINITE = frozenset({"inf", "-inf", "nan"})
 
 
 class ServiceError(RuntimeError):
@@ -122,7 +125,11 @@ class Client(httpx.Client):
         super().__init__(base_url=base_url, headers=headers, **options)
 
     def post_model(
-        self, path: Path, *, name: str | None = None, tags: str | Iterable[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        tags: str | Iterable[str] | None = None,
     ) -> httpx.Response:
         """`POST /api/models` with the file, as sent: the raw answer (201, 200 for bytes
         already stored, or the refusal). `tags` as the form takes them (comma-separated)
@@ -136,7 +143,11 @@ class Client(httpx.Client):
             return self.post("/api/models", files={"file": (Path(path).name, stream)}, data=form)
 
     def upload_model(
-        self, path: Path, *, name: str | None = None, tags: str | Iterable[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        tags: str | Iterable[str] | None = None,
     ) -> dict[str, Any]:
         """The model as stored (an upload of bytes already stored gives that model)."""
         model: dict[str, Any] = _checked(self.post_model(path, name=name, tags=tags))
@@ -237,16 +248,25 @@ class Client(httpx.Client):
         return inputs
 
     def rows(self, run_id: int, **params: Any) -> list[dict[str, Any]]:
-        """The run's divergence rows (backend x mode x layer: every metric, the verdict,
-        the diagnosis) as plain records; `params`: against, mode, backend."""
+        """The run's divergence rows of one mode (backend x layer: every metric, the
+        verdict, the diagnosis) as plain records, infinite and NaN metrics as floats (JSON
+        carries them as strings); `params`: against, mode (default accumulated), backend."""
         rows: list[dict[str, Any]] = self.divergence(run_id, **params)["rows"]
-        return rows
+        return [
+            {
+                key: float(value) if isinstance(value, str) and value in NON_FINITE else value
+                for key, value in row.items()
+            }
+            for row in rows
+        ]
 
     def layer_output(
         self, run_id: int, backend: str, layer: str, mode: str = "accumulated"
     ) -> np.ndarray:
         """One backend's output of one layer, as the array it stored."""
-        response = self.get(f"/api/runs/{run_id}/outputs/{backend}/{layer}", params={"mode": mode})
+        response = self.get(
+            f"/api/runs/{run_id}/output", params={"backend": backend, "layer": layer, "mode": mode}
+        )
         if response.is_error:
             _checked(response)
         return np.load(io.BytesIO(response.content), allow_pickle=False)

@@ -160,16 +160,29 @@ def read_divergence(
     }
 
 
-@router.get(
-    "/{run_id}/outputs/{backend}/{layer}",
-    responses={
-        200: {
-            "content": {"application/octet-stream": {}},
-            "description": "the layer's output as a .npy file",
-        },
-        410: OUTPUTS_EXPIRED,
+LAYER_FILE = {
+    200: {
+        "content": {"application/octet-stream": {}},
+        "description": "the layer's output as a .npy file",
     },
-)
+    410: OUTPUTS_EXPIRED,
+}
+
+
+@router.get("/{run_id}/output", responses=LAYER_FILE)
+def download_output_by_query(
+    session: SessionDep,
+    run_id: RowId,
+    backend: Annotated[str, Query(max_length=200)],
+    layer: Annotated[str, Query(max_length=400)],
+    mode: ModeName = "accumulated",
+) -> Response:
+    """The same file, named by query parameters: a nested layer (`base/conv`) or a probe
+    backend (`ext:probe/<device>/<backend>`) has a slash no path segment can carry."""
+    return download_output(session, run_id, backend, layer, mode)
+
+
+@router.get("/{run_id}/outputs/{backend}/{layer}", responses=LAYER_FILE)
 def download_output(
     session: SessionDep, run_id: RowId, backend: str, layer: str, mode: ModeName = "accumulated"
 ) -> Response:

@@ -10,18 +10,23 @@ its precision allows.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workers.engine.compare import Comparison, LayerDrift
+from workers.engine.metrics import DRIFT_VERDICTS, VERDICTS
 from workers.engine.results import BackendResult
 from workers.engine.status import BackendStatus
 
-# How bad each verdict is: `--fail-on V` fails every layer at V or beyond.
-SEVERITY = {"identical": 0, "rounding": 1, "reduced-precision": 2, "mismatch": 3, "nonfinite": 4}
-FAIL_ON = ("reduced-precision", "mismatch", "nonfinite")
+# How bad each verdict is (the engine's own order): `--fail-on V` fails every layer at V
+# or beyond.
+SEVERITY = {verdict: rank for rank, verdict in enumerate(VERDICTS)}
+FAIL_ON = DRIFT_VERDICTS
+# What XML 1.0 cannot carry (a crash reason with terminal colour codes).
+NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Failure:
 
 
 def fails(verdict: str, fail_on: str) -> bool:
+    """Whether a layer with `verdict` fails the gate set at `fail_on`."""
     return SEVERITY[verdict] >= SEVERITY[fail_on]
 
 
@@ -54,21 +60,35 @@ def failures(comparisons: Sequence[Comparison], fail_on: str) -> list[Failure]:
     ]
 
 
-def failed_backends(results: dict[str, BackendResult]) -> dict[str, str]:
-    """Backends that crashed: a gate cannot pass on numbers it did not get. Unsupported
-    and skipped backends (no GPU here) are reported, not failed."""
-    return {
-        backend: result.reason or "failed"
+def failed_backends(results: dict[str, BackendResult], reference: str) -> dict[str, str]:
+    """What stops the gate besides a layer: a backend that crashed, and a reference that
+    did not run (then nothing was compared, and passing would say nothing). Other
+    unsupported and skipped backends (no GPU here) are reported, not failed."""
+    failed = {
+        backend: f"the backend failed: {result.reason or 'no reason given'}"
         for backend, result in results.items()
         if result.status == BackendStatus.FAILED
     }
+    source = results.get(reference)
+    if source is None or source.status != BackendStatus.DONE:
+        status = "missing" if source is None else f"{source.status}: {source.reason}"
+        failed[reference] = f"the reference did not run ({status}): nothing was compared"
+    return failed
+
+
+def _xml_text(text: str) -> str:
+    return NOT_XML.sub("", text)
 
 
 def junit_xml(
-    comparisons: Sequence[Comparison], results: dict[str, BackendResult], fail_on: str
+    comparisons: Sequence[Comparison],
+    results: dict[str, BackendResult],
+    fail_on: str,
+    stopped: dict[str, str],
 ) -> str:
-    """One <testsuite> per backend and mode, one <testcase> per layer; a crashed
-    backend is one failing case of its own."""
+    """One <testsuite> per backend and mode, one <testcase> per layer; a backend that
+    stopped the gate (`failed_backends`) is one failing case of its own, one that could
+    not run here a skipped case."""
     root = ElementTree.Element("testsuites", name="driftbench check")
     for comparison in comparisons:
         suite = ElementTree.SubElement(
@@ -85,6 +105,7 @@ def junit_xml(
                 name=f"{row.depth:03d} {row.layer} ({row.class_name})",
             )
             drift = row.divergence
+            case.set("time", "0")
             ElementTree.SubElement(case, "system-out").text = (
                 f"verdict {drift.verdict}; rel_l2 {drift.rel_l2:.3e}; max_abs {drift.max_abs:.3e}"
                 + (f"; explained by {row.explained_by}" if row.explained_by else "")
@@ -94,15 +115,34 @@ def junit_xml(
                 ElementTree.SubElement(
                     case,
                     "failure",
-                    message=Failure(comparison.backend, comparison.mode, row).message,
+                    message=_xml_text(Failure(comparison.backend, comparison.mode, row).message),
                     type=drift.verdict,
                 )
         suite.set("tests", str(len(comparison.layers)))
         suite.set("failures", str(failed))
-    for backend, reason in failed_backends(results).items():
-        suite = ElementTree.SubElement(root, "testsuite", name=backend, tests="1", failures="1")
-        case = ElementTree.SubElement(suite, "testcase", classname=backend, name="run")
-        ElementTree.SubElement(case, "failure", message=reason, type="failed")
+        suite.set("errors", "0")
+        suite.set("skipped", "0")
+        suite.set("time", "0")
+    not_run = {
+        backend: f"{result.status}: {result.reason}"
+        for backend, result in results.items()
+        if result.status in (BackendStatus.UNSUPPORTED, BackendStatus.SKIPPED)
+    }
+    for backend, reason in {**not_run, **stopped}.items():
+        stops = backend in stopped
+        suite = ElementTree.SubElement(
+            root,
+            "testsuite",
+            name=backend,
+            tests="1",
+            failures="1" if stops else "0",
+            errors="0",
+            skipped="0" if stops else "1",
+            time="0",
+        )
+        case = ElementTree.SubElement(suite, "testcase", classname=backend, name="run", time="0")
+        outcome = "failure" if stops else "skipped"
+        ElementTree.SubElement(case, outcome, message=_xml_text(reason), type=outcome)
     total = root.findall("testsuite")
     root.set("tests", str(sum(int(s.get("tests", "0")) for s in total)))
     root.set("failures", str(sum(int(s.get("failures", "0")) for s in total)))
@@ -110,16 +150,22 @@ def junit_xml(
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def _cell(text: str) -> str:
+    """One Markdown table cell: no line breaks, no column separators."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def markdown_summary(
     model: str,
     comparisons: Sequence[Comparison],
     results: dict[str, BackendResult],
     fail_on: str,
+    stopped: dict[str, str],
 ) -> str:
     """What a CI job page shows: passed or not, a line per backend and mode, the
     failing layers with their diagnosis."""
     found = failures(comparisons, fail_on)
-    crashed = failed_backends(results)
+    crashed = stopped
     passed = not found and not crashed
     lines = [
         f"## driftbench check: {model} — {'passed' if passed else 'FAILED'} "
@@ -149,8 +195,10 @@ def markdown_summary(
         )
     for backend, result in results.items():
         if result.status != BackendStatus.DONE:
-            lines.append(f"| {backend} | - | - | {result.status}: {result.reason} | - | - |")
-    if found:
-        lines += ["", "### Failing layers", ""]
+            reason = _cell(f"{result.status}: {result.reason or 'no reason given'}")
+            lines.append(f"| {backend} | - | - | {reason} | - | - |")
+    if found or crashed:
+        lines += ["", "### Failing", ""]
         lines += [f"- {failure.message}" for failure in found]
+        lines += [f"- {backend}: {_cell(reason)}" for backend, reason in crashed.items()]
     return "\n".join(lines) + "\n"

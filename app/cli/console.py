@@ -51,19 +51,32 @@ class NativeLog:
         self._previous: TextIO | None = None
         if _descriptor(sys.stderr) == 2:
             self._previous = sys.stderr
-            sys.stderr = os.fdopen(os.dup(self._terminal), "w", buffering=1)
+            sys.stderr = os.fdopen(
+                os.dup(self._terminal),
+                "w",
+                buffering=1,
+                encoding=sys.stderr.encoding,
+                errors=sys.stderr.errors,
+            )
         for pattern in NOISY_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def close(self, failed: bool) -> None:
-        sys.stderr.flush()
-        os.dup2(self._terminal, 2)
-        os.close(self._terminal)
-        if self._previous is not None:
-            sys.stderr.close()
-            sys.stderr = self._previous
-        if failed and self.path.stat().st_size:
+        """Give descriptor 2 back whatever happens (a broken pipe while flushing must not
+        leave the terminal silenced); keep the log only when the command failed."""
+        try:
+            sys.stderr.flush()
+        except OSError:
+            pass
+        finally:
+            os.dup2(self._terminal, 2)
+            os.close(self._terminal)
+            if self._previous is not None:
+                sys.stderr.close()
+                sys.stderr = self._previous
+        kept = failed and self.path.exists() and self.path.stat().st_size > 0
+        if kept:
             print(f"driftbench: native log (TensorFlow, LiteRT): {self.path}", file=sys.stderr)
         else:
             self.path.unlink(missing_ok=True)
@@ -89,6 +102,7 @@ class Progress:
             self._thread.start()
 
     def update(self, backend: str, status: str, reason: str | None = None) -> None:
+        """A backend's new status (run_locally's on_status); piped, printed at once."""
         now = time.perf_counter()
         with self._lock:
             previous = self._states.get(backend)
@@ -99,12 +113,14 @@ class Progress:
             since = now if status == BackendStatus.RUNNING else now - started
             self._states[backend] = (status, since, reason)
         if not self.quiet and not self.live and status != BackendStatus.QUEUED:
-            print(self._describe(backend, finished_only=True), file=self.stream, flush=True)
+            print(self._describe(backend, live=False), file=self.stream, flush=True)
 
-    def _describe(self, backend: str, finished_only: bool = False) -> str:
+    def _describe(self, backend: str, live: bool = True) -> str:
+        """A backend's state in words; a running one with its elapsed time on the live
+        line only (a piped line is printed once, when it starts)."""
         status, since, reason = self._states[backend]
         if status == BackendStatus.RUNNING:
-            elapsed = "" if finished_only else f" {time.perf_counter() - since:.1f} s"
+            elapsed = f" {time.perf_counter() - since:.1f} s" if live else ""
             return f"{backend}: running{elapsed}"
         if status == BackendStatus.QUEUED:
             return f"{backend}: queued"
@@ -125,7 +141,14 @@ class Progress:
             self._drawn = True
             self._stop.wait(REFRESH_S)
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Stop redrawing and clear the live line (also when the run raised)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

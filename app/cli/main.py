@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -54,7 +55,7 @@ def _modes(choice: str) -> tuple[Mode, ...]:
 
 def run_and_compare(
     artifact: ModelArtifact,
-    inputs: dict,
+    inputs: dict[str, np.ndarray],
     *,
     backends: list[str],
     against: str,
@@ -65,7 +66,7 @@ def run_and_compare(
 ) -> tuple[dict[str, BackendResult], list[Comparison]]:
     """Every backend run here, external outputs read, every comparison diagnosed."""
     options = settings.engine_options()
-    with RunnerPool(options) as pool:
+    with RunnerPool(options) as pool, progress or contextlib.nullcontext():
         results = run_locally(
             pool,
             artifact,
@@ -76,8 +77,6 @@ def run_and_compare(
             repeats=repeats,
             on_status=None if progress is None else progress.update,
         )
-    if progress is not None:
-        progress.close()
     results.update(
         external_results(externals, results.get(against), settings.max_stored_output_bytes)
     )
@@ -90,7 +89,7 @@ def run_and_compare(
 
 def drift_command(
     artifact: ModelArtifact,
-    inputs: dict,
+    inputs: dict[str, np.ndarray],
     input_label: str,
     *,
     backends: list[str],
@@ -179,7 +178,9 @@ def external_results(
     }
 
 
-def load_run_inputs(args: argparse.Namespace) -> tuple[ModelArtifact, dict, str]:
+def load_run_inputs(
+    args: argparse.Namespace,
+) -> tuple[ModelArtifact, dict[str, np.ndarray], str]:
     """The model and its inputs as `run` and `check` name them: a file, or a generator."""
     import_keras(settings.onednn)  # before an example model's build imports TensorFlow
     artifact = load_artifact(resolve_model(args.model), settings.engine_options())
@@ -248,19 +249,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         progress=Progress(sys.stderr, quiet=args.quiet),
     )
     found = check.failures(comparisons, args.fail_on)
-    crashed = check.failed_backends(results)
+    crashed = check.failed_backends(results, reference=parse_backends(args.against)[0])
     if args.junit is not None:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_text(check.junit_xml(comparisons, results, args.fail_on))
+        args.junit.write_text(
+            check.junit_xml(comparisons, results, args.fail_on, crashed), encoding="utf-8"
+        )
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
-            check.markdown_summary(artifact.graph.name, comparisons, results, args.fail_on)
+            check.markdown_summary(
+                artifact.graph.name, comparisons, results, args.fail_on, crashed
+            ),
+            encoding="utf-8",
         )
     for failure in found:
         print(f"FAIL {failure.message}")
     for backend, reason in crashed.items():
-        print(f"FAIL {backend}: the backend failed: {reason}")
+        print(f"FAIL {backend}: {reason}")
+    for backend, result in results.items():
+        if result.status in (BackendStatus.UNSUPPORTED, BackendStatus.SKIPPED):
+            print(f"not run: {backend} {result.status}: {result.reason}")
     if not found and not crashed:
         layers = sum(len(comparison.layers) for comparison in comparisons)
         print(
@@ -603,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = exit_status(error)
     finally:
         if native is not None:
-            native.close(failed=status == 1)
+            native.close(failed=status != 0)
     return status
 
 

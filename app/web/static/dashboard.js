@@ -8,11 +8,32 @@ const body = document.body;
 const {metrics: METRICS, verdicts: VERDICTS} = JSON.parse(body.dataset.vocabulary);
 const LOG_AXIS = {type: 'log', exponentformat: 'e'};
 
+// The API's answer; on an error status, its own `detail` in words (a validation error's
+// list of problems joined, a non-JSON body as its text).
 async function api(path, options) {
   const response = await fetch(path, options);
-  const payload = await response.json();
-  if (!response.ok) throw new Error(`${path}: ${payload.detail || response.status}`);
+  const text = await response.text();
+  let payload;
+  try {
+    payload = JSON.parse(text);
+  } catch {
+    payload = {detail: text};
+  }
+  if (!response.ok) throw new Error(`${path.split('?')[0]}: ${detailText(payload.detail) || response.status}`);
   return payload;
+}
+
+function detailText(detail) {
+  if (Array.isArray(detail)) {
+    return detail.map((item) => `${(item.loc || []).slice(1).join('.')}: ${item.msg}`).join('; ');
+  }
+  return typeof detail === 'string' ? detail : JSON.stringify(detail);
+}
+
+// Text for Plotly's hover and tick labels, which render a subset of HTML: a layer named
+// by an uploaded model must stay text.
+function plotText(text) {
+  return String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
 // Reads never write: a finished run's comparison against a backend other than its
@@ -29,7 +50,7 @@ async function divergence(run, against, mode) {
       });
     }
   }
-  return api(`/api/runs/${id}/divergence?against=${against}&mode=${mode}`);
+  return api(`/api/runs/${id}/divergence?against=${encodeURIComponent(against)}&mode=${mode}`);
 }
 
 function showError(error) {
@@ -99,9 +120,11 @@ function pagedTable(table, columns, rows, decorate) {
     pager.className = 'pager';
     table.after(pager);
   }
+  // Numbers as numbers ("inf", "-inf" as the JSON writes them too); text as text.
   const value = (row, column) => {
     const v = row[column];
-    const number = typeof v === 'string' && v !== '' ? Number(v) : v;
+    const number = v === 'inf' ? Infinity : v === '-inf' ? -Infinity
+      : typeof v === 'string' && v !== '' ? Number(v) : v;
     return typeof number === 'number' && !Number.isNaN(number) ? number : String(v ?? '');
   };
   const sorted = () => {
@@ -110,7 +133,8 @@ function pagedTable(table, columns, rows, decorate) {
     return [...rows].sort((a, b) => {
       const x = value(a, state.column);
       const y = value(b, state.column);
-      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
+      if (typeof x === 'number' && typeof y === 'number') return x === y ? 0 : sign * (x < y ? -1 : 1);
+      if (typeof x !== typeof y) return typeof x === 'number' ? -1 : 1;
       return sign * String(x).localeCompare(String(y));
     });
   };
@@ -322,7 +346,10 @@ async function runPage() {
 
   const renderHeatmap = async (data) => {
     const backends = Object.keys(data.drift_start);
-    const layers = [...new Set(data.rows.map((row) => row.layer))];
+    // Layers in the model's order (a port may have uploaded only some, and rows come
+    // back by backend).
+    const depths = new Map(data.rows.map((row) => [row.layer, row.depth]));
+    const layers = [...depths.keys()].sort((a, b) => depths.get(a) - depths.get(b));
     const at = new Map(data.rows.map((row) => [`${row.backend}\u0000${row.layer}`, row]));
     const z = [];
     const text = [];
@@ -335,7 +362,8 @@ async function runPage() {
       text.push(layers.map((layer) => VERDICT_MARK[at.get(`${backend}\u0000${layer}`)?.verdict] ?? ''));
       hover.push(layers.map((layer) => {
         const row = at.get(`${backend}\u0000${layer}`);
-        return row ? `${backend} · ${layer} (${row.class_name})<br>${metric.value} ${formatNumber(row[metric.value])}`
+        return row ? `${plotText(backend)} · ${plotText(layer)} (${plotText(row.class_name)})`
+          + `<br>${metric.value} ${formatNumber(row[metric.value])}`
           + `<br>${row.verdict}${row.explained_by ? `; ${row.explained_by}` : ''}` : '';
       }));
     }
@@ -349,7 +377,7 @@ async function runPage() {
                line: {color: '#111', width: 3}}];
     });
     await draw('heatmap', [{
-      type: 'heatmap', x: layers.map((_, i) => i), y: backends, z, text,
+      type: 'heatmap', x: layers.map((_, i) => i), y: backends.map(plotText), z, text,
       texttemplate: layers.length <= 60 ? '%{text}' : '', customdata: hover,
       hovertemplate: '%{customdata}<extra></extra>', colorscale: 'YlOrRd', reversescale: true,
       colorbar: {title: {text: `log10 ${metric.value}`}}, xgap: 1, ygap: 1,
@@ -357,7 +385,7 @@ async function runPage() {
       shapes,
       height: 120 + 36 * backends.length,
       // A large model (MobileNetV2: 155 layers) names every k-th layer, at most 40.
-      xaxis: {tickvals: ticks, ticktext: ticks.map((i) => layers[i]), tickangle: -60,
+      xaxis: {tickvals: ticks, ticktext: ticks.map((i) => plotText(layers[i])), tickangle: -60,
               tickfont: {size: 9}},
       yaxis: {automargin: true},
     });
@@ -365,7 +393,7 @@ async function runPage() {
     div.removeAllListeners?.('plotly_click');
     div.on('plotly_click', (event) => {
       const point = event.points[0];
-      const row = at.get(`${point.y}\u0000${layers[point.x]}`);
+      const row = at.get(`${backends[point.pointIndex[0]]}\u0000${layers[point.x]}`);
       if (row) showLayer(row).catch(showError);
     });
   };
@@ -438,6 +466,7 @@ async function runPage() {
         + (start ? `drift starts at ${start.layer} (${start.verdict}`
           + `${start.explained_by ? `, explained by ${start.explained_by}` : ''})` : 'every layer within rounding');
       run = await api(`/api/runs/${id}`);
+      renderBackends();
       await redraw();
     } catch (error) {
       showError(error);
@@ -510,8 +539,8 @@ function parseNpy(buffer) {
 }
 
 async function fetchLayer(id, backend, layer, mode = 'accumulated') {
-  const response = await fetch(
-    `/api/runs/${id}/outputs/${backend}/${encodeURIComponent(layer)}?mode=${mode}`);
+  const query = new URLSearchParams({backend, layer, mode});
+  const response = await fetch(`/api/runs/${id}/output?${query}`);
   if (!response.ok) {
     const payload = await response.json().catch(() => ({}));
     throw new Error(`outputs of ${backend}/${layer}: ${payload.detail || `HTTP ${response.status}`}`);
@@ -799,6 +828,8 @@ function change(before, after, metric) {
   const a = Number(before[metric]);
   const b = Number(after[metric]);
   if (!(Number.isFinite(a) && Number.isFinite(b)) || a === b) return 'same';
+  // sqnr_db is already logarithmic: 6 dB is a factor of 2 in the error.
+  if (metric === 'sqnr_db') return b - a >= 6 ? 'better' : a - b >= 6 ? 'worse' : 'same';
   const ratio = HIGHER_IS_BETTER.has(metric) ? a / b : b / a;
   if (a === 0 || b === 0) return (HIGHER_IS_BETTER.has(metric) ? b > a : b < a) ? 'better' : 'worse';
   return ratio <= 0.5 ? 'better' : ratio >= 2 ? 'worse' : 'same';

@@ -330,12 +330,23 @@ def test_token_ids_and_a_nested_model_over_http(client: Client, keras: Any, tmp_
     x = keras.Input((4,), name="x")
     nested = keras.Model(x, L.Dense(2, name="head")(inner(x)))
     nested.save(tmp_path / "nested.keras")
-    layers = client.upload_model(tmp_path / "nested.keras")["layers"]
+    uploaded_nested = client.upload_model(tmp_path / "nested.keras")
+    layers = uploaded_nested["layers"]
     assert [(layer["name"], layer["depth"]) for layer in layers] == [
         ("x", 0),
         ("inner/d", 1),
         ("head", 2),
     ]
+    # The nested layer's output, named with its slash (by query: no path segment can).
+    model_id = uploaded_nested["id"]
+    x_values = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
+    inputs = client.upload_inputs(model_id, x_values)
+    run = client.wait_for_run(
+        client.start_run(model_id=model_id, input_set_id=inputs["id"], backends=["numpy"])["id"]
+    )
+    stored = client.layer_output(run["id"], "numpy", "inner/d")
+    expected = nested.get_layer("inner").get_layer("d")(x_values)
+    np.testing.assert_allclose(stored, np.asarray(expected), rtol=1e-5, atol=1e-6)
 
 
 def test_int8_backend_is_judged_by_its_reported_precision_over_http(

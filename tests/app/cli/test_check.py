@@ -107,6 +107,22 @@ def test_bad_input_exits_2(data_dir: Path, tmp_path: Path, capsys: Any) -> None:
     assert refused.value.code == 2
 
 
+def test_nothing_compared_is_no_pass(data_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    """A reference that cannot run here (no GPU) leaves nothing to compare: exit 1, not a
+    silent pass; a backend that cannot run beside others is reported and skipped."""
+    assert main(check("--backends", "numpy", "--against", "keras-gpu")) == 1
+    printed = capsys.readouterr().out
+    assert "FAIL keras-gpu: the reference did not run (skipped: " in printed
+    junit = tmp_path / "junit.xml"
+    assert main(check("--backends", "numpy,keras-gpu", "--junit", str(junit))) == 0
+    assert "not run: keras-gpu skipped: " in capsys.readouterr().out
+    root = ElementTree.parse(junit).getroot()
+    [gpu] = [suite for suite in root.iter("testsuite") if suite.get("name") == "keras-gpu"]
+    assert (gpu.get("skipped"), gpu.get("failures")) == ("1", "0")
+    assert gpu.find("testcase/skipped") is not None
+    assert root.get("failures") == "0"
+
+
 def run_console(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DRIFTBENCH_DATA_DIR": str(tmp_path / "data")}
     return subprocess.run(
