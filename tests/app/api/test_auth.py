@@ -16,6 +16,7 @@ import pytest
 
 from app.core.config import Settings
 from app.service_process import LiveServer
+from driftbench.client import Client, ServiceError
 
 
 def create_token(data_dir: Path, scope: str) -> str:
@@ -75,6 +76,18 @@ def test_api_needs_a_token_and_the_right_scope(secured: dict, example: Any) -> N
     model_id = created.json()["id"]
     assert httpx.delete(f"{url}/api/models/{model_id}", headers=bearer(read)).status_code == 403
     assert httpx.get(f"{url}/api/models/{model_id}", headers=bearer(read)).status_code == 200
+
+
+def test_the_python_client_sends_its_token(secured: dict, example: Any) -> None:
+    url = secured["server"].url
+    with Client(url, token=secured["tokens"]["read"]) as reader:
+        assert reader.get("/api/models").status_code == 200
+        with pytest.raises(ServiceError) as refused:
+            reader.upload_model(example("regression").path)
+        assert refused.value.status_code == 403
+    with Client(url) as anonymous, pytest.raises(ServiceError) as missing:
+        anonymous.backends()
+    assert missing.value.status_code == 401
 
 
 def test_tokens_are_stored_only_as_hashes(secured: dict) -> None:
