@@ -263,6 +263,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             ),
             encoding="utf-8",
         )
+    # Layers that fail the gate are an answer, not a crash: the native log is kept only
+    # when a backend or the reference did not run.
+    args.native_log_useful = bool(crashed)
     for failure in found:
         print(f"FAIL {failure.message}")
     for backend, reason in crashed.items():
@@ -612,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = exit_status(error)
     finally:
         if native is not None:
-            native.close(failed=status != 0)
+            native.close(failed=status != 0 and getattr(args, "native_log_useful", True))
     return status
 
 
