@@ -101,10 +101,12 @@ const VERDICT_MARK = {identical: '', rounding: 'r', 'reduced-precision': 'p', mi
 // The most values a layer's scatter draws (WebGL keeps a few hundred thousand smooth).
 const SCATTER_POINTS = 200000;
 
-// Numbers one way everywhere: 4 significant digits, integers and words as they are.
+// Numbers one way everywhere: 4 significant digits, in exponent form below 1e-3 and
+// from 1e5 (never 0.000001301); integers and words as they are.
 function formatNumber(value) {
-  if (typeof value === 'number' && !Number.isInteger(value)) return value.toPrecision(4);
-  return String(value ?? '');
+  if (typeof value !== 'number' || Number.isInteger(value)) return String(value ?? '');
+  const size = Math.abs(value);
+  return size !== 0 && (size < 1e-3 || size >= 1e5) ? value.toExponential(3) : value.toPrecision(4);
 }
 
 // Rows a page of the large tables shows (MobileNetV2 on six backends is 900 rows).
