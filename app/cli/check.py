@@ -165,8 +165,7 @@ def markdown_summary(
     """What a CI job page shows: passed or not, a line per backend and mode, the
     failing layers with their diagnosis."""
     found = failures(comparisons, fail_on)
-    crashed = stopped
-    passed = not found and not crashed
+    passed = not found and not stopped
     lines = [
         f"## driftbench check: {model} — {'passed' if passed else 'FAILED'} "
         f"(fail on {fail_on} or worse)",
@@ -197,8 +196,8 @@ def markdown_summary(
         if result.status != BackendStatus.DONE:
             reason = _cell(f"{result.status}: {result.reason or 'no reason given'}")
             lines.append(f"| {backend} | - | - | {reason} | - | - |")
-    if found or crashed:
+    if found or stopped:
         lines += ["", "### Failing", ""]
         lines += [f"- {failure.message}" for failure in found]
-        lines += [f"- {backend}: {_cell(reason)}" for backend, reason in crashed.items()]
+        lines += [f"- {backend}: {_cell(reason)}" for backend, reason in stopped.items()]
     return "\n".join(lines) + "\n"

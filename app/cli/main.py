@@ -237,19 +237,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when no layer of any backend is at or beyond `--fail-on`, 1 when one is
     (or a backend crashed), 2 on bad input (the usual errors)."""
     artifact, inputs, _ = load_run_inputs(args)
+    against = parse_backends(args.against)[0]
     externals = [_external_argument(text) for text in args.external]
     results, comparisons = run_and_compare(
         artifact,
         inputs,
         backends=parse_backends(args.backends),
-        against=parse_backends(args.against)[0],
+        against=against,
         modes=_modes(args.mode),
         repeats=1,
         externals=externals,
         progress=Progress(sys.stderr, quiet=args.quiet),
     )
     found = check.failures(comparisons, args.fail_on)
-    crashed = check.failed_backends(results, reference=parse_backends(args.against)[0])
+    crashed = check.failed_backends(results, reference=against)
     if args.junit is not None:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_text(

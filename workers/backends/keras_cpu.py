@@ -14,7 +14,6 @@ import importlib.util
 import os
 import platform
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from workers.backends.base import LayerInputs, LayerOutputs, Runner, unsupported_label
+from workers.backends.kept import Kept
 from workers.engine.graph import LayerSpec
 from workers.engine.keras_env import import_keras, onednn_enabled
 from workers.engine.loading import ModelArtifact, load_keras_model
@@ -89,25 +89,19 @@ class KerasCpuRunner(Runner):
         import tensorflow as tf
 
         self._tf = tf
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._loaded_lock = threading.Lock()
+        self._loaded: Kept[str, LoadedModel] = Kept(MODELS_KEPT)
 
     def deactivate_impl(self) -> None:
         self._loaded.clear()
 
     def loaded_model(self, model: ModelArtifact) -> LoadedModel:
         """The loaded copy of the model, kept for the last MODELS_KEPT models."""
-        with self._loaded_lock:
-            if model.sha256 in self._loaded:
-                self._loaded.move_to_end(model.sha256)
-                return self._loaded[model.sha256]
-        keras_model = load_keras_model(model.path, self._keras, self.options)
-        capture = capture_model(self._keras, keras_model)
-        with self._loaded_lock:
-            entry = self._loaded.setdefault(model.sha256, LoadedModel(capture, threading.Lock()))
-            while len(self._loaded) > MODELS_KEPT:
-                self._loaded.popitem(last=False)
-            return entry
+
+        def load() -> LoadedModel:
+            keras_model = load_keras_model(model.path, self._keras, self.options)
+            return LoadedModel(capture_model(self._keras, keras_model), threading.Lock())
+
+        return self._loaded.get(model.sha256, load)
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         loaded = self.loaded_model(model)

@@ -66,14 +66,18 @@ def _stored(x: np.ndarray, precision: Precision) -> bool:
         return bool(np.all((ROUND_TO[precision](x) == x) | ~np.isfinite(x)))
 
 
+def _int8_step(x: np.ndarray) -> float:
+    """The step of an asymmetric 8-bit grid over a float tensor's range."""
+    finite = x[np.isfinite(x)]
+    return float(finite.max() - finite.min()) / 255.0 if finite.size else 0.0
+
+
 def _input_variance(x: np.ndarray, precision: Precision) -> np.ndarray:
     if _stored(x, precision):
         return np.zeros_like(x)
     if precision != "int8":
         return np.square(x) * UNIT_ROUNDOFF[precision] ** 2 / 3.0
-    finite = x[np.isfinite(x)]
-    step = float(finite.max() - finite.min()) / 255.0 if finite.size else 0.0
-    return np.full(x.shape, step * step / 12.0)
+    return np.full(x.shape, _int8_step(x) ** 2 / 12.0)
 
 
 def _storage_noise(case: Case, precision: Precision) -> np.ndarray:
@@ -110,9 +114,7 @@ def _input_rounding(case: Case, precision: Precision) -> np.ndarray:
         if x.dtype.kind != "f" or _stored(x, precision):
             shifts.append(np.zeros_like(x))
         elif precision == "int8":
-            finite = x[np.isfinite(x)]
-            half = (finite.max() - finite.min()) / 510.0 if finite.size else 0.0
-            shifts.append(np.full(x.shape, half))
+            shifts.append(np.full(x.shape, _int8_step(x) / 2.0))
         else:
             shifts.append(np.abs(x) * UNIT_ROUNDOFF[precision])
     moved = np.zeros_like(case.exact)

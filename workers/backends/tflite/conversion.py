@@ -26,6 +26,8 @@ from workers.backends.base import BackendFailed, BackendUnsupported
 # At most this many samples calibrate a full-integer model: beyond a few hundred the
 # observed ranges no longer move, and each one is a float inference.
 CALIBRATION_SAMPLES = 256
+# How the converter words a refusal (an op it has no kernel or no quantization for).
+REFUSED = re.compile(r"not (yet )?supported|unsupported", re.I)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,7 @@ def _converter_message(error: Exception) -> str:
     """The converter's reason without its MLIR location dump and stack: the lines that
     say which op or setting it refused."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [
-        line for line in lines if re.search(r"error|not (yet )?supported|unsupported", line, re.I)
-    ]
+    useful = [line for line in lines if "error" in line.lower() or REFUSED.search(line)]
     return " ".join(useful or lines[:3])[:600]
 
 
@@ -109,7 +109,7 @@ def convert(
             flatbuffer: bytes = converter.convert()
         except Exception as error:
             message = _converter_message(error)
-            if re.search(r"not (yet )?supported|unsupported", message, re.I):
+            if REFUSED.search(message):
                 raise BackendUnsupported(
                     f"unsupported: the TFLite converter ({quantization.name}) refused the "
                     f"model: {message}"
@@ -126,8 +126,12 @@ def _samples(calibration: Sequence[Sequence[np.ndarray]]) -> Iterator[dict[str, 
         yield {f"i{j}": np.asarray(x) for j, x in enumerate(sample)}
 
 
+def calibration_count(feeds: Sequence[np.ndarray]) -> int:
+    """How many samples of a feed calibrate: all of them up to CALIBRATION_SAMPLES."""
+    return min(len(feeds[0]), CALIBRATION_SAMPLES) if feeds else 0
+
+
 def calibration_samples(feeds: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
     """The samples of one feed (one array per input, samples along the first axis) as
     single-sample feeds, at most CALIBRATION_SAMPLES of them."""
-    count = min(len(feeds[0]), CALIBRATION_SAMPLES) if feeds else 0
-    return [[x[i : i + 1] for x in feeds] for i in range(count)]
+    return [[x[i : i + 1] for x in feeds] for i in range(calibration_count(feeds))]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, ClassVar
@@ -24,13 +23,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from workers.backends.base import LayerInputs, LayerOutputs, Runner
+from workers.backends.kept import Kept
 from workers.backends.tflite.conversion import (
-    CALIBRATION_SAMPLES,
     DYNAMIC,
     FLOAT16,
     FLOAT32,
     INT8,
     Quantization,
+    calibration_count,
     calibration_samples,
     convert,
 )
@@ -127,11 +127,9 @@ class TfliteRunner(Runner):
         self._tf = tf
         self._interpreter = Interpreter
         self._litert_version = metadata.version("ai-edge-litert")
-        self._lock = threading.Lock()
-        self._building = threading.Lock()
-        self._captures: OrderedDict[str, tuple[Any, KerasCapture]] = OrderedDict()
-        self._converted: OrderedDict[tuple[str, ...], Converted] = OrderedDict()
-        self._perturbations: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._captures: Kept[str, tuple[Any, KerasCapture]] = Kept(MODELS_KEPT)
+        self._converted: Kept[tuple[str, ...], Converted] = Kept(CONVERTED_KEPT)
+        self._perturbations: Kept[tuple[str, str], dict[str, Any]] = Kept(CONVERTED_KEPT)
         self._last = threading.local()
 
     def deactivate_impl(self) -> None:
@@ -140,21 +138,11 @@ class TfliteRunner(Runner):
         self._perturbations.clear()
 
     def _capture(self, model: ModelArtifact) -> tuple[Any, KerasCapture]:
-        with self._lock:
-            if model.sha256 in self._captures:
-                self._captures.move_to_end(model.sha256)
-                return self._captures[model.sha256]
-        with self._building:
-            with self._lock:
-                if model.sha256 in self._captures:
-                    return self._captures[model.sha256]
+        def load() -> tuple[Any, KerasCapture]:
             keras_model = load_keras_model(model.path, self._keras, self.options)
-            loaded = (keras_model, capture_model(self._keras, keras_model))
-            with self._lock:
-                self._captures[model.sha256] = loaded
-                while len(self._captures) > MODELS_KEPT:
-                    self._captures.popitem(last=False)
-            return loaded
+            return keras_model, capture_model(self._keras, keras_model)
+
+        return self._captures.get(model.sha256, load)
 
     def _convert(
         self,
@@ -166,29 +154,23 @@ class TfliteRunner(Runner):
     ) -> Converted:
         """The converted model for `key`, its Keras graph (inputs, outputs) built and
         converted on first use; int8 models are keyed by (and calibrated on) the feeds."""
-        if self.QUANTIZATION.calibrated:
+        calibrated = self.QUANTIZATION.calibrated
+        if calibrated:
             key = (*key, digest or _digest(feeds))
-        with self._lock:
-            if key in self._converted:
-                self._converted.move_to_end(key)
-                return self._converted[key]
-        with self._building:
-            with self._lock:
-                if key in self._converted:
-                    return self._converted[key]
-            calibration = calibration_samples(feeds) if self.QUANTIZATION.calibrated else None
+
+        def build() -> Converted:
             inputs, outputs = graph()
             flatbuffer = convert(
-                self._keras, self._tf, inputs, outputs, self.QUANTIZATION, calibration
+                self._keras,
+                self._tf,
+                inputs,
+                outputs,
+                self.QUANTIZATION,
+                calibration_samples(feeds) if calibrated else None,
             )
-            converted = Converted(
-                self._interpreter(model_content=flatbuffer), names, self.QUANTIZATION.calibrated
-            )
-            with self._lock:
-                self._converted[key] = converted
-                while len(self._converted) > CONVERTED_KEPT:
-                    self._converted.popitem(last=False)
-            return converted
+            return Converted(self._interpreter(model_content=flatbuffer), names, calibrated)
+
+        return self._converted.get(key, build)
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         keras_model, capture = self._capture(model)
@@ -202,17 +184,12 @@ class TfliteRunner(Runner):
             digest,
         )
         outputs = captured.invoke(feeds)
-        with self._lock:
-            perturbation = self._perturbations.get((model.sha256, digest))
-        if perturbation is None:
-            perturbation = self._capture_perturbation(model, keras_model, feeds, digest, outputs)
-            with self._lock:
-                self._perturbations[model.sha256, digest] = perturbation
-                while len(self._perturbations) > CONVERTED_KEPT:
-                    self._perturbations.popitem(last=False)
-        self._last.perturbation = perturbation
+        self._last.perturbation = self._perturbations.get(
+            (model.sha256, digest),
+            lambda: self._capture_perturbation(model, keras_model, feeds, digest, outputs),
+        )
         self._last.scales = {"accumulated": captured.output_scales}
-        self._last.calibration = min(len(feeds[0]), CALIBRATION_SAMPLES) if feeds else 0
+        self._last.calibration = calibration_count(feeds)
         return outputs
 
     def _capture_perturbation(
