@@ -38,6 +38,16 @@ def throwaway_postgres() -> Iterator[str]:
         yield url
 
 
+def dense_stack(keras: Any, seed: int, path: Path) -> Path:
+    """A ten-layer Dense(8) stack: same architecture, different weights per seed."""
+    model = keras.Sequential(
+        [keras.Input((8,), name="x"), *[keras.layers.Dense(8, name=f"d{i}") for i in range(10)]]
+    )
+    randomize_weights(model, seed=seed)
+    model.save(path)
+    return path
+
+
 def randomize_weights(model: Any, seed: int) -> None:
     """Seeded weights with every entry non-trivial (variances kept positive; integer
     state such as a Normalization's sample count left as it is)."""

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import RowId, SessionDep
-from app.data.drift_cache import architecture_scope, cached, model_scope
 from app.data.drift_queries import depth_drift, model_layer_drift
 from app.data.uploads import get_model
 from app.schemas import DepthDriftPublic, Metric, ModelDriftPublic, ModeName
@@ -25,17 +24,13 @@ def model_drift(
     metric: Metric = Metric.rel_l2,
     mode: ModeName = "accumulated",
 ) -> dict[str, Any]:
-    """Per layer over all runs of the model: count, mean, median, p95 and max of the metric."""
+    """Per layer over all runs of the model: count, mean, median, p95 and max of the metric
+    (median and p95 within 1%: app.data.quantile_sketch)."""
     get_model(session, model_id)
     comparable_backend(backend)
     comparable_backend(against)
-    layers = cached(
-        session,
-        model_scope(model_id),
-        (backend, against, mode, metric),
-        lambda: model_layer_drift(
-            session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
-        ),
+    layers = model_layer_drift(
+        session, model_id=model_id, backend=backend, against=against, mode=mode, metric=metric
     )
     return {
         "model_id": model_id,
@@ -59,18 +54,13 @@ def drift_by_depth(
     """Over every model with this architecture signature: drift per depth and its growth."""
     comparable_backend(backend)
     comparable_backend(against)
-    models, depths = cached(
+    models, depths = depth_drift(
         session,
-        architecture_scope(architecture),
-        (backend, against, mode, metric),
-        lambda: depth_drift(
-            session,
-            architecture=architecture,
-            backend=backend,
-            against=against,
-            mode=mode,
-            metric=metric,
-        ),
+        architecture=architecture,
+        backend=backend,
+        against=against,
+        mode=mode,
+        metric=metric,
     )
     return {
         "architecture": architecture,

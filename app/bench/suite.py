@@ -39,12 +39,12 @@ PARTS = (
 
 
 def _queries(
-    directory: Path, runs: int, postgres_admin_url: str, options: EngineOptions
+    directory: Path, runs: int, seconds: float, postgres_admin_url: str, options: EngineOptions
 ) -> list[Figure]:
-    figures = query_figures(directory, "sqlite", None, runs, 60, options)
+    figures = query_figures(directory, "sqlite", None, runs, seconds, options)
     try:
         with postgres_database(postgres_admin_url, prefix="driftbench_bench") as url:
-            figures += query_figures(directory, "postgresql", url, runs, 60, options)
+            figures += query_figures(directory, "postgresql", url, runs, seconds, options)
     except OSError as error:
         figures.append(
             Figure("queries on postgresql: not measured", 0.0, "", detail={"reason": str(error)})
@@ -58,6 +58,7 @@ def run_bench(
     *,
     repeats: int,
     runs: int,
+    query_seconds: float,
     postgres_admin_url: str,
     progress: Callable[[str], None] = print,
 ) -> list[Figure]:
@@ -82,7 +83,9 @@ def run_bench(
             "tflite": lambda: tflite_figures(directory, repeats, pool),
             "e2e": lambda: [end_to_end(directory, repeats, pool)],
             "isolation": lambda: isolation_figures(directory, repeats, options),
-            "queries": lambda: _queries(directory, runs, postgres_admin_url, options),
+            "queries": lambda: _queries(
+                directory, runs, query_seconds, postgres_admin_url, options
+            ),
             "memory": lambda: memory_figures(directory, options),
             "diagnosis": lambda: diagnosis_figures(directory, repeats, pool),
         }

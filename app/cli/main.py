@@ -448,6 +448,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json,
         repeats=args.repeats,
         runs=args.runs,
+        query_seconds=args.query_seconds,
         postgres_admin_url=args.postgres,
     )
     print()
@@ -589,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per figure")
     bench.add_argument("--runs", type=int, default=10_000, help="stored runs for the queries")
+    bench.add_argument(
+        "--query-seconds",
+        type=float,
+        default=20.0,
+        help="how long each database is queried while a run lands every second",
+    )
     bench.add_argument(
         "--postgres",
         default="postgresql://postgres@127.0.0.1:5432/postgres",

@@ -74,14 +74,15 @@ def replace_divergences(
         run = session.get(Run, run_id)
         if run is None:
             return
+        drift_cache.hold(session, run.model_id, run.model.architecture)
         replaced = delete(LayerDivergence).where(
             LayerDivergence.run_id == run_id, LayerDivergence.against == against
         )
         if backend is not None:
             replaced = replaced.where(LayerDivergence.backend == backend)
-        session.execute(replaced)
+        if session.execute(replaced).rowcount:
+            drift_cache.bump(session, run.model_id, run.model.architecture)
         session.add_all(_rows_of(run, comparisons))
-        drift_cache.bump(session, run.model_id, run.model.architecture)
 
 
 def stored_graph(model: StoredModel) -> ModelGraph:

@@ -1,104 +1,116 @@
-"""Aggregate drift queries, done by the database over the indexed divergence table.
+"""Aggregate drift queries: per layer of one model, per depth across an architecture.
 
-Percentiles are nearest-rank, computed with window functions (ROW_NUMBER and
-COUNT over each depth), and the layer-to-layer growth with LAG over each run's
-depths, which SQLite and PostgreSQL both run in one pass; no rows are pulled into
-Python to be looped over.
+Answers come from the scope's kept state (app.data.drift_cache), which the database
+feeds with only the rows it has not seen: an index range scan on (scope, backend,
+against, mode, id). Count, mean and max are exact; median and p95 are nearest-rank
+values within the sketch's relative error (app.data.quantile_sketch.ALPHA).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, Select, case, cast, func, select
+import numpy as np
+from sqlalchemy import Float, cast, select
 from sqlalchemy.orm import Session
 
+from app.data.drift_cache import (
+    DriftState,
+    RowBatch,
+    answered,
+    architecture_scope,
+    model_scope,
+)
 from app.data.orm import LayerDivergence as LD
 from workers.engine.json_safe import jsonable
 
 
-def _filtered(metric: str, backend: str, against: str, mode: str, **match: Any) -> Any:
-    value = cast(getattr(LD, metric), Float).label("value")
-    return (
-        select(LD.run_id, LD.model_id, LD.depth, LD.layer, LD.class_name, value)
-        .where(
-            LD.backend == backend,
-            LD.against == against,
-            LD.mode == mode,
-            getattr(LD, metric).is_not(None),
-            *(getattr(LD, k) == v for k, v in match.items()),
-        )
-        .subquery("base")
-    )
+def _rows_after(
+    session: Session, scope_match: Any, backend: str, against: str, mode: str, metric: str
+) -> Any:
+    column = getattr(LD, metric)
 
-
-def _per_depth_stats(base: Any, *, growth: bool) -> Select[Any]:
-    """count/mean/median/p95/max per depth; with `growth`, the mean step from depth - 1."""
-    windows = [
-        func.row_number().over(partition_by=base.c.depth, order_by=base.c.value).label("rn"),
-        func.count().over(partition_by=base.c.depth).label("cnt"),
-    ]
-    if growth:
-        by_run = {"partition_by": base.c.run_id, "order_by": base.c.depth}
-        windows += [
-            func.lag(base.c.value).over(**by_run).label("previous"),
-            func.lag(base.c.depth).over(**by_run).label("previous_depth"),
-        ]
-    ranked = select(base, *windows).subquery("ranked")
-    columns = [
-        ranked.c.depth,
-        func.min(ranked.c.layer).label("layer"),
-        func.min(ranked.c.class_name).label("class_name"),
-        func.max(ranked.c.cnt).label("count"),
-        func.avg(ranked.c.value).label("mean"),
-        func.min(_from_rank(ranked, 0.5)).label("median"),
-        func.min(_from_rank(ranked, 0.95)).label("p95"),
-        func.max(ranked.c.value).label("max"),
-    ]
-    if growth:
-        step = case(
-            (
-                ranked.c.previous_depth == ranked.c.depth - 1,
-                ranked.c.value / func.nullif(ranked.c.previous, 0.0),
+    def rows_after(mark: int) -> RowBatch:
+        rows = session.execute(
+            select(
+                LD.id,
+                LD.run_id,
+                LD.model_id,
+                LD.depth,
+                LD.layer,
+                LD.class_name,
+                cast(column, Float),
             )
+            .where(
+                scope_match,
+                LD.backend == backend,
+                LD.against == against,
+                LD.mode == mode,
+                LD.id > mark,
+                column.is_not(None),
+            )
+            .order_by(LD.run_id, LD.depth, LD.id)
+        ).all()
+        columns = list(zip(*rows, strict=True)) or [()] * 7
+        return RowBatch(
+            ids=np.asarray(columns[0], dtype=np.int64),
+            runs=np.asarray(columns[1], dtype=np.int64),
+            models=np.asarray(columns[2], dtype=np.int64),
+            depths=np.asarray(columns[3], dtype=np.int64),
+            layers=list(columns[4]),
+            classes=list(columns[5]),
+            values=np.asarray(columns[6], dtype=np.float64),
         )
-        columns.append(func.avg(step).label("growth"))
-    return select(*columns).group_by(ranked.c.depth)
+
+    return rows_after
 
 
-def _from_rank(ranked: Any, fraction: float) -> Any:
-    """The value when its rank reaches the fraction; MIN over these is the nearest rank."""
-    return case((ranked.c.rn >= ranked.c.cnt * fraction, ranked.c.value))
+def _depth_stats(state: DriftState) -> list[dict[str, Any]]:
+    stats = []
+    for depth in sorted(state.depths):
+        item = state.depths[depth]
+        values = item.values
+        stats.append(
+            {
+                "depth": depth,
+                "layer": item.layer,
+                "class_name": item.class_name,
+                "count": values.count,
+                "mean": values.mean,
+                "median": values.quantile(0.5),
+                "p95": values.quantile(0.95),
+                "max": values.high if values.count else None,
+                "growth": item.growth_total / item.growth_count if item.growth_count else None,
+            }
+        )
+    return stats
 
 
 def model_layer_drift(
     session: Session, *, model_id: int, backend: str, against: str, mode: str, metric: str
 ) -> list[dict[str, Any]]:
-    base = _filtered(metric, backend, against, mode, model_id=model_id)
-    stats = _per_depth_stats(base, growth=False).subquery("stats")
-    rows = session.execute(select(stats).order_by(stats.c.depth)).mappings().all()
-    return [
-        jsonable(
-            {
-                key: row[key]
-                for key in ("layer", "class_name", "depth", "count", "mean", "median", "p95", "max")
-            }
-        )
-        for row in rows
-    ]
+    keys = ("layer", "class_name", "depth", "count", "mean", "median", "p95", "max")
+    return answered(
+        session,
+        model_scope(model_id),
+        (backend, against, mode, metric),
+        _rows_after(session, LD.model_id == model_id, backend, against, mode, metric),
+        lambda state: [jsonable({key: row[key] for key in keys}) for row in _depth_stats(state)],
+    )
 
 
 def depth_drift(
     session: Session, *, architecture: str, backend: str, against: str, mode: str, metric: str
 ) -> tuple[int, list[dict[str, Any]]]:
     """Per depth over every model of the architecture, with the mean layer-to-layer growth."""
-    base = _filtered(metric, backend, against, mode, architecture=architecture)
-    stats = _per_depth_stats(base, growth=True).subquery("stats")
-    rows = session.execute(select(stats).order_by(stats.c.depth)).mappings().all()
-    models = session.scalar(select(func.count(func.distinct(base.c.model_id)))) or 0
-    return models, [
-        jsonable(
-            {key: row[key] for key in ("depth", "count", "mean", "median", "p95", "max", "growth")}
-        )
-        for row in rows
-    ]
+    keys = ("depth", "count", "mean", "median", "p95", "max", "growth")
+    return answered(
+        session,
+        architecture_scope(architecture),
+        (backend, against, mode, metric),
+        _rows_after(session, LD.architecture == architecture, backend, against, mode, metric),
+        lambda state: (
+            len(state.models),
+            [jsonable({key: row[key] for key in keys}) for row in _depth_stats(state)],
+        ),
+    )

@@ -193,8 +193,11 @@ class LayerDivergence(Base):
         Column("explained_by", String(40), nullable=True),
         Column("diagnosis", JSON, nullable=True),
         UniqueConstraint("run_id", "backend", "against", "mode", "layer"),
-        Index("ix_divergence_model", "model_id", "backend", "against", "mode", "depth"),
-        Index("ix_divergence_architecture", "architecture", "backend", "against", "mode", "depth"),
+        # The drift aggregates read a scope's rows after the last id they folded in.
+        Index("ix_divergence_model_rows", "model_id", "backend", "against", "mode", "id"),
+        Index(
+            "ix_divergence_architecture_rows", "architecture", "backend", "against", "mode", "id"
+        ),
     )
 
 
@@ -225,8 +228,9 @@ class ProbeToken(Base):
 
 
 class DriftVersion(Base):
-    """How often the divergence rows under one scope ('model:<id>', 'architecture:<sig>')
-    have changed; a cached aggregate is valid while its scope's version is unchanged."""
+    """How often divergence rows under one scope ('model:<id>', 'architecture:<sig>') were
+    removed or rewritten; its row is also the lock its writers insert under
+    (app.data.drift_cache)."""
 
     __tablename__ = "drift_versions"
 
@@ -235,7 +239,8 @@ class DriftVersion(Base):
 
 
 class DriftAggregate(Base):
-    """One aggregate drift answer, computed at `version` of its scope."""
+    """One drift query's kept state (sketches and the last row id folded in), valid at
+    `version` of its scope."""
 
     __tablename__ = "drift_aggregates"
 
