@@ -1,8 +1,8 @@
 // The page side of driftbench's TF.js backends.
 //
 // Python keeps this page open per backend and calls `driftbench.runJob(spec)` for
-// each job; a job loads its model, runs it and disposes of it, so nothing but
-// TF.js's own state (the backend, compiled WebGL programs) carries over. Tensors
+// each job; what carries over between jobs is TF.js's own state (the backend,
+// compiled WebGL programs) and the loaded models (keptModel), never a job's tensors. Tensors
 // never travel as JSON numbers: inputs are fetched and outputs posted back as raw
 // little-endian float32 bytes, so what Python compares is bit for bit what TF.js
 // computed.
@@ -68,6 +68,13 @@ async function postFloat32(url, tensor) {
   return tensor.shape;
 }
 
+// Every output in one POST, in order (Python splits them by their shapes): one request
+// instead of one per layer.
+async function postAllFloat32(url, values) {
+  const response = await fetch(url, {method: 'POST', body: new Blob(values)});
+  if (!response.ok) throw new Error(`POST ${url}: HTTP ${response.status}`);
+}
+
 // Every weight read back from TF.js, compared bit for bit with the file we served.
 async function weightsRoundTrip(model, modelUrl) {
   const manifest = (await (await fetch(modelUrl)).json()).weightsManifest[0];
@@ -100,28 +107,78 @@ async function weightsRoundTrip(model, modelUrl) {
           differing};
 }
 
+// Every input of the job in one GET, split here by their shapes.
+async function allInputTensors(jobUrl, specs) {
+  const values = await fetchFloat32(`${jobUrl}/tensors/all`);
+  let offset = 0;
+  return specs.map((spec) => {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    const tensor = tf.tensor(values.subarray(offset, offset + size), spec.shape, 'float32');
+    offset += size;
+    return tensor;
+  });
+}
+
 async function inputTensors(jobUrl, specs) {
   return Promise.all(specs.map(async (spec) =>
     tf.tensor(await fetchFloat32(`${jobUrl}/tensors/${spec.index}`), spec.shape, 'float32')));
 }
 
+// Loaded models stay in the page for the jobs after (predicting never changes a model):
+// a model's first job pays for its load and its weights' first upload to the backend,
+// the jobs after it only for their own work. Beyond KEPT_MODELS, the least recently
+// used is disposed. Capture models share the loaded model's layers and weights.
+const KEPT_MODELS = 2;
+const keptModels = new Map();  // model URL -> {model, captures: layer list -> capture}
+
+async function keptModel(url) {
+  let entry = keptModels.get(url);
+  keptModels.delete(url);
+  if (entry === undefined) {
+    entry = {model: await tf.loadLayersModel(url), captures: new Map(), jobs: 0};
+    while (keptModels.size >= KEPT_MODELS) {
+      const [oldest, evicted] = keptModels.entries().next().value;
+      keptModels.delete(oldest);
+      evicted.model.dispose();
+    }
+  }
+  keptModels.set(url, entry);
+  entry.jobs += 1;
+  return entry;
+}
+
+function captureOf(entry, names) {
+  const key = names.join('\u0000');
+  if (!entry.captures.has(key)) {
+    const layers = names.map((name) => entry.model.getLayer(name));
+    entry.captures.set(
+        key, tf.model({inputs: entry.model.inputs, outputs: layers.map((l) => l.output)}));
+  }
+  return entry.captures.get(key);
+}
+
 async function runJob(spec) {
   const started = performance.now();
   await activateBackend(spec.backend, spec.flags);
-  const model = await tf.loadLayersModel(spec.modelUrl);
+  const entry = await keptModel(spec.modelUrl);
+  const model = entry.model;
   const loaded = performance.now();
   const shapes = [];
+  let steps = {};
   const computeStarted = performance.now();
   if (spec.mode === 'accumulated') {
-    const layers = spec.layers.map((name) => model.getLayer(name));
-    const capture = tf.model({inputs: model.inputs, outputs: layers.map((l) => l.output)});
-    const inputs = await inputTensors(spec.jobUrl, spec.inputs);
+    const capture = captureOf(entry, spec.layers);
+    const inputs = await allInputTensors(spec.jobUrl, spec.inputs);
+    const fetched = performance.now();
     let outputs = capture.predict(inputs.length === 1 ? inputs[0] : inputs,
                                   {batchSize: spec.batchSize});
     if (!Array.isArray(outputs)) outputs = [outputs];
-    // All read-backs and uploads in flight at once: a GPU backend overlaps them.
-    shapes.push(...await Promise.all(
-        outputs.map((output, i) => postFloat32(`${spec.jobUrl}/outputs/${i}`, output))));
+    const values = await Promise.all(outputs.map((output) => output.data()));
+    const predicted = performance.now();
+    await postAllFloat32(`${spec.jobUrl}/outputs/all`, values);
+    shapes.push(...outputs.map((output) => output.shape));
+    steps = {inputs: fetched - computeStarted, predict: predicted - fetched,
+             outputs: performance.now() - predicted};
     tf.dispose([inputs, outputs]);
   } else {
     for (let i = 0; i < spec.layers.length; i++) {
@@ -145,13 +202,13 @@ async function runJob(spec) {
   // Python asks for it once per model and backend: the same export loads the same way.
   const roundTrip = spec.checkWeights ? await weightsRoundTrip(model, spec.modelUrl) : null;
   const checked = performance.now();
-  model.dispose();
   return {
     shapes,
     environment: {
       ...(await environment(spec.backend)),
       weights_roundtrip: roundTrip,
-      page_ms: {model_load: loaded - started, compute: finished - computeStarted,
+      model_kept: entry.jobs > 1,
+      page_ms: {model_load: loaded - started, compute: finished - computeStarted, ...steps,
                 weights_roundtrip: checked - finished},
     },
   };

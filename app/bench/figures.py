@@ -21,6 +21,17 @@ def timed(call: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]
     return seconds
 
 
+def interleaved(
+    measured: Callable[[], Any], baseline: Callable[[], Any], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Both timed in turn, one warm-up call each first, so that what the machine does
+    meanwhile falls on both alike."""
+    measured()
+    baseline()
+    pairs = [(timed(measured, 1, 0)[0], timed(baseline, 1, 0)[0]) for _ in range(repeats)]
+    return [m for m, _ in pairs], [b for _, b in pairs]
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -81,7 +81,7 @@ def run_bench(
                 + tfjs_figures(directory, repeats, "cifar_cnn", 8, pool)
             ),
             "tflite": lambda: tflite_figures(directory, repeats, pool),
-            "e2e": lambda: [end_to_end(directory, repeats, pool)],
+            "e2e": lambda: end_to_end(directory, repeats, pool),
             "isolation": lambda: isolation_figures(directory, repeats, options),
             "queries": lambda: _queries(
                 directory, runs, query_seconds, postgres_admin_url, options

@@ -14,6 +14,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+
 HARNESS_DIR = Path(__file__).resolve().parents[3] / "js_harness"
 NODE_MODULES = HARNESS_DIR / "node_modules" / "@tensorflow"
 STATIC_FILES = {
@@ -37,12 +39,33 @@ CONTENT_TYPES = {
 MAX_OUTPUT_BYTES = 1 << 31
 
 
+ALL = "all"  # the index of every tensor of a job at once, concatenated in order
+
+
 @dataclass
 class JobChannel:
-    """One job's tensors: inputs served by index, outputs received by index."""
+    """One job's tensors: inputs served by index or all at once, outputs received by index
+    or all at once."""
 
     inputs: list[bytes]
-    outputs: dict[int, bytes] = field(default_factory=dict)
+    outputs: dict[int | str, bytes] = field(default_factory=dict)
+
+    def output_arrays(self, shapes: list[list[int]]) -> list[np.ndarray]:
+        """The received outputs as float32 arrays of these shapes."""
+        if ALL not in self.outputs:
+            return [
+                np.frombuffer(self.outputs[i], dtype="<f4").reshape(shape)
+                for i, shape in enumerate(shapes)
+            ]
+        joined = np.frombuffer(self.outputs[ALL], dtype="<f4")
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if sum(sizes) != joined.size:
+            raise ValueError(f"received {joined.size} output values, expected {sum(sizes)}")
+        ends = np.cumsum(sizes)
+        return [
+            joined[end - size : end].reshape(shape)
+            for end, size, shape in zip(ends, sizes, shapes, strict=True)
+        ]
 
 
 class HarnessServer:
@@ -84,6 +107,11 @@ class HarnessServer:
 
 class _Handler(BaseHTTPRequestHandler):
     harness: HarnessServer
+    # Keep-alive: a job's requests reuse the page's connections instead of one each.
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: without TCP_NODELAY a kept-alive connection waits
+    # for the delayed ACK (about 40 ms) between them.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         """Requests are not logged: a job makes hundreds of them."""
@@ -116,7 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[0] == "jobs" and len(parts) == 4 and parts[2] == "tensors":
             job = self.harness.jobs.get(parts[1])
             index = int(parts[3]) if parts[3].isdigit() else -1
-            if job is None or not 0 <= index < len(job.inputs):
+            if job is not None and parts[3] == ALL:
+                self._send(HTTPStatus.OK, b"".join(job.inputs), "application/octet-stream")
+            elif job is None or not 0 <= index < len(job.inputs):
                 self._send(HTTPStatus.NOT_FOUND, b"no such tensor", "text/plain")
             else:
                 self._send(HTTPStatus.OK, job.inputs[index], "application/octet-stream")
@@ -127,11 +157,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length", "0"))
         job = self.harness.jobs.get(parts[1]) if len(parts) == 4 else None
-        if job is None or parts[2] != "outputs" or not parts[3].isdigit():
+        if job is None or parts[2] != "outputs" or not (parts[3].isdigit() or parts[3] == ALL):
             self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
             return
         if length > MAX_OUTPUT_BYTES:
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large", "text/plain")
             return
-        job.outputs[int(parts[3])] = self.rfile.read(length)
+        job.outputs[int(parts[3]) if parts[3].isdigit() else ALL] = self.rfile.read(length)
         self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")

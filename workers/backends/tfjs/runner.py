@@ -189,10 +189,7 @@ class TfjsRunner(Runner):
             "page_job": result["page_job"],
             "chromium": str(self.session.chromium_path),
         }
-        return {
-            name: np.frombuffer(channel.outputs[i], dtype="<f4").reshape(result["shapes"][i])
-            for i, name in enumerate(names)
-        }
+        return dict(zip(names, channel.output_arrays(result["shapes"]), strict=True))
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         for name, array in inputs.items():

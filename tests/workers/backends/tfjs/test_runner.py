@@ -351,6 +351,9 @@ def test_a_warm_page_gives_the_numbers_of_a_fresh_one(
     ]
     page_jobs = [result.environment["page_job"] for result in results]
     assert 1 in page_jobs and 2 in page_jobs, page_jobs  # fresh and warm pages both ran
+    # a warm page keeps the loaded model: it served the second job of each page
+    kept = [result.environment["model_kept"] for result in results]
+    assert kept == [job > 1 for job in page_jobs], (page_jobs, kept)
     first = results[0].outputs["accumulated"]
     for result in results[1:]:
         for layer, values in result.outputs["accumulated"].items():
@@ -530,3 +533,33 @@ def test_masked_sequences_run_in_the_browser_as_keras_masks_them(
         mismatched = {layer for layer, verdict in verdicts.items() if verdict == "mismatch"}
         assert mismatched == ({"average"} if tfjs else set()), (comparison.mode, verdicts)
         assert set(verdicts.values()) - {"mismatch"} <= WITHIN_ROUNDING, verdicts
+
+
+def test_models_beyond_the_kept_ones_are_loaded_again_with_the_same_numbers(
+    example: Any, runner_pool: RunnerPool
+) -> None:
+    """The page keeps two loaded models: a third evicts the least recently used, which
+    its next job loads again; kept or reloaded, a model gives the same numbers."""
+
+    def job(name: str) -> Any:
+        artifact = example(name)
+        inputs = generate_inputs(
+            InputRecipe("uniform", batch=2, seed=3), artifact.graph.input_shapes
+        )
+        result = run_backend(
+            runner_pool, "tfjs-cpu", artifact, inputs, modes=(), repeats=1, reference_feed=None
+        )
+        assert result.status == "done", result.reason
+        return result
+
+    first = job("regression")
+    again = job("regression")
+    job("dense10x50")
+    job("conv3x3")
+    reloaded = job("regression")
+    if again.environment["page_job"] > first.environment["page_job"]:
+        assert again.environment["model_kept"] is True
+    assert reloaded.environment["model_kept"] is False
+    for result in (again, reloaded):
+        for layer, values in result.outputs["accumulated"].items():
+            assert np.array_equal(values, first.outputs["accumulated"][layer]), layer
