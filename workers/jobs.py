@@ -198,15 +198,18 @@ def steps_after(run_id: int, finished: Step) -> list[Step]:
     return [s for s in steps if not s.is_comparison or runs.claim_comparison(run_id)]
 
 
+def capability_of(step: Step) -> str:
+    """The kind of job process a step runs in: its backend's queue; a comparison is CPU work."""
+    return "cpu" if step.backend is None else backend_entry(step.backend).queue
+
+
 def supervised_step(processes: JobProcesses, run_id: int, step: Step) -> None:
     """One step in a job process of its capability. A failure becomes the backend's
     reason (a process that would not start too) or the run's, so the run goes on;
     only a shutdown passes through."""
+    label = f"comparison of run {run_id}" if step.backend is None else step.backend
     try:
-        if step.backend is None:
-            processes.run("cpu", Job(run_id, step), f"comparison of run {run_id}")
-        else:
-            processes.run(backend_entry(step.backend).queue, Job(run_id, step), step.backend)
+        processes.run(capability_of(step), Job(run_id, step), label)
     except (JobFailed, JobProcessDied) as error:
         if step.backend is None:
             runs.fail_run(run_id, str(error))
@@ -225,8 +228,9 @@ def compare_on_request(processes: JobProcesses, run_id: int, against: str) -> No
 
 def execute_run(run_id: int, processes: JobProcesses) -> None:
     """The embedded executor's job: every step of the run in order, each in a supervised
-    job process, so a crash fails one backend and the run goes on. A run cut short by
-    a server stop stays as it is, for the next start to run again."""
+    job process, so a crash fails one backend and the run goes on; the browser's
+    backends run while the CPU's do. A run cut short by a server stop stays as it is,
+    for the next start to run again."""
     try:
         plan = runs.start_run(run_id)
         if plan is None:
@@ -236,7 +240,9 @@ def execute_run(run_id: int, processes: JobProcesses) -> None:
             if not step.is_comparison or runs.claim_comparison(run_id):
                 supervised_step(processes, run_id, step)
 
-        run_in_order(plan.order, run_step, lambda: runs.backend_statuses(run_id))
+        run_in_order(
+            plan.order, run_step, lambda: runs.backend_statuses(run_id), lane=capability_of
+        )
     except ShuttingDown as stopping:
         log.info("run %s left for the next start: %s", run_id, stopping)
     except Exception as error:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
+from app.bench.big_models import big_model_figures
 from app.bench.diagnosis import diagnosis_figures
 from app.bench.end_to_end import end_to_end
 from app.bench.figures import Figure, table
@@ -36,6 +37,8 @@ PARTS = (
     "memory",
     "diagnosis",
 )
+# Parts run only when asked for by name (`--only big`): too long for `make bench`.
+OPTIONAL_PARTS = ("big",)
 
 
 def _queries(
@@ -88,6 +91,7 @@ def run_bench(
             ),
             "memory": lambda: memory_figures(directory, options),
             "diagnosis": lambda: diagnosis_figures(directory, repeats, pool),
+            "big": lambda: big_model_figures(directory, pool),
         }
         for part in parts:
             started = time.perf_counter()

@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.core.config import settings
@@ -38,7 +38,9 @@ LOCAL_COLUMNS = (
 CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict", *LOCAL_COLUMNS)
 
 
-def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
+def _rows_of(run: Run, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+    """Plain column dicts, inserted in one executemany: ORM objects cost a third of a
+    small model's comparison."""
     rows = []
     for comparison in comparisons:
         for row in comparison.layers:
@@ -48,19 +50,19 @@ def _rows_of(run: Run, comparisons: list[Comparison]) -> list[LayerDivergence]:
             histogram = {"edges": metrics.pop("hist_edges"), "counts": metrics.pop("hist_counts")}
             metrics["diagnosis"] = jsonable(metrics["diagnosis"])
             rows.append(
-                LayerDivergence(
-                    run_id=run.id,
-                    model_id=run.model_id,
-                    architecture=run.model.architecture,
-                    backend=comparison.backend,
-                    against=comparison.against,
-                    mode=comparison.mode,
-                    layer=row.layer,
-                    class_name=row.class_name,
-                    depth=row.depth,
-                    histogram=histogram,
+                {
+                    "run_id": run.id,
+                    "model_id": run.model_id,
+                    "architecture": run.model.architecture,
+                    "backend": comparison.backend,
+                    "against": comparison.against,
+                    "mode": comparison.mode,
+                    "layer": row.layer,
+                    "class_name": row.class_name,
+                    "depth": row.depth,
+                    "histogram": histogram,
                     **metrics,
-                )
+                }
             )
     return rows
 
@@ -82,7 +84,9 @@ def replace_divergences(
             replaced = replaced.where(LayerDivergence.backend == backend)
         if session.execute(replaced).rowcount:
             drift_cache.bump(session, run.model_id, run.model.architecture)
-        session.add_all(_rows_of(run, comparisons))
+        rows = _rows_of(run, comparisons)
+        if rows:
+            session.execute(insert(LayerDivergence), rows)
 
 
 def stored_graph(model: StoredModel) -> ModelGraph:

@@ -10,7 +10,7 @@ the best any float32 backend can do.
 from __future__ import annotations
 
 import math
-from dataclasses import Field, asdict, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -70,9 +70,12 @@ class Divergence:
     verdict: str = field(metadata={"verdict": True})
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Shallow (the histogram lists are shared): `dataclasses.asdict` deep-copies
+        every list and was a fifth of a comparison's time."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
 
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Divergence))
 # The numeric metrics, in the record's order (what a table or CSV row shows).
 METRIC_FIELDS: tuple[Field[Any], ...] = tuple(
     f for f in fields(Divergence) if "aggregate" in f.metadata

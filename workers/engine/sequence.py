@@ -2,15 +2,16 @@
 
 The reference runs first: the isolated mode feeds every other backend the
 reference's input to each layer. The other backends come next and do not depend
-on each other (Celery runs them at once). The comparison comes last, once every
+on each other (Celery runs them at once; the embedded executor runs each capability's
+at once with the others'). The comparison comes last, once every
 backend has finished. Each executor asks `RunOrder.after` what may start when a
 step has finished, and runs those steps its own way.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from workers.engine.status import BackendStatus
@@ -68,10 +69,27 @@ def run_in_order(
     order: RunOrder,
     run_step: Callable[[Step], object],
     statuses: Callable[[], Mapping[str, str]],
+    lane: Callable[[Step], str] | None = None,
 ) -> None:
-    """Every step of a run, one after the other (the CLI and the embedded executor)."""
-    pending = deque(order.first())
+    """Every step of a run in waves (the reference, the others, the comparison). Within
+    a wave, steps of one lane run one after the other and the lanes run at once: the
+    embedded executor gives each capability its lane, so the browser's jobs overlap the
+    CPU's. Without `lane` (the CLI), one step at a time."""
+    pending = order.first()
     while pending:
-        step = pending.popleft()
-        run_step(step)
-        pending.extend(order.after(step, statuses()))
+        lanes: dict[str, list[Step]] = {}
+        for step in pending:
+            lanes.setdefault("" if lane is None else lane(step), []).append(step)
+
+        def run_lane(steps: list[Step]) -> None:
+            for step in steps:
+                run_step(step)
+
+        if len(lanes) == 1:
+            run_lane(pending)
+        else:
+            with ThreadPoolExecutor(len(lanes), thread_name_prefix="driftbench-lane") as pool:
+                for done in [pool.submit(run_lane, steps) for steps in lanes.values()]:
+                    done.result()
+        now = statuses()
+        pending = list(dict.fromkeys(s for step in pending for s in order.after(step, now)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from workers.engine.sequence import COMPARISON, RunOrder, Step, run_in_order
 
 ORDER = RunOrder.of("numpy-f64", ["keras-cpu", "numpy-f64", "tfjs-cpu", "keras-cpu"])
@@ -44,3 +46,31 @@ def test_run_in_order_walks_every_step_once_in_order() -> None:
 
     run_in_order(ORDER, run_step, lambda: statuses)
     assert walked == [Step("numpy-f64"), Step("keras-cpu"), Step("tfjs-cpu"), COMPARISON]
+
+
+def test_lanes_run_at_once_and_each_lane_in_order() -> None:
+    """keras-cpu waits at a barrier for tfjs-cpu: run one after the other, it would time
+    out. The comparison still comes once, after both."""
+    order = RunOrder.of("numpy-f64", ["keras-cpu", "numpy", "tfjs-cpu"])
+    statuses = dict.fromkeys(order.backends, "queued")
+    meeting = threading.Barrier(2, timeout=10)
+    walked: list[tuple[str, Step]] = []
+
+    def run_step(step: Step) -> None:
+        if step.backend in ("keras-cpu", "tfjs-cpu"):
+            meeting.wait()
+        walked.append((threading.current_thread().name, step))
+        if step.backend is not None:
+            statuses[step.backend] = "done"
+
+    def lane(step: Step) -> str:
+        return "browser" if step.backend == "tfjs-cpu" else "cpu"
+
+    run_in_order(order, run_step, lambda: statuses, lane=lane)
+    steps = [step for _, step in walked]
+    assert steps[0] == Step("numpy-f64") and steps[-1] == COMPARISON
+    assert sorted(s.backend or "" for s in steps[1:-1]) == ["keras-cpu", "numpy", "tfjs-cpu"]
+    cpu_lane = [s for s in steps if s.backend in ("keras-cpu", "numpy")]
+    assert cpu_lane == [Step("keras-cpu"), Step("numpy")]
+    threads = {step.backend: name for name, step in walked}
+    assert threads["keras-cpu"] == threads["numpy"] != threads["tfjs-cpu"]
