@@ -52,11 +52,16 @@ def bare_backend(
     return lambda: runner.run(artifact, inputs)
 
 
-def run_to_done(client: Client, body: dict[str, Any]) -> float:
-    """Seconds from `POST /api/runs` to the run being done on every backend."""
+def timed_run(client: Client, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Seconds from `POST /api/runs` to the run's end, and the run as the API gives it."""
     started = time.perf_counter()
     run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started, run
+
+
+def run_to_done(client: Client, body: dict[str, Any]) -> float:
+    """Seconds from `POST /api/runs` to the run being done on every backend."""
+    elapsed, run = timed_run(client, body)
     failed = [b["backend"] for b in run["backend_runs"] if b["status"] != BackendStatus.DONE]
     if run["status"] != RunStatus.DONE or failed:
         raise RuntimeError(f"bench run {run['id']} did not finish cleanly: {run}")

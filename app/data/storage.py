@@ -226,17 +226,18 @@ class StoredLayers(Mapping[str, np.ndarray]):
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer in self._kept:
-            return self._kept[layer]
+            return self._kept[layer][: self.samples]
         if layer not in self.layers:
             raise KeyError(layer)
         if self._archive is None:
             self._archive = np.load(self.path, allow_pickle=False)
-        array = self._archive[f"{self.mode}/{layer}"][: self.samples]
-        if array.nbytes <= KEPT_LAYER_BYTES:
-            while sum(a.nbytes for a in self._kept.values()) + array.nbytes > KEPT_LAYER_BYTES:
+        # Kept whole: a trimmed view would hold the whole array while counting less.
+        loaded = self._archive[f"{self.mode}/{layer}"]
+        if loaded.nbytes <= KEPT_LAYER_BYTES:
+            while sum(a.nbytes for a in self._kept.values()) + loaded.nbytes > KEPT_LAYER_BYTES:
                 del self._kept[next(iter(self._kept))]
-            self._kept[layer] = array
-        return array
+            self._kept[layer] = loaded
+        return loaded[: self.samples]
 
     def __contains__(self, layer: object) -> bool:
         """From the archive's index: a layer a backend did not provide is never read."""

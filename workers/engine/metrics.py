@@ -71,7 +71,7 @@ class Divergence:
 
     def as_dict(self) -> dict[str, object]:
         """Shallow (the histogram lists are shared): `dataclasses.asdict` deep-copies
-        every list and was a fifth of a comparison's time."""
+        every list, 65 ms of a 7-backend dense10x50 comparison's 360."""
         return {name: getattr(self, name) for name in FIELD_NAMES}
 
 

@@ -31,7 +31,9 @@ class ZooModel:
     fast: bool = False
 
 
-def _application(architecture: str, side: int) -> Callable[[Any], Any]:
+def application(architecture: str, side: int) -> Callable[[Any], Any]:
+    """A keras.applications architecture, seeded, untrained (nothing downloaded), 10 classes."""
+
     def build(keras: Any) -> Any:
         keras.utils.set_random_seed(0)
         return getattr(keras.applications, architecture)(
@@ -92,18 +94,18 @@ def ops_graph(keras: Any) -> Any:
 ZOO: dict[str, ZooModel] = {
     model.name: model
     for model in (
-        ZooModel("MobileNetV2", _application("MobileNetV2", 32), IMAGE_PIXELS),
-        ZooModel("MobileNetV3Small", _application("MobileNetV3Small", 32), IMAGE_PIXELS, True),
-        ZooModel("MobileNetV3Large", _application("MobileNetV3Large", 32), IMAGE_PIXELS),
-        ZooModel("EfficientNetB0", _application("EfficientNetB0", 32), IMAGE_PIXELS),
-        ZooModel("EfficientNetV2B0", _application("EfficientNetV2B0", 32), IMAGE_PIXELS),
-        ZooModel("ResNet50", _application("ResNet50", 32), IMAGE_PIXELS),
-        ZooModel("DenseNet121", _application("DenseNet121", 32), IMAGE_PIXELS),
-        ZooModel("NASNetMobile", _application("NASNetMobile", 32), IMAGE_PIXELS),
-        ZooModel("Xception", _application("Xception", 71), IMAGE_PIXELS),
-        ZooModel("InceptionV3", _application("InceptionV3", 75), IMAGE_PIXELS),
-        ZooModel("VGG16", _application("VGG16", 32), IMAGE_PIXELS),
-        ZooModel("ConvNeXtTiny", _application("ConvNeXtTiny", 32), IMAGE_PIXELS),
+        ZooModel("MobileNetV2", application("MobileNetV2", 32), IMAGE_PIXELS),
+        ZooModel("MobileNetV3Small", application("MobileNetV3Small", 32), IMAGE_PIXELS, True),
+        ZooModel("MobileNetV3Large", application("MobileNetV3Large", 32), IMAGE_PIXELS),
+        ZooModel("EfficientNetB0", application("EfficientNetB0", 32), IMAGE_PIXELS),
+        ZooModel("EfficientNetV2B0", application("EfficientNetV2B0", 32), IMAGE_PIXELS),
+        ZooModel("ResNet50", application("ResNet50", 32), IMAGE_PIXELS),
+        ZooModel("DenseNet121", application("DenseNet121", 32), IMAGE_PIXELS),
+        ZooModel("NASNetMobile", application("NASNetMobile", 32), IMAGE_PIXELS),
+        ZooModel("Xception", application("Xception", 71), IMAGE_PIXELS),
+        ZooModel("InceptionV3", application("InceptionV3", 75), IMAGE_PIXELS),
+        ZooModel("VGG16", application("VGG16", 32), IMAGE_PIXELS),
+        ZooModel("ConvNeXtTiny", application("ConvNeXtTiny", 32), IMAGE_PIXELS),
         ZooModel("transfer_classifier", transfer_classifier, IMAGE_PIXELS, True),
         ZooModel(
             "text_classifier",

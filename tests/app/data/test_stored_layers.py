@@ -17,6 +17,12 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(stream, **{f"accumulated/{name}": array for name, array in arrays.items()})
 
 
+def _held_bytes(array: np.ndarray) -> int:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.nbytes
+
+
 def test_reads_are_the_stored_values_and_what_is_kept_stays_under_budget(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     # Three layers of 6 MiB each: two fit in the budget, the third evicts the oldest.
@@ -29,6 +35,8 @@ def test_reads_are_the_stored_values_and_what_is_kept_stays_under_budget(tmp_pat
     for _ in range(2):
         for name in ["a", "b", "c", "a", "dense/1"]:
             np.testing.assert_array_equal(stored[name], arrays[name][:2])
+            # A trimmed view keeps its whole array alive: that is what counts.
+            assert sum(map(_held_bytes, stored._kept.values())) <= KEPT_LAYER_BYTES
     full = StoredLayers(path, "accumulated", list(arrays), samples=side)
     for name in ["a", "b", "c", "b", "a"]:
         np.testing.assert_array_equal(full[name], arrays[name])
