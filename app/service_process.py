@@ -5,7 +5,7 @@ tests, `driftbench demo` and `driftbench bench`.
 (read back from its --port-file: choosing a free port here and passing it on would
 race with any other process taking it meanwhile); `LiveWorker` a real `driftbench
 worker`; `driftbench.client.Client` speaks to them. `postgres_database` makes a
-throwaway PostgreSQL database.
+throwaway PostgreSQL database, `private_redis` a broker of our own.
 
 Nothing here imports the service itself: it only starts it and talks to it.
 """
@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +93,51 @@ def postgres_database(admin_url: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# No TCP port, nothing saved to disk, in the foreground (so terminate() stops it).
+REDIS_OPTIONS = ("--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no")
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """The broker URL of a redis-server of our own on a unix socket, stopped afterwards:
+    a shared Redis could hold other users' queues and heartbeats in any database number
+    we pick."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed: `make install` installs it")
+    # A unix socket path holds at most 107 bytes: a short /tmp directory.
+    with tempfile.TemporaryDirectory(prefix="driftbench-redis-") as directory:
+        socket_path, log_path = Path(directory) / "redis.sock", Path(directory) / "redis.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [executable, *REDIS_OPTIONS, "--unixsocket", str(socket_path), "--dir", directory],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        client = redis.Redis(unix_socket_path=str(socket_path))
+
+        def answers_ping() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with status {process.returncode}: {_log_tail(log_path)}"
+                )
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        broker = f"redis+socket://{socket_path}"
+        try:
+            wait_for(answers_ping, timeout_s=30, what=f"redis-server to answer PING at {broker}")
+            yield broker
+        finally:
+            client.close()
+            process.terminate()
+            process.wait(timeout=30)
 
 
 class ManagedProcess:

@@ -11,7 +11,8 @@ divergence rows, never duplicates.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -20,14 +21,17 @@ import numpy as np
 from app.core.config import settings
 from app.core.errors import ComparisonFailed, StorageFull
 from app.data import divergences, runs, storage
+from app.data.runs import RunPlan
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import backend_entry
 from workers.diagnosis.runs import run_diagnoser
-from workers.engine.compare import compare
+from workers.engine.compare import Diagnoser, compare
+from workers.engine.explanations import LayerDiagnosis
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
-from workers.engine.results import BackendResult, LayerInputs, layer_inputs_from
+from workers.engine.options import EngineOptions
+from workers.engine.results import BackendResult, LayerInputs, Mode, layer_inputs_from
 from workers.engine.sequence import COMPARISON, Step, run_in_order
 from workers.engine.status import BackendStatus
 from workers.processes.child import JobWorker
@@ -106,7 +110,8 @@ def _store(run_id: int, result: BackendResult) -> BackendStatus:
 
 
 def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
-    """One backend of one run; returns its final status (None if the run is gone)."""
+    """One backend of one run, compared on arrival; returns its final status (None if
+    the run is gone)."""
     plan = runs.load_plan(run_id)
     if plan is None:
         return None
@@ -131,28 +136,48 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
         repeats=plan.repeats,
         reference_feed=feed,
     )
-    return _store(run_id, result)
+    status = _store(run_id, result)
+    if status == BackendStatus.DONE and not is_reference:
+        try:
+            compare_on_arrival(plan, backend)
+        except Exception:  # the run's last step compares what is left uncompared
+            log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
+    return status
 
 
-def compare_run(run_id: int, against: str | None = None) -> bool:
-    """Compare every finished backend of the run, from its stored outputs, with `against`,
-    or (None: the run's own last step) with its reference and each of its
-    `compare_against`, each backend diagnosed once; False when the run is gone."""
-    stored = divergences.stored_run(run_id)
-    plan = runs.load_plan(run_id)
-    if stored is None or plan is None:
-        return False
-    options = settings.engine_options()
-    diagnose = None
-    if options.diagnosis_budget_s > 0:
-        diagnose = run_diagnoser(
-            _artifact(plan.model_path).graph,
-            storage.load_inputs(plan.inputs_sha256),
-            stored.results,
-            fed_from=stored.reference,
-            options=options,
-        )
-    for target in [against] if against else [stored.reference, *stored.compare_against]:
+def _reusing(fresh: Diagnoser, run_id: int, reference: str) -> Diagnoser:
+    """`fresh`, except for a backend and mode with stored rows against the reference: the
+    diagnoses those rows hold."""
+    kept: dict[str, dict[str, dict[str, LayerDiagnosis]]] = {}
+
+    def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
+        if backend not in kept:
+            kept[backend] = divergences.stored_diagnoses(run_id, backend, reference)
+        reused = kept[backend].get(mode)
+        return fresh(backend, mode) if reused is None else reused
+
+    return diagnose
+
+
+def _compare_pairs(
+    plan: RunPlan,
+    stored: divergences.StoredRun,
+    pairs: Mapping[str, Collection[str] | None],
+    options: EngineOptions,
+) -> None:
+    """Compare each target with its candidates (None: every stored backend, all of the
+    target's rows replaced) and store the rows. A candidate's diagnosis does not depend
+    on the target: one with rows against the reference reuses theirs; the others are
+    diagnosed once, for every target."""
+    fresh = run_diagnoser(
+        _artifact(plan.model_path).graph,
+        storage.load_inputs(plan.inputs_sha256),
+        stored.results,
+        fed_from=stored.reference,
+        options=options,
+    )
+    diagnose = None if fresh is None else _reusing(fresh, plan.run_id, stored.reference)
+    for target, candidates in pairs.items():
         comparisons = compare(
             stored.graph,
             stored.results,
@@ -160,8 +185,71 @@ def compare_run(run_id: int, against: str | None = None) -> bool:
             modes=stored.modes,
             options=options,
             diagnose=diagnose,
+            backends=candidates,
         )
-        divergences.replace_divergences(run_id=run_id, against=target, comparisons=comparisons)
+        divergences.replace_divergences(
+            run_id=plan.run_id, against=target, comparisons=comparisons, backends=candidates
+        )
+
+
+def compare_on_arrival(plan: RunPlan, backend: str) -> None:
+    """A backend against the run's reference and each finished `compare_against` target as
+    soon as it is stored (a target itself: the reference and the backends already
+    compared against it), in the job process that ran it: comparisons overlap the
+    backends still running (on another core, in the browser's job process) instead of
+    queueing behind the last of them, and read back outputs the page cache still holds.
+    Each backend diagnoses with an equal share of the run's budget."""
+    reference = plan.order.reference
+    statuses = runs.backend_statuses(plan.run_id)
+    pairs: dict[str, Collection[str] | None] = {
+        target: [backend]
+        for target in dict.fromkeys([reference, *plan.compare_against])
+        if target != backend and statuses.get(target) == BackendStatus.DONE
+    }
+    if backend in plan.compare_against:
+        # Those already compared with the reference reuse their diagnoses from those rows.
+        compared = divergences.compared_backends(plan.run_id, reference) - {backend}
+        pairs[backend] = [reference, *sorted(compared)]
+    candidates = {c for chosen in pairs.values() for c in chosen or ()}
+    stored = divergences.stored_run(plan.run_id, {reference, *pairs, *candidates})
+    if stored is None:
+        return
+    options = settings.engine_options()
+    share = options.diagnosis_budget_s / len(plan.order.others)
+    _compare_pairs(plan, stored, pairs, replace(options, diagnosis_budget_s=share))
+
+
+def compare_run(run_id: int, against: str | None = None) -> bool:
+    """Compare the run's finished backends, from their stored outputs, with `against`
+    (all of them anew), or (None: the run's own last step) the pairs of the run's
+    targets (its reference, its `compare_against`) and backends that have no rows yet;
+    False when the run is gone."""
+    plan = runs.load_plan(run_id)
+    if plan is None:
+        return False
+    pairs: dict[str, Collection[str] | None] = {}
+    if against is not None:
+        pairs[against] = None
+    else:
+        statuses = runs.backend_statuses(run_id)
+        done = [b for b in plan.order.backends if statuses.get(b) == BackendStatus.DONE]
+        for target in dict.fromkeys([plan.order.reference, *plan.compare_against]):
+            if target in done:
+                compared = divergences.compared_backends(run_id, target)
+                left = [b for b in done if b != target and b not in compared]
+                if left:
+                    pairs[target] = left
+        if not pairs:
+            return True
+    wanted = (
+        None
+        if against is not None
+        else {plan.order.reference, *pairs, *(b for left in pairs.values() for b in left or ())}
+    )
+    stored = divergences.stored_run(run_id, wanted)
+    if stored is None:
+        return False
+    _compare_pairs(plan, stored, pairs, settings.engine_options())
     return True
 
 

@@ -20,6 +20,7 @@ from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
 from app.bench.tfjs_pages import tfjs_figures
 from app.bench.tflite_jobs import tflite_figures
+from app.bench.throughput import throughput_figures
 from app.core.config import settings
 from app.service_process import postgres_database
 from workers.backends.pool import RunnerPool
@@ -38,7 +39,7 @@ PARTS = (
     "diagnosis",
 )
 # Parts run only when asked for by name (`--only big`): too long for `make bench`.
-OPTIONAL_PARTS = ("big",)
+OPTIONAL_PARTS = ("big", "throughput")
 
 
 def _queries(
@@ -92,6 +93,7 @@ def run_bench(
             "memory": lambda: memory_figures(directory, options),
             "diagnosis": lambda: diagnosis_figures(directory, repeats, pool),
             "big": lambda: big_model_figures(directory, pool),
+            "throughput": lambda: throughput_figures(directory, options, postgres_admin_url),
         }
         for part in parts:
             started = time.perf_counter()

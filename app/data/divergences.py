@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from app.data import drift_cache, storage
 from app.data.orm import LayerDivergence, Run, StoredModel
 from app.data.runs import get_run
 from workers.engine.compare import Comparison
+from workers.engine.explanations import LayerDiagnosis
 from workers.engine.graph import ModelGraph, graph_from_summary
 from workers.engine.json_safe import jsonable
 from workers.engine.metrics import DRIFT_VERDICTS, METRIC_NAMES
@@ -68,10 +70,15 @@ def _rows_of(run: Run, comparisons: list[Comparison]) -> list[dict[str, Any]]:
 
 
 def replace_divergences(
-    *, run_id: int, against: str, comparisons: list[Comparison], backend: str | None = None
+    *,
+    run_id: int,
+    against: str,
+    comparisons: list[Comparison],
+    backends: Collection[str] | None = None,
 ) -> None:
     """Store one comparison set of a run, replacing any earlier one (idempotence); with
-    `backend`, only that backend's rows against `against` (an external upload's)."""
+    `backends`, only those backends' rows against `against` (a backend compared on
+    arrival, an external upload)."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -80,8 +87,8 @@ def replace_divergences(
         replaced = delete(LayerDivergence).where(
             LayerDivergence.run_id == run_id, LayerDivergence.against == against
         )
-        if backend is not None:
-            replaced = replaced.where(LayerDivergence.backend == backend)
+        if backends is not None:
+            replaced = replaced.where(LayerDivergence.backend.in_(backends))
         if session.execute(replaced).rowcount:
             drift_cache.bump(session, run.model_id, run.model.architecture)
         rows = _rows_of(run, comparisons)
@@ -93,20 +100,23 @@ def stored_graph(model: StoredModel) -> ModelGraph:
     return graph_from_summary(model.name, model.layers)
 
 
-def stored_results(run: Run) -> dict[str, BackendResult]:
-    """The finished backends of a run with their outputs read back from disk.
+def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[str, BackendResult]:
+    """The finished backends of a run (of `backends` when given) with their outputs read
+    back from disk.
 
     The reference's isolated outputs are its accumulated ones (each layer already
     received the reference's own inputs), so they are stored once and aliased here.
     Backends whose outputs were capped hold fewer samples; all are compared over the
-    first samples every backend stored.
+    first samples every backend read stored.
     """
     shapes = {
         backend_run.backend: storage.stored_shapes(
             storage.outputs_path(run.id, backend_run.backend)
         )
         for backend_run in run.backend_runs
-        if backend_run.status == BackendStatus.DONE and backend_run.outputs_path
+        if backend_run.status == BackendStatus.DONE
+        and backend_run.outputs_path
+        and (backends is None or backend_run.backend in backends)
     }
     samples = min(
         (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
@@ -145,7 +155,8 @@ class StoredRun:
     results: dict[str, BackendResult]
 
 
-def stored_run(run_id: int) -> StoredRun | None:
+def stored_run(run_id: int, backends: Collection[str] | None = None) -> StoredRun | None:
+    """The run as a comparison reads it; with `backends`, only those backends' outputs."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -155,7 +166,7 @@ def stored_run(run_id: int) -> StoredRun | None:
             compare_against=tuple(run.compare_against or ()),
             modes=tuple(run.modes),
             graph=stored_graph(run.model),
-            results=stored_results(run),
+            results=stored_results(run, backends),
         )
 
 
@@ -212,6 +223,32 @@ def has_mode(session: Session, run_id: int, mode: str) -> bool:
     """Whether any row of the run is in `mode` (an external upload's isolated outputs)."""
     query = select(LayerDivergence.id).filter_by(run_id=run_id, mode=mode).limit(1)
     return session.scalar(query) is not None
+
+
+def compared_backends(run_id: int, against: str) -> set[str]:
+    """The backends of the run with rows against `against`: those compared on arrival."""
+    with session_scope() as session:
+        query = select(LayerDivergence.backend).filter_by(run_id=run_id, against=against)
+        return set(session.scalars(query.distinct()))
+
+
+def stored_diagnoses(
+    run_id: int, backend: str, against: str
+) -> dict[str, dict[str, LayerDiagnosis]]:
+    """The backend's layer diagnoses by mode, read back from its rows against `against`:
+    a diagnosis does not depend on what the backend is compared with, so a comparison
+    with another target reuses them instead of diagnosing again."""
+    found: dict[str, dict[str, LayerDiagnosis]] = {}
+    with session_scope() as session:
+        query = select(LayerDivergence).filter_by(run_id=run_id, backend=backend, against=against)
+        for row in session.scalars(query):
+            layers = found.setdefault(row.mode, {})
+            if row.local_verdict is not None:
+                layers[row.layer] = LayerDiagnosis.from_dict(
+                    {column: getattr(row, column) for column in LOCAL_COLUMNS}
+                    | {"diagnosis": row.diagnosis}
+                )
+    return found
 
 
 def compared_against(session: Session, run_id: int) -> list[str]:

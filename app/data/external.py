@@ -181,7 +181,7 @@ def _compare_external(run_id: int, backend: str, inspector: ModelInspector) -> N
             diagnose=diagnose,
         )
         divergences.replace_divergences(
-            run_id=run_id, against=against, comparisons=comparisons, backend=backend
+            run_id=run_id, against=against, comparisons=comparisons, backends=[backend]
         )
 
 

@@ -102,6 +102,7 @@ class RunPlan:
     order: RunOrder
     modes: tuple[Mode, ...]
     repeats: int
+    compare_against: tuple[str, ...]
 
 
 def load_plan(run_id: int) -> RunPlan | None:
@@ -120,6 +121,7 @@ def load_plan(run_id: int) -> RunPlan | None:
             ),
             modes=tuple(run.modes),
             repeats=run.repeats,
+            compare_against=tuple(run.compare_against or ()),
         )
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from app.service_process import LiveServer, LiveWorker
+from app.service_process import LiveServer, LiveWorker, private_redis
 from driftbench.client import Client, ServiceError, wait_for, wait_until_available
 from tests.support import (
     hold,
@@ -27,47 +24,12 @@ from workers.processes.tree import parent_of
 from workers.worker_registry import redis_py_url
 
 WITHIN_ROUNDING = {"identical", "rounding"}
-# No TCP port, nothing saved to disk, in the foreground (so terminate() stops it).
-REDIS_OPTIONS = ("--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no")
 
 
 @pytest.fixture
 def redis_broker() -> Iterator[str]:
-    """The broker URL of a redis-server of the test's own, on a unix socket: a shared
-    Redis could hold other users' queues and heartbeats in any database number we pick."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed: `make install` (apt-get install redis-server)")
-    # A unix socket path holds at most 107 bytes: a short /tmp directory, not tmp_path.
-    with tempfile.TemporaryDirectory(prefix="driftbench-redis-") as directory:
-        socket_path, log_path = Path(directory) / "redis.sock", Path(directory) / "redis.log"
-        broker = f"redis+socket://{socket_path}"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [executable, *REDIS_OPTIONS, "--unixsocket", str(socket_path), "--dir", directory],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        client = redis.Redis.from_url(redis_py_url(broker))
-
-        def answers_ping() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with status {process.returncode}: "
-                    f"{log_path.read_text()[-2000:]}"
-                )
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        try:
-            wait_for(answers_ping, timeout_s=30, what=f"redis-server to answer PING at {broker}")
-            yield broker
-        finally:
-            client.close()
-            process.terminate()
-            process.wait(timeout=30)
+    with private_redis() as broker:
+        yield broker
 
 
 @pytest.fixture

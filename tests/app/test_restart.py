@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 
 from app.data.orm import Run
 from app.service_process import LiveServer
+from driftbench.client import wait_for
 from tests.support import hold, release, wait_until_gone, wait_until_held
 
 
 def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path) -> None:
+    """Also: a backend is compared as it arrives, while the run's other backends run,
+    and a run re-run after a restart keeps those rows without doubling them."""
     gate = tmp_path / "gate"
     server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
     server.start()
@@ -21,8 +24,12 @@ def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path)
         hold(gate, "tfjs-cpu")
         with server.client() as client:
             model = example("cifar_cnn").path
-            run_id = client.queue_run(model, ["numpy", "tfjs-cpu"], batch=64)["id"]
+            run_id = client.queue_run(model, ["numpy", "tfjs-cpu"], batch=8)["id"]
             job_pid = wait_until_held(gate, run_id, "tfjs-cpu")
+            early = wait_for(
+                lambda: client.divergence(run_id, backend="numpy")["rows"], 120, "numpy's rows"
+            )
+            assert client.get_run(run_id)["status"] == "running"
         server.kill()
         wait_until_gone(job_pid)
         release(gate, "tfjs-cpu")
@@ -35,6 +42,7 @@ def test_run_killed_mid_job_is_rerun_after_restart(example: Any, tmp_path: Path)
         statuses = {b["backend"]: b["status"] for b in run["backend_runs"]}
         assert statuses == {"numpy-f64": "done", "numpy": "done", "tfjs-cpu": "done"}
         assert len(rows) == 2 * 12  # one result set per backend, none duplicated
+        assert [r for r in rows if r["backend"] == "numpy"] == early
     finally:
         server.stop()
 

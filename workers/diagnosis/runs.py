@@ -39,12 +39,14 @@ def run_diagnoser(
     source = results.get(fed_from)
     if options.diagnosis_budget_s <= 0 or source is None or "accumulated" not in source.outputs:
         return None
-    fed = {**inputs, **source.outputs["accumulated"]}
+    fed: dict[str, np.ndarray] = {}  # read on first need: a comparison may need none
     budget = Budget(options.diagnosis_budget_s)
     found: dict[tuple[str, Mode], Mapping[str, LayerDiagnosis]] = {}
 
     def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
         if (backend, mode) not in found:
+            if not fed:
+                fed.update({**inputs, **source.outputs["accumulated"]})
             try:
                 found[backend, mode] = diagnose_outputs(
                     graph,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,15 +102,18 @@ def compare(
     modes: Iterable[Mode] = ("accumulated",),
     options: EngineOptions = DEFAULT_OPTIONS,
     diagnose: Diagnoser | None = None,
+    backends: Collection[str] | None = None,
 ) -> list[Comparison]:
-    """Every finished backend against `against`, in each mode both sides have; each row
-    with its diagnosis when `diagnose` is given."""
+    """Every finished backend (of `backends`, when given) against `against`, in each mode
+    both sides have; each row with its diagnosis when `diagnose` is given."""
     target = results.get(against)
     if target is None or target.status != BackendStatus.DONE:
         return []
     comparisons = []
     for backend, result in results.items():
         if backend == against or result.status != BackendStatus.DONE:
+            continue
+        if backends is not None and backend not in backends:
             continue
         for mode in modes:
             if mode not in result.outputs or mode not in target.outputs:

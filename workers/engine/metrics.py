@@ -147,6 +147,12 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / max(denominator, FLOAT32_TINY)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """A float64 dot product outside BLAS: OpenBLAS's threads spin against the other
+    jobs on a busy machine, 0.7 ms a call on 12,800 values where this takes 10 µs."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def divergence(
     candidate: np.ndarray,
     reference: np.ndarray,
@@ -170,9 +176,9 @@ def divergence(
     errors = c64 - r64
     abs_errors = np.abs(errors)
     n_diff = int(np.count_nonzero(~bit_identical(cand, ref)))
-    norm_err = float(np.linalg.norm(errors))
-    norm_ref = float(np.linalg.norm(r64))
-    norm_cand = float(np.linalg.norm(c64))
+    norm_err = math.sqrt(_dot(errors, errors))
+    norm_ref = math.sqrt(_dot(r64, r64))
+    norm_cand = math.sqrt(_dot(c64, c64))
     ulps = ulp_distance(cand[both], ref[both])
     rel_l2 = _ratio(norm_err, norm_ref)
     if norm_err == 0.0:
@@ -186,7 +192,7 @@ def divergence(
     elif norm_cand == 0.0 or norm_ref == 0.0:
         cosine = 0.0
     else:
-        cosine = float(np.dot(c64, r64) / (norm_cand * norm_ref))
+        cosine = _dot(c64, r64) / (norm_cand * norm_ref)
     empty = errors.size == 0
     p50, p90, p99 = (0.0, 0.0, 0.0) if empty else np.percentile(abs_errors, [50, 90, 99])
     edges, counts = signed_error_histogram(errors, histogram_bins)

@@ -3,9 +3,10 @@
 The reference runs first: the isolated mode feeds every other backend the
 reference's input to each layer. The other backends come next and do not depend
 on each other (Celery runs them at once; the embedded executor runs each capability's
-at once with the others'). The comparison comes last, once every
-backend has finished. Each executor asks `RunOrder.after` what may start when a
-step has finished, and runs those steps its own way.
+at once with the others'). Each backend's job compares it with the reference as it
+arrives (workers/jobs.py); the comparison step comes last, once every backend has
+finished, and compares what is left. Each executor asks `RunOrder.after` what may
+start when a step has finished, and runs those steps its own way.
 """
 
 from __future__ import annotations

@@ -149,6 +149,13 @@ def test_run_results_divergence_csv_and_outputs(client: Client, example: Any) ->
     assert {r["backend"] for r in as_part_of_run["rows"]} == {"numpy", "numpy-f64"}
     isolated_part = client.divergence(run["id"], against="keras-cpu", mode="isolated")
     assert {r["backend"] for r in isolated_part["rows"]} == {"numpy", "numpy-f64"}
+    # Each backend is compared as it arrives; its own error, diagnosed once, is the same
+    # whatever it is compared with.
+    local = {r["layer"]: r["local_rel_l2"] for r in divergence["rows"] if r["backend"] == "numpy"}
+    assert None not in local.values()
+    assert local == {
+        r["layer"]: r["local_rel_l2"] for r in as_part_of_run["rows"] if r["backend"] == "numpy"
+    }
     listed = client.get(f"/api/runs/{run['id']}/comparisons").json()["against"]
     assert listed == ["keras-cpu", "numpy-f64"]
 
