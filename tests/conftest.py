@@ -1,5 +1,6 @@
 """Shared fixtures: one TensorFlow import and one pool of warm runners (TensorFlow, the
-browser) per test session. Helpers that are not fixtures live in tests/support.py."""
+browser) per test process (`make test` runs two, pytest-xdist, a test file whole in
+each). Helpers that are not fixtures live in tests/support.py."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ divergence rows, never duplicates.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
@@ -138,10 +139,13 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     )
     status = _store(run_id, result)
     if status == BackendStatus.DONE and not is_reference:
+        started = time.perf_counter()
         try:
             compare_on_arrival(plan, backend)
         except Exception:  # the run's last step compares what is left uncompared
             log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
+        else:
+            runs.record_timing(run_id, backend, "compare", time.perf_counter() - started)
     return status
 
 
@@ -177,8 +181,10 @@ def _compare_pairs(
         options=options,
     )
     diagnose = None if fresh is None else _reusing(fresh, plan.run_id, stored.reference)
-    for target, candidates in pairs.items():
-        comparisons = compare(
+    comparisons = [
+        comparison
+        for target, candidates in pairs.items()
+        for comparison in compare(
             stored.graph,
             stored.results,
             against=target,
@@ -187,9 +193,8 @@ def _compare_pairs(
             diagnose=diagnose,
             backends=candidates,
         )
-        divergences.replace_divergences(
-            run_id=plan.run_id, against=target, comparisons=comparisons, backends=candidates
-        )
+    ]
+    divergences.replace_divergences(run_id=plan.run_id, replaced=pairs, comparisons=comparisons)
 
 
 def compare_on_arrival(plan: RunPlan, backend: str) -> None:

@@ -4,14 +4,16 @@ local workers: SQLite, job processes under the server) and with Celery (PostgreS
 private Redis, 1 and 2 workers per queue, each worker one job at a time).
 
 Every set starts warm: as many untimed runs as there are workers go first, so each
-job process has loaded TensorFlow and started its browser. The per-run cost it
-reports (seconds of each step, from the stored start and end times) is what the
-README's capacity model is made from. Not in the default parts (about 8 minutes):
+job process has loaded TensorFlow and started its browser. The per-run costs it
+reports (each queue's seconds: its jobs from the stored start and end times plus
+their comparisons on arrival; bytes stored; divergence rows) are what the README's
+capacity model is made from. Not in the default parts (about 8 minutes):
 `driftbench bench --only throughput`.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,6 +25,7 @@ from app.bench.end_to_end import cpu_backends, run_to_done
 from app.bench.figures import Figure
 from app.service_process import LiveServer, LiveWorker, postgres_database, private_redis
 from driftbench.client import Client, wait_until_available
+from workers.backends.registry import backend_entry
 from workers.engine.examples import write_example
 from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus, RunStatus
@@ -66,17 +69,21 @@ def _celery(
         yield client
 
 
-def _step_seconds(run: dict[str, Any]) -> dict[str, float]:
-    """Each backend job's seconds, from the run's stored start and end times."""
-    return {
-        b["backend"]: (
-            datetime.fromisoformat(b["finished_at"]) - datetime.fromisoformat(b["started_at"])
-        ).total_seconds()
-        for b in run["backend_runs"]
-    }
+def _queue_seconds(run: dict[str, Any]) -> dict[str, float]:
+    """Seconds each queue spent on the run: its backends' jobs, from the stored start and
+    end times, and their comparisons on arrival (`timings.compare`)."""
+    spent: dict[str, float] = {}
+    for b in run["backend_runs"]:
+        job = datetime.fromisoformat(b["finished_at"]) - datetime.fromisoformat(b["started_at"])
+        queue = backend_entry(b["backend"]).queue
+        seconds = job.total_seconds() + b["timings"].get("compare", 0.0)
+        spent[queue] = spent.get(queue, 0.0) + seconds
+    return spent
 
 
-def _runs_per_minute(client: Client, body: dict[str, Any], count: int, workers: int) -> Figure:
+def _runs_per_minute(
+    client: Client, body: dict[str, Any], count: int, workers: int, data_dir: Path
+) -> Figure:
     warm = [client.start_run(**body)["id"] for _ in range(workers)]
     for run_id in warm:
         client.wait_for_run(run_id, timeout_s=900)
@@ -93,7 +100,15 @@ def _runs_per_minute(client: Client, body: dict[str, Any], count: int, workers: 
     ]
     if failed:
         raise RuntimeError(f"throughput runs {failed} did not finish cleanly")
-    steps = [_step_seconds(run) for run in runs]
+    spent = [_queue_seconds(run) for run in runs]
+    stored = [
+        sum(path.stat().st_size for path in (data_dir / "outputs" / str(run_id)).glob("*.npz"))
+        for run_id in ids
+    ]
+    rows = len(client.divergence(ids[-1])["rows"]) + sum(
+        len(client.divergence(ids[-1], against=against)["rows"])
+        for against in runs[-1]["compare_against"]
+    )
     return Figure(
         name="",
         value=count / elapsed * 60,
@@ -101,9 +116,9 @@ def _runs_per_minute(client: Client, body: dict[str, Any], count: int, workers: 
         detail={
             "runs": count,
             "seconds": elapsed,
-            "median_job_s": {
-                backend: sorted(s[backend] for s in steps)[len(steps) // 2] for backend in steps[0]
-            },
+            "queue_s_per_run": {q: statistics.median(s[q] for s in spent) for q in spent[0]},
+            "stored_bytes_per_run": statistics.median(stored),
+            "divergence_rows_per_run": rows,
         },
     )
 
@@ -130,7 +145,7 @@ def throughput_figures(
                 for model, batch, count in WORKLOADS:
                     path = write_example(model, directory)
                     _, body = client.prepare_run(path, backends, batch=batch)
-                    figure = _runs_per_minute(client, body, count, workers)
+                    figure = _runs_per_minute(client, body, count, workers, data_dir)
                     runs = f"{model}, batch {batch}, {len(backends) + 1} backends"
                     figure.name = f"throughput, {label} ({runs})"
                     figures.append(figure)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,24 +72,27 @@ def _rows_of(run: Run, comparisons: list[Comparison]) -> list[dict[str, Any]]:
 def replace_divergences(
     *,
     run_id: int,
-    against: str,
+    replaced: Mapping[str, Collection[str] | None],
     comparisons: list[Comparison],
-    backends: Collection[str] | None = None,
 ) -> None:
-    """Store one comparison set of a run, replacing any earlier one (idempotence); with
-    `backends`, only those backends' rows against `against` (a backend compared on
-    arrival, an external upload)."""
+    """Store comparisons of a run in one transaction, replacing the rows they supersede
+    (idempotence): for each target in `replaced`, the rows of the backends it names
+    against that target (None: all of them; an external upload or a backend compared on
+    arrival names itself)."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             return
         drift_cache.hold(session, run.model_id, run.model.architecture)
-        replaced = delete(LayerDivergence).where(
-            LayerDivergence.run_id == run_id, LayerDivergence.against == against
-        )
-        if backends is not None:
-            replaced = replaced.where(LayerDivergence.backend.in_(backends))
-        if session.execute(replaced).rowcount:
+        removed = 0
+        for against, backends in replaced.items():
+            rows = delete(LayerDivergence).where(
+                LayerDivergence.run_id == run_id, LayerDivergence.against == against
+            )
+            if backends is not None:
+                rows = rows.where(LayerDivergence.backend.in_(backends))
+            removed += session.execute(rows).rowcount
+        if removed:
             drift_cache.bump(session, run.model_id, run.model.architecture)
         rows = _rows_of(run, comparisons)
         if rows:

@@ -168,21 +168,23 @@ def _compare_external(run_id: int, backend: str, inspector: ModelInspector) -> N
     stored = divergences.stored_run(run_id)
     assert stored is not None
     diagnose = _diagnoser(run_id, backend, stored.results, inspector)
-    for against in dict.fromkeys(against_all):
-        if against == backend or against not in stored.results:
-            continue
-        pair = {against: stored.results[against], backend: stored.results[backend]}
-        comparisons = compare(
+    targets = [t for t in dict.fromkeys(against_all) if t != backend and t in stored.results]
+    comparisons = [
+        comparison
+        for against in targets
+        for comparison in compare(
             stored.graph,
-            pair,
+            stored.results,
             against=against,
             modes=tuple(stored.results[backend].outputs),
             options=settings.engine_options(),
             diagnose=diagnose,
+            backends=[backend],
         )
-        divergences.replace_divergences(
-            run_id=run_id, against=against, comparisons=comparisons, backends=[backend]
-        )
+    ]
+    divergences.replace_divergences(
+        run_id=run_id, replaced={t: [backend] for t in targets}, comparisons=comparisons
+    )
 
 
 def refuse_unknown_mode(mode: str) -> Mode:
