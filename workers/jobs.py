@@ -94,8 +94,10 @@ def _reference_feed(
     return layer_inputs_from(artifact.graph, fed, outputs)
 
 
-def _store(run_id: int, result: BackendResult) -> BackendStatus:
-    """Store the outputs and the result; returns the status recorded.
+def _store_outputs(
+    run_id: int, result: BackendResult
+) -> tuple[dict[str, dict[str, np.ndarray]], Path | None, str | None]:
+    """Write the outputs file: the outputs as stored (capped), its path and the cap's note.
 
     Outputs that do not fit on the disk fail the backend with that reason (the other
     backends and the run go on); a stale file of an earlier attempt goes too.
@@ -105,14 +107,15 @@ def _store(run_id: int, result: BackendResult) -> BackendStatus:
         path = storage.store_outputs(run_id, result.backend, outputs) if outputs else None
     except StorageFull as error:
         storage.outputs_path(run_id, result.backend).unlink(missing_ok=True)
-        path, note = None, None
         result.status, result.reason = BackendStatus.FAILED, error.detail
-    return runs.record_result(run_id, result, outputs_path=path, note=note)
+        return {}, None, None
+    return outputs, path, note
 
 
 def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     """One backend of one run, compared on arrival; returns its final status (None if
-    the run is gone)."""
+    the run is gone). The backend is recorded finished once its comparison has ended, so
+    the run's last step never starts while one is still being compared."""
     plan = runs.load_plan(run_id)
     if plan is None:
         return None
@@ -137,21 +140,21 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
         repeats=plan.repeats,
         reference_feed=feed,
     )
-    status = _store(run_id, result)
-    if status == BackendStatus.DONE and not is_reference:
+    outputs, path, note = _store_outputs(run_id, result)
+    if result.status == BackendStatus.DONE and outputs and not is_reference:
         started = time.perf_counter()
         try:
-            compare_on_arrival(plan, backend)
+            compare_on_arrival(plan, replace(result, outputs=outputs))
         except Exception:  # the run's last step compares what is left uncompared
             log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
         else:
-            runs.record_timing(run_id, backend, "compare", time.perf_counter() - started)
-    return status
+            result.timings["compare"] = time.perf_counter() - started
+    return runs.record_result(run_id, result, outputs_path=path, note=note)
 
 
 def _reusing(fresh: Diagnoser, run_id: int, reference: str) -> Diagnoser:
-    """`fresh`, except for a backend and mode with stored rows against the reference: the
-    diagnoses those rows hold."""
+    """`fresh`, except for a backend and mode whose every row against the reference is
+    diagnosed: the diagnoses those rows hold."""
     kept: dict[str, dict[str, dict[str, LayerDiagnosis]]] = {}
 
     def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
@@ -180,7 +183,9 @@ def _compare_pairs(
         fed_from=stored.reference,
         options=options,
     )
-    diagnose = None if fresh is None else _reusing(fresh, plan.run_id, stored.reference)
+    # Rows against the reference that this call replaces are not read back.
+    reuse = fresh is not None and pairs.get(stored.reference, ()) is not None
+    diagnose = _reusing(fresh, plan.run_id, stored.reference) if reuse else fresh
     comparisons = [
         comparison
         for target, candidates in pairs.items()
@@ -197,28 +202,31 @@ def _compare_pairs(
     divergences.replace_divergences(run_id=plan.run_id, replaced=pairs, comparisons=comparisons)
 
 
-def compare_on_arrival(plan: RunPlan, backend: str) -> None:
-    """A backend against the run's reference and each finished `compare_against` target as
-    soon as it is stored (a target itself: the reference and the backends already
-    compared against it), in the job process that ran it: comparisons overlap the
-    backends still running (on another core, in the browser's job process) instead of
-    queueing behind the last of them, and read back outputs the page cache still holds.
-    Each backend diagnoses with an equal share of the run's budget."""
-    reference = plan.order.reference
+def compare_on_arrival(plan: RunPlan, arrived: BackendResult) -> None:
+    """A backend against the run's reference and each finished `compare_against` target
+    as soon as its outputs are stored (a target itself: the reference and the backends
+    already compared with it), in the job process that ran it and from the outputs it
+    holds: comparisons overlap the backends still running (on another core, in the
+    browser's job process) instead of queueing behind the last of them. Each backend
+    diagnoses with an equal share of the run's budget."""
+    backend, reference = arrived.backend, plan.order.reference
     statuses = runs.backend_statuses(plan.run_id)
     pairs: dict[str, Collection[str] | None] = {
         target: [backend]
         for target in dict.fromkeys([reference, *plan.compare_against])
         if target != backend and statuses.get(target) == BackendStatus.DONE
     }
-    if backend in plan.compare_against:
+    if backend in plan.compare_against and statuses.get(reference) == BackendStatus.DONE:
         # Those already compared with the reference reuse their diagnoses from those rows.
         compared = divergences.compared_backends(plan.run_id, reference) - {backend}
         pairs[backend] = [reference, *sorted(compared)]
+    if not pairs:
+        return
     candidates = {c for chosen in pairs.values() for c in chosen or ()}
-    stored = divergences.stored_run(plan.run_id, {reference, *pairs, *candidates})
+    stored = divergences.stored_run(plan.run_id, {reference, *pairs, *candidates} - {backend})
     if stored is None:
         return
+    stored = replace(stored, results={**stored.results, backend: arrived})
     options = settings.engine_options()
     share = options.diagnosis_budget_s / len(plan.order.others)
     _compare_pairs(plan, stored, pairs, replace(options, diagnosis_budget_s=share))

@@ -3,11 +3,12 @@ every CPU backend, a batch of runs posted at once, with the embedded executor (1
 local workers: SQLite, job processes under the server) and with Celery (PostgreSQL, a
 private Redis, 1 and 2 workers per queue, each worker one job at a time).
 
-Every set starts warm: as many untimed runs as there are workers go first, so each
-job process has loaded TensorFlow and started its browser. The per-run costs it
-reports (each queue's seconds: its jobs from the stored start and end times plus
-their comparisons on arrival; bytes stored; divergence rows) are what the README's
-capacity model is made from. Not in the default parts (about 8 minutes):
+Every set starts warm: as many untimed runs at once as there are workers, then one
+alone, so each job process has loaded TensorFlow and started its browser. The
+per-run costs it reports (each queue's seconds: its jobs from the stored start and
+end times, which include their comparisons on arrival, but not the run's short last
+step; bytes stored; divergence rows) are what the README's capacity model is made
+from. Not in the default parts (about 8 minutes):
 `driftbench bench --only throughput`.
 """
 
@@ -70,14 +71,13 @@ def _celery(
 
 
 def _queue_seconds(run: dict[str, Any]) -> dict[str, float]:
-    """Seconds each queue spent on the run: its backends' jobs, from the stored start and
-    end times, and their comparisons on arrival (`timings.compare`)."""
+    """Seconds each queue spent on the run's backends, from their stored start and end
+    times (a backend is recorded finished once its comparison on arrival has ended)."""
     spent: dict[str, float] = {}
     for b in run["backend_runs"]:
         job = datetime.fromisoformat(b["finished_at"]) - datetime.fromisoformat(b["started_at"])
         queue = backend_entry(b["backend"]).queue
-        seconds = job.total_seconds() + b["timings"].get("compare", 0.0)
-        spent[queue] = spent.get(queue, 0.0) + seconds
+        spent[queue] = spent.get(queue, 0.0) + job.total_seconds()
     return spent
 
 

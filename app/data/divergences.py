@@ -109,8 +109,8 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
 
     The reference's isolated outputs are its accumulated ones (each layer already
     received the reference's own inputs), so they are stored once and aliased here.
-    Backends whose outputs were capped hold fewer samples; all are compared over the
-    first samples every backend read stored.
+    Backends whose outputs were capped hold fewer samples: each pair is compared over
+    the first samples both of its sides stored (workers/engine/compare.py).
     """
     shapes = {
         backend_run.backend: storage.stored_shapes(
@@ -121,9 +121,6 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
         and backend_run.outputs_path
         and (backends is None or backend_run.backend in backends)
     }
-    samples = min(
-        (shape[0] for s in shapes.values() for m in s.values() for shape in m.values()), default=0
-    )
     environments = {
         backend_run.backend: backend_run.environment for backend_run in run.backend_runs
     }
@@ -131,8 +128,7 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
     for backend, stored in shapes.items():
         path = storage.outputs_path(run.id, backend)
         outputs = {
-            mode: storage.StoredLayers(path, mode, list(layers), samples)
-            for mode, layers in stored.items()
+            mode: storage.StoredLayers(path, mode, list(layers)) for mode, layers in stored.items()
         }
         if backend == run.reference:
             outputs["isolated"] = outputs["accumulated"]
@@ -238,20 +234,23 @@ def compared_backends(run_id: int, against: str) -> set[str]:
 def stored_diagnoses(
     run_id: int, backend: str, against: str
 ) -> dict[str, dict[str, LayerDiagnosis]]:
-    """The backend's layer diagnoses by mode, read back from its rows against `against`:
-    a diagnosis does not depend on what the backend is compared with, so a comparison
-    with another target reuses them instead of diagnosing again."""
+    """The backend's layer diagnoses by mode, read back from its rows against `against`,
+    for the modes where every row has one: a diagnosis does not depend on what the
+    backend is compared with, so a comparison with another target reuses them instead of
+    diagnosing again."""
     found: dict[str, dict[str, LayerDiagnosis]] = {}
+    incomplete = set()  # a budget share ran out, or the diagnosis failed: diagnose anew
     with session_scope() as session:
         query = select(LayerDivergence).filter_by(run_id=run_id, backend=backend, against=against)
         for row in session.scalars(query):
-            layers = found.setdefault(row.mode, {})
-            if row.local_verdict is not None:
-                layers[row.layer] = LayerDiagnosis.from_dict(
-                    {column: getattr(row, column) for column in LOCAL_COLUMNS}
-                    | {"diagnosis": row.diagnosis}
-                )
-    return found
+            if row.local_verdict is None:
+                incomplete.add(row.mode)
+                continue
+            found.setdefault(row.mode, {})[row.layer] = LayerDiagnosis.from_dict(
+                {column: getattr(row, column) for column in LOCAL_COLUMNS}
+                | {"diagnosis": row.diagnosis}
+            )
+    return {mode: layers for mode, layers in found.items() if mode not in incomplete}
 
 
 def compared_against(session: Session, run_id: int) -> list[str]:

@@ -196,14 +196,6 @@ def record_result(
     return result.status
 
 
-def record_timing(run_id: int, backend: str, name: str, seconds: float) -> None:
-    """One more timing of a finished backend (its comparison on arrival), beside its run's."""
-    with session_scope() as session:
-        backend_run = _backend_run(session, run_id, backend)
-        if backend_run is not None:
-            backend_run.timings = {**backend_run.timings, name: seconds}
-
-
 def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | None:
     """A backend job that ended outside its runner (its process died, the job raised);
     returns the backend's status as recorded (None if its run is gone).

@@ -210,34 +210,33 @@ class StoredLayers(Mapping[str, np.ndarray]):
     """One mode of a backend run's stored outputs, read a layer at a time on access.
 
     Comparing a run then holds one layer per backend in memory instead of every
-    backend's whole run; `samples` trims each array to the samples all backends kept.
-    The archive is opened once, on the first read, and stays open while this object
-    lives, and the layers read last are kept up to KEPT_LAYER_BYTES: a comparison reads
-    each reference layer once per backend, and re-parsing the zip index and the .npy
-    header on every read was most of a small model's comparison time. A re-run
+    backend's whole run. The archive is opened once, on the first read, and stays open
+    while this object lives, and the layers read last are kept up to KEPT_LAYER_BYTES:
+    a comparison reads each reference layer once per backend, and re-parsing the zip
+    index and the .npy header on every read was most of a small model's comparison
+    time. A re-run
     replacing the file meanwhile does not change what this object reads (the open file
     is the old one).
     """
 
-    def __init__(self, path: Path, mode: str, layers: list[str], samples: int) -> None:
-        self.path, self.mode, self.layers, self.samples = path, mode, layers, samples
+    def __init__(self, path: Path, mode: str, layers: list[str]) -> None:
+        self.path, self.mode, self.layers = path, mode, layers
         self._archive: np.lib.npyio.NpzFile | None = None
         self._kept: dict[str, np.ndarray] = {}
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer in self._kept:
-            return self._kept[layer][: self.samples]
+            return self._kept[layer]
         if layer not in self.layers:
             raise KeyError(layer)
         if self._archive is None:
             self._archive = np.load(self.path, allow_pickle=False)
-        # Kept whole: a trimmed view would hold the whole array while counting less.
         loaded = self._archive[f"{self.mode}/{layer}"]
         if loaded.nbytes <= KEPT_LAYER_BYTES:
             while sum(a.nbytes for a in self._kept.values()) + loaded.nbytes > KEPT_LAYER_BYTES:
                 del self._kept[next(iter(self._kept))]
             self._kept[layer] = loaded
-        return loaded[: self.samples]
+        return loaded
 
     def __contains__(self, layer: object) -> bool:
         """From the archive's index: a layer a backend did not provide is never read."""

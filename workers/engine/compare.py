@@ -8,6 +8,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from workers.engine.explanations import NOT_DIAGNOSED, LayerDiagnosis
 from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergence
@@ -94,6 +96,13 @@ def _row(
     )
 
 
+def _common_samples(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both over the samples both hold: a backend whose stored outputs were capped holds
+    only the first ones."""
+    samples = min(len(a), len(b))
+    return a[:samples], b[:samples]
+
+
 def compare(
     graph: ModelGraph,
     results: dict[str, BackendResult],
@@ -125,8 +134,7 @@ def compare(
                     layer,
                     depth,
                     divergence(
-                        candidate[layer.name],
-                        reference[layer.name],
+                        *_common_samples(candidate[layer.name], reference[layer.name]),
                         thresholds=options.thresholds,
                         histogram_bins=options.histogram_bins,
                     ),

@@ -1,5 +1,5 @@
-"""Stored layer outputs are capped per backend run; the cap is reported and the
-divergence is computed over the samples every backend stored."""
+"""Stored layer outputs are capped per backend run; the cap is reported and each pair is
+compared over the samples both of its sides stored."""
 
 from __future__ import annotations
 
