@@ -13,7 +13,7 @@ from typing import Any
 
 from app.bench.backend_jobs import bare_predict, example_job
 from app.bench.figures import Figure, median, ratio, timed
-from app.bench.tfjs_pages import TFJS_BACKENDS, bare_page, tfjs_runner, warm_page
+from app.bench.tfjs_pages import COLD_REPEATS, TFJS_BACKENDS, bare_page, tfjs_runner, warm_page
 from app.service_process import LiveServer
 from driftbench.client import Client
 from workers.backends.pool import RunnerPool
@@ -73,10 +73,10 @@ def end_to_end(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
     backends = cpu_backends(pool.options)
     floors = {
         warm: {
-            name: median(timed(bare_backend(pool, name, artifact, inputs, warm=warm), repeats))
+            name: median(timed(bare_backend(pool, name, artifact, inputs, warm=warm), *counts))
             for name in [DEFAULT_REFERENCE, *backends]
         }
-        for warm in (False, True)
+        for warm, counts in ((False, (COLD_REPEATS, 0)), (True, (repeats, 1)))
     }
     with served(directory / "e2e") as server, server.client(timeout_s=600) as client:
         _, body = client.prepare_run(artifact.path, backends, batch=BATCH)

@@ -64,6 +64,11 @@ def tfjs_runner(pool: RunnerPool, backend: str) -> TfjsRunner:
     return runner
 
 
+# A cold page costs the same every time (a fresh page each): two untargeted timings,
+# no warm-up; with the warm figures' five and a warm-up they took 110 s of make bench.
+COLD_REPEATS = 2
+
+
 def bare_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> Callable[[], None]:
     """Load the model's export in a fresh page of the runner's browser and predict once."""
     model_url = runner.model_url(artifact)
@@ -124,7 +129,7 @@ def tfjs_figures(
         runner = tfjs_runner(pool, backend)
         job = backend_job(pool, backend, artifact, inputs)
         first = timed(job, 1, warmup=0)[0]
-        cold_page = median(timed(bare_page(runner, artifact, shape), repeats))
+        cold_page = median(timed(bare_page(runner, artifact, shape), COLD_REPEATS, warmup=0))
         floor = warm_page(runner, artifact, shape)
         warm, baseline = interleaved(job, floor, repeats)
         figure = ratio(
