@@ -22,6 +22,7 @@ def test_outputs_over_the_cap_keep_the_first_samples(example: Any, tmp_path: Pat
             run_id = client.queue_run(model, ["numpy", "keras-cpu"], batch=64)["id"]
             run = client.wait_for_run(run_id)
             rows = client.divergence(run_id)["rows"]
+            against_keras = client.divergence(run_id, against="keras-cpu")["rows"]
     finally:
         server.stop()
     assert run["status"] == "done", run
@@ -44,4 +45,7 @@ def test_outputs_over_the_cap_keep_the_first_samples(example: Any, tmp_path: Pat
     widths = {row["layer"]: row["n"] for row in rows}
     assert len(rows) == 2 * 10
     assert all(n == kept["numpy-f64"] * 50 for n in widths.values()), widths
+    # Each pair over what both of its sides stored: numpy against keras-cpu keeps more.
+    by_numpy = [row["n"] for row in against_keras if row["backend"] == "numpy"]
+    assert by_numpy == [min(kept["numpy"], kept["keras-cpu"]) * 50] * 10
     assert {row["verdict"] for row in rows} <= {"identical", "rounding"}
