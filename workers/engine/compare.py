@@ -98,7 +98,9 @@ def _row(
 
 def _common_samples(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both over the samples both hold: a backend whose stored outputs were capped holds
-    only the first ones."""
+    only the first ones (an output reduced to a scalar has no samples to cap)."""
+    if a.shape == b.shape or a.ndim == 0 or b.ndim == 0:
+        return a, b
     samples = min(len(a), len(b))
     return a[:samples], b[:samples]
 
