@@ -144,7 +144,7 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     if result.status == BackendStatus.DONE and outputs and not is_reference:
         started = time.perf_counter()
         try:
-            compare_on_arrival(plan, replace(result, outputs=outputs))
+            compare_on_arrival(plan, replace(result, outputs=outputs), inputs)
         except Exception:  # the run's last step compares what is left uncompared
             log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
         else:
@@ -166,19 +166,40 @@ def _reusing(fresh: Diagnoser, run_id: int, reference: str) -> Diagnoser:
     return diagnose
 
 
+def _backends_read(plan: RunPlan, pairs: Mapping[str, Collection[str] | None]) -> set[str] | None:
+    """The stored backends comparing `pairs` reads: the reference (whose outputs feed the
+    diagnosis), the targets and their candidates; None: every backend of the run."""
+    named = {plan.order.reference}
+    for target, candidates in pairs.items():
+        if candidates is None:
+            return None
+        named |= {target, *candidates}
+    return named
+
+
 def _compare_pairs(
     plan: RunPlan,
-    stored: divergences.StoredRun,
     pairs: Mapping[str, Collection[str] | None],
     options: EngineOptions,
-) -> None:
+    inputs: dict[str, np.ndarray],
+    arrived: BackendResult | None = None,
+) -> bool:
     """Compare each target with its candidates (None: every stored backend, all of the
-    target's rows replaced) and store the rows. A candidate's diagnosis does not depend
-    on the target: one with rows against the reference reuses theirs; the others are
-    diagnosed once, for every target."""
+    target's rows replaced) and store the rows; `arrived`, a backend not yet recorded
+    finished, is compared from the outputs it holds. A candidate's diagnosis does not
+    depend on the target: one with rows against the reference reuses theirs; the others
+    are diagnosed once, for every target. False when the run is gone."""
+    wanted = _backends_read(plan, pairs)
+    if wanted is not None and arrived is not None:
+        wanted.discard(arrived.backend)
+    stored = divergences.stored_run(plan.run_id, wanted)
+    if stored is None:
+        return False
+    if arrived is not None:
+        stored = replace(stored, results={**stored.results, arrived.backend: arrived})
     fresh = run_diagnoser(
         _artifact(plan.model_path).graph,
-        storage.load_inputs(plan.inputs_sha256),
+        inputs,
         stored.results,
         fed_from=stored.reference,
         options=options,
@@ -200,9 +221,12 @@ def _compare_pairs(
         )
     ]
     divergences.replace_divergences(run_id=plan.run_id, replaced=pairs, comparisons=comparisons)
+    return True
 
 
-def compare_on_arrival(plan: RunPlan, arrived: BackendResult) -> None:
+def compare_on_arrival(
+    plan: RunPlan, arrived: BackendResult, inputs: dict[str, np.ndarray]
+) -> None:
     """A backend against the run's reference and each finished `compare_against` target
     as soon as its outputs are stored (a target itself: the reference and the backends
     already compared with it), in the job process that ran it and from the outputs it
@@ -222,14 +246,9 @@ def compare_on_arrival(plan: RunPlan, arrived: BackendResult) -> None:
         pairs[backend] = [reference, *sorted(compared)]
     if not pairs:
         return
-    candidates = {c for chosen in pairs.values() for c in chosen or ()}
-    stored = divergences.stored_run(plan.run_id, {reference, *pairs, *candidates} - {backend})
-    if stored is None:
-        return
-    stored = replace(stored, results={**stored.results, backend: arrived})
     options = settings.engine_options()
     share = options.diagnosis_budget_s / len(plan.order.others)
-    _compare_pairs(plan, stored, pairs, replace(options, diagnosis_budget_s=share))
+    _compare_pairs(plan, pairs, replace(options, diagnosis_budget_s=share), inputs, arrived)
 
 
 def compare_run(run_id: int, against: str | None = None) -> bool:
@@ -254,16 +273,8 @@ def compare_run(run_id: int, against: str | None = None) -> bool:
                     pairs[target] = left
         if not pairs:
             return True
-    wanted = (
-        None
-        if against is not None
-        else {plan.order.reference, *pairs, *(b for left in pairs.values() for b in left or ())}
-    )
-    stored = divergences.stored_run(run_id, wanted)
-    if stored is None:
-        return False
-    _compare_pairs(plan, stored, pairs, settings.engine_options())
-    return True
+    inputs = storage.load_inputs(plan.inputs_sha256)
+    return _compare_pairs(plan, pairs, settings.engine_options(), inputs)
 
 
 def perform(job: Job) -> BackendStatus | None:

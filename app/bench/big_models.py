@@ -11,11 +11,16 @@ the second, which is the one compared with the floors. Not in the default parts
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.bench.end_to_end import bare_backend, cpu_backends, served, timed_run
+from app.bench.end_to_end import (
+    bare_backend,
+    cpu_backends,
+    recorded_seconds,
+    served,
+    timed_run,
+)
 from app.bench.figures import Figure, median, timed
 from app.bench.memory import peak_rss_mib
 from app.core.config import MiB
@@ -38,9 +43,7 @@ def _write_application(architecture: str, side: int, directory: Path, onednn: bo
 
 def _job_seconds(backend_run: dict[str, Any]) -> float:
     """The backend's job without its comparison on arrival, which no floor does."""
-    started = datetime.fromisoformat(backend_run["started_at"])
-    elapsed = (datetime.fromisoformat(backend_run["finished_at"]) - started).total_seconds()
-    return elapsed - backend_run["timings"].get("compare", 0.0)
+    return recorded_seconds(backend_run) - backend_run["timings"].get("compare", 0.0)
 
 
 def _job_process_peaks(server_pid: int) -> dict[str, float]:

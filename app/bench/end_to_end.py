@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,13 @@ def timed_run(client: Client, body: dict[str, Any]) -> tuple[float, dict[str, An
     started = time.perf_counter()
     run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)
     return time.perf_counter() - started, run
+
+
+def recorded_seconds(backend_run: dict[str, Any]) -> float:
+    """A backend's job as its run records it: started to recorded finished (its
+    comparison on arrival included)."""
+    started = datetime.fromisoformat(backend_run["started_at"])
+    return (datetime.fromisoformat(backend_run["finished_at"]) - started).total_seconds()
 
 
 def run_to_done(client: Client, body: dict[str, Any]) -> float:

@@ -18,11 +18,10 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.bench.end_to_end import cpu_backends, run_to_done
+from app.bench.end_to_end import cpu_backends, recorded_seconds, run_to_done
 from app.bench.figures import Figure
 from app.service_process import LiveServer, LiveWorker, postgres_database, private_redis
 from driftbench.client import Client, wait_until_available
@@ -75,9 +74,8 @@ def _queue_seconds(run: dict[str, Any]) -> dict[str, float]:
     times (a backend is recorded finished once its comparison on arrival has ended)."""
     spent: dict[str, float] = {}
     for b in run["backend_runs"]:
-        job = datetime.fromisoformat(b["finished_at"]) - datetime.fromisoformat(b["started_at"])
         queue = backend_entry(b["backend"]).queue
-        spent[queue] = spent.get(queue, 0.0) + job.total_seconds()
+        spent[queue] = spent.get(queue, 0.0) + recorded_seconds(b)
     return spent
 
 

@@ -214,9 +214,8 @@ class StoredLayers(Mapping[str, np.ndarray]):
     while this object lives, and the layers read last are kept up to KEPT_LAYER_BYTES:
     a comparison reads each reference layer once per backend, and re-parsing the zip
     index and the .npy header on every read was most of a small model's comparison
-    time. A re-run
-    replacing the file meanwhile does not change what this object reads (the open file
-    is the old one).
+    time. A re-run replacing the file meanwhile does not change what this object reads
+    (the open file is the old one).
     """
 
     def __init__(self, path: Path, mode: str, layers: list[str]) -> None:
