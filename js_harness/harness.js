@@ -3,9 +3,9 @@
 // Python keeps this page open per backend and calls `driftbench.runJob(spec)` for
 // each job; what carries over between jobs is TF.js's own state (the backend,
 // compiled WebGL programs) and the loaded models (keptModel), never a job's tensors. Tensors
-// never travel as JSON numbers: inputs are fetched and outputs posted back as raw
-// little-endian float32 bytes, so what Python compares is bit for bit what TF.js
-// computed.
+// never travel as JSON numbers: a job's inputs come as raw little-endian float32 bytes
+// (inline in its spec as base64 when small, else in one GET) and its outputs go back the
+// same way in one POST, so what Python compares is bit for bit what TF.js computed.
 'use strict';
 
 const WEBGL_FLAGS = [
@@ -37,6 +37,15 @@ async function activateBackend(backend, flags) {
   }
 }
 
+// A page's environment cannot change (its backend and flags are the same for every job
+// of it): asked once, since asking WebGL for its renderer makes a new context (3 ms).
+const environments = new Map();
+
+async function pageEnvironment(backend) {
+  if (!environments.has(backend)) environments.set(backend, await environment(backend));
+  return environments.get(backend);
+}
+
 async function environment(backend) {
   const env = {
     tfjs: tf.version.tfjs,
@@ -53,19 +62,6 @@ async function environment(backend) {
     env.wasm_threads = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
   }
   return env;
-}
-
-async function fetchFloat32(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
-  return new Float32Array(await response.arrayBuffer());
-}
-
-async function postFloat32(url, tensor) {
-  const values = await tensor.data();
-  const response = await fetch(url, {method: 'POST', body: values.buffer});
-  if (!response.ok) throw new Error(`POST ${url}: HTTP ${response.status}`);
-  return tensor.shape;
 }
 
 // Every output in one POST, in order (Python splits them by their shapes): one request
@@ -107,21 +103,23 @@ async function weightsRoundTrip(model, modelUrl) {
           differing};
 }
 
-// Every input of the job in one GET, split here by their shapes.
-async function allInputTensors(jobUrl, specs) {
-  const values = await fetchFloat32(`${jobUrl}/tensors/all`);
-  let offset = 0;
-  return specs.map((spec) => {
-    const size = spec.shape.reduce((a, b) => a * b, 1);
-    const tensor = tf.tensor(values.subarray(offset, offset + size), spec.shape, 'float32');
-    offset += size;
-    return tensor;
-  });
+// Every input of the job, concatenated in order: inline in the spec when Python put them
+// there (a request costs about 2 ms here), else in one GET.
+async function jobInputs(spec) {
+  if (spec.inputsBase64 !== null) {
+    const bytes = Uint8Array.fromBase64(spec.inputsBase64);
+    return new Float32Array(bytes.buffer, 0, bytes.length / 4);
+  }
+  const response = await fetch(`${spec.jobUrl}/inputs`);
+  if (!response.ok) throw new Error(`GET ${spec.jobUrl}/inputs: HTTP ${response.status}`);
+  return new Float32Array(await response.arrayBuffer());
 }
 
-async function inputTensors(jobUrl, specs) {
-  return Promise.all(specs.map(async (spec) =>
-    tf.tensor(await fetchFloat32(`${jobUrl}/tensors/${spec.index}`), spec.shape, 'float32')));
+function tensorsAt(values, placed) {
+  return placed.map((place) => {
+    const size = place.shape.reduce((a, b) => a * b, 1);
+    return tf.tensor(values.subarray(place.offset, place.offset + size), place.shape, 'float32');
+  });
 }
 
 // Loaded models stay in the page for the jobs after (predicting never changes a model):
@@ -164,25 +162,26 @@ async function runJob(spec) {
   const model = entry.model;
   const loaded = performance.now();
   const shapes = [];
-  let steps = {};
   const computeStarted = performance.now();
+  const values = await jobInputs(spec);
+  const fetched = performance.now();
+  const steps = {inputs: fetched - computeStarted};
   if (spec.mode === 'accumulated') {
     const capture = captureOf(entry, spec.layers);
-    const inputs = await allInputTensors(spec.jobUrl, spec.inputs);
-    const fetched = performance.now();
+    const inputs = tensorsAt(values, spec.inputs);
     let outputs = capture.predict(inputs.length === 1 ? inputs[0] : inputs,
                                   {batchSize: spec.batchSize});
     if (!Array.isArray(outputs)) outputs = [outputs];
-    const values = await Promise.all(outputs.map((output) => output.data()));
+    const outputValues = await Promise.all(outputs.map((output) => output.data()));
     const predicted = performance.now();
-    await postAllFloat32(`${spec.jobUrl}/outputs/all`, values);
+    await postAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
     shapes.push(...outputs.map((output) => output.shape));
-    steps = {inputs: fetched - computeStarted, predict: predicted - fetched,
-             outputs: performance.now() - predicted};
+    Object.assign(steps, {predict: predicted - fetched, outputs: performance.now() - predicted});
     tf.dispose([inputs, outputs]);
   } else {
+    const outputValues = [];
     for (let i = 0; i < spec.layers.length; i++) {
-      const inputs = await inputTensors(spec.jobUrl, spec.isolatedInputs[i]);
+      const inputs = tensorsAt(values, spec.isolatedInputs[i]);
       // A node exported as several TF.js layers is their chain; each step's inputs are
       // the node's own inputs (by index) or an earlier step's output (by layer name).
       const made = {};
@@ -193,9 +192,11 @@ async function runJob(spec) {
         output = model.getLayer(step.layer).apply(args.length === 1 ? args[0] : args, kwargs);
         made[step.layer] = output;
       }
-      shapes.push(await postFloat32(`${spec.jobUrl}/outputs/${i}`, output));
+      outputValues.push(await output.data());
+      shapes.push(output.shape);
       tf.dispose([inputs, Object.values(made)]);
     }
+    await postAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
   }
   const finished = performance.now();
   // After the compute, so weights a GPU backend uploaded are read back from its textures.
@@ -205,7 +206,7 @@ async function runJob(spec) {
   return {
     shapes,
     environment: {
-      ...(await environment(spec.backend)),
+      ...(await pageEnvironment(spec.backend)),
       weights_roundtrip: roundTrip,
       model_kept: entry.jobs > 1,
       page_ms: {model_load: loaded - started, compute: finished - computeStarted, ...steps,

@@ -1,15 +1,16 @@
 """The local HTTP server the TF.js runners own: harness page, TF.js bundles, models, tensors.
 
 Chromium loads everything from 127.0.0.1 (no CDN, no file:// URLs). Tensors move
-as raw float32 bytes: a job's inputs are GET endpoints, its outputs are POSTed
-back. Every response is cross-origin isolated so the wasm backend may use threads.
+as raw float32 bytes, one request each way: a job's inputs are one GET (unless small
+enough to travel inline in the job's spec), its outputs one POST. Every response is
+cross-origin isolated so the wasm backend may use threads.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,25 +40,17 @@ CONTENT_TYPES = {
 MAX_OUTPUT_BYTES = 1 << 31
 
 
-ALL = "all"  # the index of every tensor of a job at once, concatenated in order
-
-
 @dataclass
 class JobChannel:
-    """One job's tensors: inputs served by index or all at once, outputs received by index
-    or all at once."""
+    """One job's tensors, each way in one request: its inputs (served unless the page was
+    given them inline) and every output, concatenated in order."""
 
-    inputs: list[bytes]
-    outputs: dict[int | str, bytes] = field(default_factory=dict)
+    inputs: bytes
+    outputs: bytes | None = None
 
     def output_arrays(self, shapes: list[list[int]]) -> list[np.ndarray]:
         """The received outputs as float32 arrays of these shapes."""
-        if ALL not in self.outputs:
-            return [
-                np.frombuffer(self.outputs[i], dtype="<f4").reshape(shape)
-                for i, shape in enumerate(shapes)
-            ]
-        joined = np.frombuffer(self.outputs[ALL], dtype="<f4")
+        joined = np.frombuffer(self.outputs or b"", dtype="<f4")
         sizes = [int(np.prod(shape)) for shape in shapes]
         if sum(sizes) != joined.size:
             raise ValueError(f"received {joined.size} output values, expected {sum(sizes)}")
@@ -90,7 +83,7 @@ class HarnessServer:
         self.models[key] = directory
         return f"{self.url}/models/{key}/model.json"
 
-    def open_job(self, inputs: list[bytes]) -> str:
+    def open_job(self, inputs: bytes) -> str:
         job_id = secrets.token_hex(8)
         with self._lock:
             self.jobs[job_id] = JobChannel(inputs=inputs)
@@ -141,27 +134,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(WASM_DIR / Path(parts[2]).name)
         elif parts[0] == "models" and len(parts) == 3 and parts[1] in self.harness.models:
             self._file(self.harness.models[parts[1]] / Path(parts[2]).name)
-        elif parts[0] == "jobs" and len(parts) == 4 and parts[2] == "tensors":
+        elif parts[0] == "jobs" and len(parts) == 3 and parts[2] == "inputs":
             job = self.harness.jobs.get(parts[1])
-            index = int(parts[3]) if parts[3].isdigit() else -1
-            if job is not None and parts[3] == ALL:
-                self._send(HTTPStatus.OK, b"".join(job.inputs), "application/octet-stream")
-            elif job is None or not 0 <= index < len(job.inputs):
-                self._send(HTTPStatus.NOT_FOUND, b"no such tensor", "text/plain")
+            if job is None:
+                self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
             else:
-                self._send(HTTPStatus.OK, job.inputs[index], "application/octet-stream")
+                self._send(HTTPStatus.OK, job.inputs, "application/octet-stream")
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
 
     def do_POST(self) -> None:
         parts = self.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length", "0"))
-        job = self.harness.jobs.get(parts[1]) if len(parts) == 4 else None
-        if job is None or parts[2] != "outputs" or not (parts[3].isdigit() or parts[3] == ALL):
+        job = self.harness.jobs.get(parts[1]) if len(parts) == 3 else None
+        if job is None or parts[2] != "outputs":
             self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
             return
         if length > MAX_OUTPUT_BYTES:
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large", "text/plain")
             return
-        job.outputs[int(parts[3]) if parts[3].isdigit() else ALL] = self.rfile.read(length)
+        job.outputs = self.rfile.read(length)
         self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")

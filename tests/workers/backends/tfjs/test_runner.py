@@ -211,6 +211,39 @@ def test_branches_merges_and_layer_classes_on_tfjs_cpu(
         assert not alarms, (comparison.mode, alarms)
 
 
+def test_inputs_inline_and_fetched_give_the_same_bits(
+    keras: Any, save_model: Any, runner_pool: RunnerPool, monkeypatch: Any
+) -> None:
+    """Small inputs travel in the job's spec, larger ones in the page's own request; a
+    multi-input layer in isolated mode reads its tensors at their offsets either way."""
+    from workers.backends.tfjs import runner
+
+    model = branchy_model(keras)
+    randomize_weights(model, seed=21)
+    artifact = save_model(model)
+    inputs = generate_inputs(InputRecipe("uniform", batch=2, seed=5), artifact.graph.input_shapes)
+
+    def outputs() -> dict[str, Any]:
+        results = run_locally(
+            runner_pool,
+            artifact,
+            inputs,
+            backends=["tfjs-cpu"],
+            reference="numpy-f64",
+            modes=MODES,
+        )
+        assert results["tfjs-cpu"].status == "done", results["tfjs-cpu"].reason
+        return results["tfjs-cpu"].outputs
+
+    inline = outputs()
+    monkeypatch.setattr(runner, "INLINE_INPUT_BYTES", 0)
+    fetched = outputs()
+    for mode in MODES:
+        assert inline[mode].keys() == fetched[mode].keys()
+        for layer, values in inline[mode].items():
+            assert np.array_equal(values, fetched[mode][layer], equal_nan=True), (mode, layer)
+
+
 def test_bilinear_upsampling_without_half_pixel_centres_is_flagged(
     keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
