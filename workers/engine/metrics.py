@@ -86,18 +86,42 @@ AGGREGATE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if f.me
 
 
 def ordered_float32_bits(values: np.ndarray) -> np.ndarray:
-    """Map float32 values to int64 so that adjacent floats are adjacent integers.
+    """Map float32 values to int32 so that adjacent floats are adjacent integers.
 
-    Negative floats have their sign-magnitude bit patterns reversed, which makes
-    -0.0 and +0.0 the same point and the ULP distance a plain subtraction.
+    A negative float becomes minus its magnitude's bits, which makes -0.0 and +0.0 the
+    same point; the ULP distance is then a plain subtraction (in int64: it may reach 2**32).
     """
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
-    return np.where(bits < 0, np.int64(-(2**31)) - bits, bits)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    sign = bits >> 31  # -1 where negative: (m ^ -1) + 1 == -m
+    return ((bits & 0x7FFFFFFF) ^ sign) - sign
 
 
 def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Distance in float32 units of least precision (reference rounded to float32)."""
-    return np.abs(ordered_float32_bits(candidate) - ordered_float32_bits(reference))
+    ordered = np.subtract(
+        ordered_float32_bits(candidate), ordered_float32_bits(reference), dtype=np.int64
+    )
+    return np.abs(ordered, out=ordered)
+
+
+def sorted_percentiles(ordered: np.ndarray, percents: list[float]) -> list[float]:
+    """`np.percentile(values, percents)` (its linear method, the same arithmetic) of values
+    already sorted: numpy's sort is vectorised, its selection of several ranks is not,
+    and took three times as long as sorting here."""
+    virtual = (ordered.size - 1) * np.true_divide(percents, 100)
+    below = np.floor(virtual)
+    gamma = virtual - below
+    lower = ordered[below.astype(np.intp)].astype(np.float64)
+    upper = ordered[np.minimum(below.astype(np.intp) + 1, ordered.size - 1)].astype(np.float64)
+    span = upper - lower
+    return [
+        float(v) for v in np.where(gamma >= 0.5, upper - span * (1 - gamma), lower + span * gamma)
+    ]
+
+
+def sorted_median(ordered: np.ndarray) -> float:
+    """`np.median` of values already sorted (the mean of the middle one or two)."""
+    return float(np.mean(ordered[(ordered.size - 1) // 2 : ordered.size // 2 + 1]))
 
 
 def bit_identical(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -118,9 +142,11 @@ def argmax_agreement(candidate: np.ndarray, reference: np.ndarray) -> float | No
     return float(np.mean(np.argmax(rows_c, axis=1) == np.argmax(rows_r, axis=1)))
 
 
-def signed_error_histogram(errors: np.ndarray, bins: int) -> tuple[list[float], list[int]]:
-    """Histogram over [-max|e|, +max|e|], symmetric so zero sits in the middle bin."""
-    bound = float(np.max(np.abs(errors))) if errors.size else 0.0
+def signed_error_histogram(
+    errors: np.ndarray, bins: int, bound: float
+) -> tuple[list[float], list[int]]:
+    """Histogram over [-bound, +bound] (bound: max |error|), symmetric so zero sits in the
+    middle bin."""
     if bound == 0.0:
         return [-0.0, 0.0], [int(errors.size)]
     counts, edges = np.histogram(errors, bins=bins, range=(-bound, bound))
@@ -167,19 +193,28 @@ def divergence(
     ref = np.asarray(reference).ravel()
     finite_c = np.isfinite(cand)
     finite_r = np.isfinite(ref)
-    nonfinite_mismatch = int(
-        np.count_nonzero(~bit_identical(cand[~(finite_c & finite_r)], ref[~(finite_c & finite_r)]))
-    )
     both = finite_c & finite_r
-    c64 = cand[both].astype(np.float64)
-    r64 = ref[both].astype(np.float64)
+    if both.all():  # the usual case: no copies through a mask
+        nonfinite_mismatch = 0
+        cand_finite, ref_finite = cand, ref
+    else:
+        nonfinite_mismatch = int(np.count_nonzero(~bit_identical(cand[~both], ref[~both])))
+        cand_finite, ref_finite = cand[both], ref[both]
+    c64 = cand_finite.astype(np.float64, copy=False)
+    r64 = ref_finite.astype(np.float64, copy=False)
     errors = c64 - r64
     abs_errors = np.abs(errors)
-    n_diff = int(np.count_nonzero(~bit_identical(cand, ref)))
+    ordered_abs = np.sort(abs_errors)
+    ulps = np.sort(ulp_distance(cand_finite, ref_finite))
+    # Compared at the candidate's precision: at float32, equal exactly where 0 ULPs apart.
+    if cand.dtype == np.float32 or ref.dtype == np.float32:
+        finite_diff = ulps.size - int(np.searchsorted(ulps, 0, side="right"))
+    else:
+        finite_diff = int(np.count_nonzero(c64 != r64))
+    n_diff = finite_diff + nonfinite_mismatch
     norm_err = math.sqrt(_dot(errors, errors))
     norm_ref = math.sqrt(_dot(r64, r64))
     norm_cand = math.sqrt(_dot(c64, c64))
-    ulps = ulp_distance(cand[both], ref[both])
     rel_l2 = _ratio(norm_err, norm_ref)
     if norm_err == 0.0:
         sqnr_db = math.inf
@@ -194,24 +229,25 @@ def divergence(
     else:
         cosine = _dot(c64, r64) / (norm_cand * norm_ref)
     empty = errors.size == 0
-    p50, p90, p99 = (0.0, 0.0, 0.0) if empty else np.percentile(abs_errors, [50, 90, 99])
-    edges, counts = signed_error_histogram(errors, histogram_bins)
+    p50, p90, p99 = (0.0, 0.0, 0.0) if empty else sorted_percentiles(ordered_abs, [50, 90, 99])
+    max_abs = 0.0 if empty else float(ordered_abs[-1])
+    edges, counts = signed_error_histogram(errors, histogram_bins, max_abs)
     return Divergence(
         n=int(cand.size),
         n_diff=n_diff,
         frac_diff=n_diff / cand.size if cand.size else 0.0,
-        max_abs=0.0 if empty else float(abs_errors.max()),
+        max_abs=max_abs,
         mean_abs=0.0 if empty else float(abs_errors.mean()),
-        rmse=0.0 if empty else float(np.sqrt(np.mean(errors * errors))),
+        rmse=0.0 if empty else norm_err / math.sqrt(errors.size),
         rel_l2=rel_l2,
         max_rel=0.0 if empty else float(np.max(abs_errors / np.maximum(np.abs(r64), FLOAT32_TINY))),
-        max_ulp=0 if empty else int(ulps.max()),
-        median_ulp=0.0 if empty else float(np.median(ulps)),
+        max_ulp=0 if empty else int(ulps[-1]),
+        median_ulp=0.0 if empty else sorted_median(ulps),
         cosine=cosine,
         sqnr_db=sqnr_db,
-        p50_abs=float(p50),
-        p90_abs=float(p90),
-        p99_abs=float(p99),
+        p50_abs=p50,
+        p90_abs=p90,
+        p99_abs=p99,
         hist_edges=edges,
         hist_counts=counts,
         argmax_agree=argmax_agreement(candidate, reference),

@@ -117,3 +117,57 @@ def test_verdict_thresholds(rel_l2: float, n_diff: int, expected: str) -> None:
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
         divergence(np.zeros(2), np.zeros(3))
+
+
+def plain_divergence(candidate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """The metrics written the plain way (a mask, np.percentile, np.median, np.histogram,
+    comparisons at float32 as float32): the oracle for the vectorised, sort-based code."""
+    c, r = candidate.ravel(), reference.ravel()
+    both = np.isfinite(c) & np.isfinite(r)
+    e = c[both].astype(np.float64) - r[both].astype(np.float64)
+    c32, r32 = c.astype(F32), r.astype(F32)
+    same = (c32 == r32) | (np.isnan(c32) & np.isnan(r32))
+    bits_c = c32[both].view(np.int32).astype(np.int64)
+    bits_r = r32[both].view(np.int32).astype(np.int64)
+    ordered_c = np.where(bits_c < 0, -(2**31) - bits_c, bits_c)
+    ordered_r = np.where(bits_r < 0, -(2**31) - bits_r, bits_r)
+    ulps = np.abs(ordered_c - ordered_r)
+    bound = np.abs(e).max()
+    counts, edges = np.histogram(e, bins=41, range=(-bound, bound))
+    p50, p90, p99 = np.percentile(np.abs(e), [50, 90, 99])
+    return {
+        "n_diff": int(np.count_nonzero(~same)),
+        "max_abs": bound,
+        "mean_abs": np.abs(e).mean(),
+        "rmse": np.sqrt(np.mean(e * e)),
+        "max_ulp": int(ulps.max()),
+        "median_ulp": float(np.median(ulps)),
+        "p50_abs": p50,
+        "p90_abs": p90,
+        "p99_abs": p99,
+        "hist_counts": [int(n) for n in counts],
+        "hist_edges": [float(x) for x in edges],
+        "nonfinite_mismatch": int(np.count_nonzero(~same[~both])),
+    }
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 12_800, 100_001])
+@pytest.mark.parametrize("with_nonfinite", [False, True])
+def test_metrics_agree_with_the_plain_numpy_formulas(size: int, with_nonfinite: bool) -> None:
+    rng = np.random.default_rng(size)
+    reference = rng.standard_normal(size) * 10.0 ** rng.integers(-40, 3, size)
+    reference[: size // 5] = 0.0  # zeros, negative zeros and subnormals on the candidate side
+    candidate = (reference * (1 + rng.standard_normal(size) * 1e-6)).astype(F32)
+    candidate[: size // 10] = -0.0
+    candidate[size // 10 : size // 5] = np.finfo(F32).smallest_subnormal
+    if with_nonfinite and size > 2:
+        candidate[-1], reference[-2] = np.nan, np.inf
+        candidate[-2] = np.inf  # same infinity: not a mismatch
+    expected = plain_divergence(candidate, reference)
+    result = divergence(candidate, reference)
+    for name, value in expected.items():
+        got = getattr(result, name)
+        if isinstance(value, float) and name != "median_ulp":
+            assert got == pytest.approx(value, rel=1e-12, abs=0.0), name
+        else:
+            assert got == value, name
