@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
 # Chromium for the TF.js backends, Node to install TF.js from the lock file.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       chromium nodejs npm fonts-dejavu-core \
+       chromium nodejs npm fonts-dejavu-core gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -10,9 +10,9 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium redis-server demo test lint zoo bench clean
+.PHONY: install chromium redis-server cc demo test lint zoo bench clean
 
-install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server
+install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server cc
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ chromium:
 redis-server:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
+# The C compiler of the `c` and `c-fastmath` backends.
+cc:
+	@command -v cc >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev; }
 
 demo: install
 	$(BIN)/driftbench demo

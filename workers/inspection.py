@@ -113,6 +113,25 @@ def write_port_files(path: str, options: EngineOptions, directory: str) -> dict[
     return described
 
 
+def write_c_port(path: str, options: EngineOptions, directory: str) -> dict[str, Any]:
+    """Runs in the child: the model's C port as `port.c` and `port.h`, or the reason the
+    port cannot be generated."""
+    from workers.backends.c.layers import PortUnsupported
+    from workers.backends.c.program import generate
+
+    try:
+        artifact = load_artifact(Path(path), options)
+    except InvalidRequest as error:
+        return {"error": str(error)}
+    try:
+        port = generate(artifact.graph)
+    except PortUnsupported as error:
+        return {"unsupported": str(error)}
+    (Path(directory) / "port.c").write_text(port.source)
+    (Path(directory) / "port.h").write_text(port.header)
+    return {"unsupported": None}
+
+
 class ModelInspector:
     def __init__(self, options: EngineOptions = DEFAULT_OPTIONS) -> None:
         self.options = options
@@ -167,6 +186,10 @@ class ModelInspector:
     def port_files(self, path: Path, directory: Path, timeout_s: float) -> dict[str, Any]:
         """Write what a port needs into `directory` (see `write_port_files`)."""
         return self._in_child(write_port_files, path, timeout_s, str(directory))
+
+    def c_port(self, path: Path, directory: Path, timeout_s: float) -> dict[str, Any]:
+        """Write the model's C port into `directory` (see `write_c_port`)."""
+        return self._in_child(write_c_port, path, timeout_s, str(directory))
 
     def diagnose(
         self, path: Path, candidate: Path, fed: Path, modes: list[str], timeout_s: float

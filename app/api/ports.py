@@ -137,6 +137,29 @@ def download_weights(
     }
 
 
+@router.get(
+    "/models/{model_id}/port.c",
+    responses={
+        200: {"content": {"text/x-c": {}}},
+        422: {"model": ErrorPublic, "description": "A layer the C port cannot generate"},
+    },
+)
+def download_c_port(
+    session: SessionDep,
+    inspector: InspectorDep,
+    model_id: RowId,
+    target: Literal["source", "header"] = "source",
+) -> FileResponse:
+    """The model as a self-contained C99 program (the `c` backend's source): one function
+    per layer, the weights as arrays, a `main` that reads inputs from a file and writes
+    every layer's output; `target=header` gives what another program needs to call it."""
+    model = uploads.get_model(session, model_id)
+    path = port_kit.c_port_file(model, inspector, header=target == "header")
+    return FileResponse(
+        path, media_type="text/x-c", filename=f"model{model_id}-port.{path.suffix[1:]}"
+    )
+
+
 def _size(shape: list[int]) -> int:
     size = 1
     for dim in shape:

@@ -12,6 +12,7 @@ from typing import Any
 
 from app.bench.backend_jobs import keras_vs_predict, numpy_vs_keras
 from app.bench.big_models import big_model_figures
+from app.bench.c_jobs import c_figures
 from app.bench.diagnosis import diagnosis_figures
 from app.bench.end_to_end import end_to_end
 from app.bench.figures import Figure, table
@@ -32,6 +33,7 @@ PARTS = (
     "numpy",
     "tfjs",
     "tflite",
+    "c",
     "e2e",
     "isolation",
     "queries",
@@ -85,6 +87,7 @@ def run_bench(
                 + tfjs_figures(directory, repeats, "cifar_cnn", 8, pool)
             ),
             "tflite": lambda: tflite_figures(directory, repeats, pool),
+            "c": lambda: c_figures(directory, repeats, pool),
             "e2e": lambda: end_to_end(directory, repeats, pool),
             "isolation": lambda: isolation_figures(directory, repeats, options),
             "queries": lambda: _queries(

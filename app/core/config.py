@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Time limit of one TF.js job in the page; a hang restarts the browser.",
     )
+    c_compiler: str = Field(
+        default="cc",
+        pattern=r"^[A-Za-z0-9_./+-]+$",
+        description="The C compiler of the c and c-fastmath backends (a name on PATH or a path).",
+    )
+    c_compile_timeout_s: float = Field(
+        default=300.0, gt=0, description="Time limit of compiling one model's C port."
+    )
     gpu_framework: Literal["auto", "tensorflow", "jax", "torch"] = Field(
         default="auto",
         description="Keras backend of keras-gpu; 'auto': the first installed one that sees a GPU.",
@@ -196,6 +204,8 @@ class Settings(BaseSettings):
             chromium_path=self.chromium_path,
             browser_job_timeout_s=self.browser_job_timeout_s,
             backend_time_limit_s=self.backend_time_limit_s,
+            c_compiler=self.c_compiler,
+            c_compile_timeout_s=self.c_compile_timeout_s,
             gpu_framework=self.gpu_framework,
             gpu_allow_cpu_for_tests=self.gpu_allow_cpu_for_tests,
             diagnosis_budget_s=self.diagnosis_budget_s,

@@ -12,7 +12,7 @@ import numpy as np
 import segno
 
 from app.core.config import settings
-from app.core.errors import Conflict, OutputsExpired
+from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import divergences, storage
 from app.data.orm import InputSet, Run, StoredModel
 from workers.engine.results import layer_inputs_from
@@ -29,6 +29,21 @@ def port_files(model: StoredModel, inspector: ModelInspector) -> Path:
         with storage.staged_directory(directory) as staged:
             inspector.port_files(source, staged, settings.inspect_timeout_s)
     return directory
+
+
+def c_port_file(model: StoredModel, inspector: ModelInspector, header: bool) -> Path:
+    """The model's generated C port (or its header), written once by the model parser's
+    child process; Unsupported names the first layer the port cannot generate."""
+    directory = storage.c_port_dir(model.sha256)
+    if not (directory / "port.json").exists():
+        source = storage.model_path(model.sha256, model.file_format)
+        with storage.staged_directory(directory) as staged:
+            made = inspector.c_port(source, staged, settings.inspect_timeout_s)
+            (staged / "port.json").write_text(json.dumps(made))
+    problem = json.loads((directory / "port.json").read_text())["unsupported"]
+    if problem is not None:
+        raise InvalidRequest(f"the C port cannot be generated: {problem}")
+    return directory / ("port.h" if header else "port.c")
 
 
 def weights_description(model: StoredModel, inspector: ModelInspector) -> dict[str, Any]:

@@ -37,6 +37,11 @@ def _folder(name: str) -> Path:
     return folder
 
 
+def c_port_dir(sha256: str) -> Path:
+    """The model's generated C port (port.c, port.h), made on first request."""
+    return data_dir() / "c-ports" / sha256
+
+
 @contextmanager
 def _reporting_full_disk(path: Path) -> Iterator[None]:
     """A full disk while writing `path` becomes StorageFull. Callers enter it outside

@@ -85,6 +85,10 @@ REGISTRY: dict[str, BackendEntry] = {
             by_default=False,
             precision="int8",
         ),
+        BackendEntry("c", "workers.backends.c.runner:CRunner", "cpu", by_default=False),
+        BackendEntry(
+            "c-fastmath", "workers.backends.c.runner:CFastmathRunner", "cpu", by_default=False
+        ),
         BackendEntry(
             "keras-gpu", "workers.backends.keras_gpu.runner:KerasGpuRunner", "gpu", precision="tf32"
         ),

@@ -361,3 +361,50 @@ def test_the_probe_page_measures_a_browser_and_refuses_bad_tokens(
         "numpy-f64",
         "numpy",
     ]
+
+
+def test_the_c_port_download_compiles_and_gives_keras_numbers(
+    client: Client, finished_run: dict[str, Any], keras: Any, tmp_path: Any
+) -> None:
+    """port.c, compiled here as a person would, run on the run's inputs: every layer
+    within float32 rounding of what keras-cpu stored; the header declares the entry
+    point and the sizes; a model the port cannot generate is refused naming the layer."""
+    import subprocess
+
+    model_id, run_id = finished_run["model"]["id"], finished_run["run"]["id"]
+    source = client.get(f"/api/models/{model_id}/port.c")
+    assert source.status_code == 200, source.text
+    assert "attachment" in source.headers["content-disposition"]
+    header = client.get(f"/api/models/{model_id}/port.c", params={"target": "header"}).text
+    assert "void driftbench_forward(const float *const inputs[], float *const outputs[]);" in (
+        header
+    )
+    assert "int main" not in header and header in source.text
+    (tmp_path / "port.c").write_bytes(source.content)
+    subprocess.run(
+        ["cc", "-std=c99", "-O2", "-o", "port", "port.c", "-lm"], cwd=tmp_path, check=True
+    )
+    _, x = port_inputs(client, finished_run)
+    x.astype("<f4").tofile(tmp_path / "inputs.f32")
+    subprocess.run(
+        ["./port", "accumulated", str(len(x)), "inputs.f32", "outputs.f32"],
+        cwd=tmp_path,
+        check=True,
+    )
+    values = np.fromfile(tmp_path / "outputs.f32", dtype="<f4")
+    at = 0
+    for layer in ["conv", "flat", "fc", "square", "out"]:
+        expected = client.layer_output(run_id, "keras-cpu", layer)
+        got = values[at : at + expected.size].reshape(expected.shape)
+        at += expected.size
+        error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+        assert error < 1e-5, (layer, error)
+    assert at == values.size
+
+    L = keras.layers
+    recurrent = keras.Sequential([keras.Input((4, 2)), L.GRU(3, name="memory"), L.Dense(1)])
+    recurrent.save(tmp_path / "gru.keras")
+    other = client.upload_model(tmp_path / "gru.keras")
+    refused = client.get(f"/api/models/{other['id']}/port.c")
+    assert refused.status_code == 422
+    assert "unsupported: memory (GRU)" in refused.json()["detail"]

@@ -38,12 +38,14 @@ def test_every_line_names_a_runner_of_that_id() -> None:
         assert backend == entry.runner_class().BACKEND
 
 
-def test_keras_jax_and_tflite_are_run_only_when_named() -> None:
-    """keras-jax starts a JAX child process of its own and each TFLite form a conversion:
-    a run that names no backends leaves them out. All run on the cpu queue."""
+def test_keras_jax_tflite_and_c_are_run_only_when_named() -> None:
+    """keras-jax starts a JAX child process of its own, each TFLite form a conversion and
+    each C form a compile: a run that names no backends leaves them out. All run on the
+    cpu queue."""
     from workers.backends.registry import DEFAULT_BACKENDS
 
     named = {"keras-jax", "tflite", "tflite-f16", "tflite-dynamic", "tflite-int8"}
+    named |= {"c", "c-fastmath"}
     assert named <= set(BACKEND_IDS)
     assert set(BACKEND_IDS) - set(DEFAULT_BACKENDS) == named
     assert {REGISTRY[backend].queue for backend in named} == {"cpu"}

@@ -1,0 +1,66 @@
+"""The C backends against their compiled program: each warm job (`run_backend` with the
+pool's warm runner, the build kept) against the same program run by hand on an inputs
+file already written, the least a person running the port needs. The first job (the
+source generated and compiled) is reported beside it, untargeted."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from app.bench.backend_jobs import backend_job, example_job
+from app.bench.figures import Figure, interleaved, ratio
+from workers.backends.c.runner import CRunner
+from workers.backends.pool import RunnerPool
+
+C_BACKENDS = ("c", "c-fastmath")
+BATCH = 64
+
+
+def _by_hand(binary: Path, samples: int, inputs: Path, outputs: Path) -> Callable[[], None]:
+    def run() -> None:
+        command = [str(binary), "accumulated", str(samples), str(inputs), str(outputs)]
+        subprocess.run(command, check=True, capture_output=True)
+
+    return run
+
+
+def c_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
+    artifact, inputs = example_job("cifar_cnn", BATCH, directory, pool.options)
+    figures = []
+    for backend in C_BACKENDS:
+        reason = CRunner.availability(pool.options)
+        if reason is not None:
+            figures.append(Figure(f"{backend}: not measured", 0.0, "", detail={"reason": reason}))
+            continue
+        job = backend_job(pool, backend, artifact, inputs)
+        started = time.perf_counter()
+        job()
+        first = time.perf_counter() - started
+        runner = pool.runner(backend)
+        assert isinstance(runner, CRunner)
+        binary = runner.builds.binary(
+            artifact.graph,
+            runner.build_key(artifact),
+            runner.command(),
+            pool.options.c_compile_timeout_s,
+        )[0]
+        feeds = directory / f"{backend}-inputs.f32"
+        with feeds.open("wb") as file:
+            for layer in artifact.graph.inputs:
+                file.write(np.ascontiguousarray(inputs[layer.name], "<f4").tobytes())
+        by_hand = _by_hand(binary, BATCH, feeds, directory / f"{backend}-outputs.f32")
+        measured, baseline = interleaved(job, by_hand, repeats)
+        figure = ratio(
+            f"{backend} job vs its compiled port run by hand (cifar_cnn, batch {BATCH})",
+            measured,
+            baseline,
+            1.3,
+        )
+        figure.detail |= {"first_job_s": first, **runner.environment()}
+        figures.append(figure)
+    return figures

@@ -1,0 +1,216 @@
+"""`c` and `c-fastmath`: the model's generated C port (workers/backends/c/program.py),
+compiled by the system C compiler and run as a separate process.
+
+`c` is compiled as a careful port is shipped, `-O2 -ffp-contract=off` (no fused
+multiply-adds, IEEE order kept), `c-fastmath` as keras2c's tests and many embedded
+builds are, `-O3 -ffast-math -march=native` (reordered sums, FMA, approximations):
+the difference between the two is what the compiler's arithmetic does to the port.
+A build is kept per model and flags while the runner's process lives; the compile and
+every run happen in temporary directories under time limits, and a compiler error
+or a time-out fails the backend with the compiler's own message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workers.backends.base import (
+    BackendFailed,
+    BackendUnsupported,
+    LayerInputs,
+    LayerOutputs,
+    Runner,
+    SharedResources,
+)
+from workers.backends.c.program import generate, port_problem
+from workers.engine.graph import ModelGraph
+from workers.engine.loading import ModelArtifact
+from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+
+MESSAGE_CHARS = 2000  # of a compiler's or the program's error output kept in the reason
+INSTALL_HINT = "install one with `apt-get install -y gcc` (`make install` does this)"
+
+
+@cache
+def compiler_version(compiler: str) -> str:
+    """The first line `cc --version` prints (which compiler `cc` is, and its version)."""
+    try:
+        done = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({error})"
+    return (done.stdout.splitlines() or ["unknown"])[0]
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MESSAGE_CHARS else "…" + text[-MESSAGE_CHARS:]
+
+
+class Builds:
+    """The compiled ports of one process, per model and flags, in a private directory."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="driftbench-c-"))
+        self._lock = threading.Lock()
+        self._built: dict[str, tuple[Path, float, int]] = {}
+
+    def binary(
+        self, graph: ModelGraph, key: str, command: list[str], timeout_s: float
+    ) -> tuple[Path, float, int]:
+        """(the program, seconds its compile took, source bytes), compiled on first use."""
+        with self._lock:
+            if key in self._built:
+                return self._built[key]
+            source = generate(graph).source
+            with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
+                (Path(scratch) / "port.c").write_text(source)
+                started = time.perf_counter()
+                try:
+                    done = subprocess.run(
+                        [*command, "-o", "port", "port.c", "-lm"],
+                        cwd=scratch,
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout_s,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired as error:
+                    raise BackendFailed(
+                        f"the C compiler did not finish within {timeout_s:.0f} s"
+                    ) from error
+                if done.returncode != 0:
+                    raise BackendFailed(
+                        f"the C compiler failed (exit {done.returncode}): {_tail(done.stderr)}"
+                    )
+                binary = self.directory / f"port-{key}"
+                shutil.move(Path(scratch) / "port", binary)
+            self._built[key] = (binary, time.perf_counter() - started, len(source))
+            return self._built[key]
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CRunner(Runner):
+    BACKEND: ClassVar[str] = "c"
+    FLAGS: ClassVar[tuple[str, ...]] = ("-std=c99", "-O2", "-ffp-contract=off")
+
+    def __init__(
+        self, options: EngineOptions = DEFAULT_OPTIONS, shared: SharedResources | None = None
+    ) -> None:
+        super().__init__(options, shared)
+        self._environment: dict[str, Any] = {}
+
+    @classmethod
+    def availability(cls, options: EngineOptions) -> str | None:
+        if shutil.which(options.c_compiler) is None:
+            return f"no C compiler {options.c_compiler!r} found; {INSTALL_HINT}"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {"cc": compiler_version("cc")} if shutil.which("cc") else {}
+
+    def activate_impl(self) -> None:
+        self.builds: Builds = self.shared.get("c-builds", Builds, Builds.close)
+
+    def unsupported_reason(self, graph: ModelGraph) -> str | None:
+        return port_problem(graph)
+
+    def command(self) -> list[str]:
+        """The compiler and this backend's flags (the output and source follow)."""
+        return [self.options.c_compiler, *self.FLAGS]
+
+    def build_key(self, model: ModelArtifact) -> str:
+        """One build per model and compiler command."""
+        return hashlib.sha256(f"{model.sha256} {' '.join(self.command())}".encode()).hexdigest()[
+            :16
+        ]
+
+    def _program(self, model: ModelArtifact) -> Path:
+        binary, compile_s, source_bytes = self.builds.binary(
+            model.graph, self.build_key(model), self.command(), self.options.c_compile_timeout_s
+        )
+        self._environment |= {
+            "compiler": shutil.which(self.options.c_compiler) or self.options.c_compiler,
+            "compiler_version": compiler_version(self.options.c_compiler),
+            "flags": " ".join(self.FLAGS),
+            "compile_s": round(compile_s, 3),  # when the build was made (kept for later jobs)
+            "source_bytes": source_bytes,
+        }
+        return binary
+
+    def _execute(
+        self, model: ModelArtifact, mode: str, samples: int, tensors: list[np.ndarray]
+    ) -> LayerOutputs:
+        """Run the program on these inputs (each tensor's samples in a row); every
+        layer's output back."""
+        binary = self._program(model)
+        layers = model.graph.compute_layers
+        with tempfile.TemporaryDirectory(prefix="driftbench-c-job-") as scratch:
+            inputs, outputs = Path(scratch) / "inputs.f32", Path(scratch) / "outputs.f32"
+            with inputs.open("wb") as file:
+                for tensor in tensors:
+                    file.write(np.ascontiguousarray(tensor, "<f4").tobytes())
+            started = time.perf_counter()
+            try:
+                done = subprocess.run(
+                    [str(binary), mode, str(samples), str(inputs), str(outputs)],
+                    cwd=scratch,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.options.backend_time_limit_s,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as error:
+                raise BackendFailed(
+                    f"the compiled port did not finish within "
+                    f"{self.options.backend_time_limit_s:.0f} s"
+                ) from error
+            if done.returncode != 0:
+                raise BackendFailed(
+                    f"the compiled port failed (exit {done.returncode}): {_tail(done.stderr)}"
+                )
+            self._environment[f"{mode}_run_s"] = round(time.perf_counter() - started, 4)
+            values = np.fromfile(outputs, dtype="<f4")
+        sizes = [samples * int(np.prod(layer.output_shape[1:], dtype=np.int64)) for layer in layers]
+        if values.size != sum(sizes):
+            raise BackendFailed(f"the compiled port wrote {values.size} values, not {sum(sizes)}")
+        ends = np.cumsum(sizes)
+        return {
+            layer.name: values[end - size : end].reshape(samples, *layer.output_shape[1:])
+            for layer, end, size in zip(layers, ends, sizes, strict=True)
+        }
+
+    def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        tensors = [inputs[layer.name] for layer in model.graph.inputs]
+        for layer, tensor in zip(model.graph.inputs, tensors, strict=True):
+            if tensor.dtype.kind != "f":
+                raise BackendUnsupported(
+                    f"unsupported: {layer.name} (InputLayer) {tensor.dtype} inputs"
+                )
+        return self._execute(model, "accumulated", len(tensors[0]), tensors)
+
+    def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
+        tensors = [x for layer in model.graph.compute_layers for x in layer_inputs[layer.name]]
+        return self._execute(model, "isolated", len(tensors[0]), tensors)
+
+    def environment(self) -> dict[str, Any]:
+        return dict(self._environment)
+
+
+class CFastmathRunner(CRunner):
+    BACKEND: ClassVar[str] = "c-fastmath"
+    FLAGS: ClassVar[tuple[str, ...]] = ("-std=c99", "-O3", "-ffast-math", "-march=native")
