@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     c_compile_timeout_s: float = Field(
         default=300.0, gt=0, description="Time limit of compiling one model's C port."
     )
+    c_run_timeout_s: float = Field(
+        default=240.0,
+        gt=0,
+        description="Time limit of one run of a compiled C port (a job runs it once per mode "
+        "and repeat, within DRIFTBENCH_BACKEND_TIME_LIMIT_S).",
+    )
     gpu_framework: Literal["auto", "tensorflow", "jax", "torch"] = Field(
         default="auto",
         description="Keras backend of keras-gpu; 'auto': the first installed one that sees a GPU.",
@@ -206,6 +212,7 @@ class Settings(BaseSettings):
             backend_time_limit_s=self.backend_time_limit_s,
             c_compiler=self.c_compiler,
             c_compile_timeout_s=self.c_compile_timeout_s,
+            c_run_timeout_s=self.c_run_timeout_s,
             gpu_framework=self.gpu_framework,
             gpu_allow_cpu_for_tests=self.gpu_allow_cpu_for_tests,
             diagnosis_budget_s=self.diagnosis_budget_s,

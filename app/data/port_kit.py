@@ -15,6 +15,7 @@ from app.core.config import settings
 from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import divergences, storage
 from app.data.orm import InputSet, Run, StoredModel
+from workers.backends.c.program import PORT_VERSION
 from workers.engine.results import layer_inputs_from
 from workers.engine.status import BackendStatus, RunStatus
 from workers.inspection import ModelInspector
@@ -34,7 +35,7 @@ def port_files(model: StoredModel, inspector: ModelInspector) -> Path:
 def c_port_file(model: StoredModel, inspector: ModelInspector, header: bool) -> Path:
     """The model's generated C port (or its header), written once by the model parser's
     child process; Unsupported names the first layer the port cannot generate."""
-    directory = storage.c_port_dir(model.sha256)
+    directory = storage.c_port_dir(model.sha256, PORT_VERSION)
     if not (directory / "port.json").exists():
         source = storage.model_path(model.sha256, model.file_format)
         with storage.staged_directory(directory) as staged:

@@ -37,9 +37,10 @@ def _folder(name: str) -> Path:
     return folder
 
 
-def c_port_dir(sha256: str) -> Path:
-    """The model's generated C port (port.c, port.h), made on first request."""
-    return data_dir() / "c-ports" / sha256
+def c_port_dir(sha256: str, version: int) -> Path:
+    """The model's generated C port (port.c, port.h) by the generator's `version`, made on
+    first request."""
+    return data_dir() / "c-ports" / f"v{version}" / sha256
 
 
 @contextmanager

@@ -31,6 +31,7 @@ class EngineOptions:
     backend_time_limit_s: float = 900.0
     c_compiler: str = "cc"
     c_compile_timeout_s: float = 300.0
+    c_run_timeout_s: float = 240.0
     gpu_framework: Literal["auto", "tensorflow", "jax", "torch"] = "auto"
     gpu_allow_cpu_for_tests: bool = False
     # Seconds a run's diagnosis (local errors, hypotheses) may take; 0 turns it off.

@@ -363,6 +363,29 @@ def test_the_probe_page_measures_a_browser_and_refuses_bad_tokens(
     ]
 
 
+OWN_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "port.h"
+
+int main(void)
+{
+    float *inputs[DRIFTBENCH_INPUTS], *outputs[DRIFTBENCH_LAYERS];
+    FILE *file = fopen("inputs.f32", "rb");
+    for (int i = 0; i < DRIFTBENCH_INPUTS; i++) {
+        inputs[i] = malloc(sizeof(float) * DRIFTBENCH_INPUT_SIZES[i]);
+        if (fread(inputs[i], sizeof(float), DRIFTBENCH_INPUT_SIZES[i], file) == 0) return 1;
+    }
+    for (int k = 0; k < DRIFTBENCH_LAYERS; k++)
+        outputs[k] = malloc(sizeof(float) * DRIFTBENCH_LAYER_SIZES[k]);
+    driftbench_forward((const float *const *)inputs, outputs);
+    for (int k = 0; k < DRIFTBENCH_LAYERS; k++)
+        fwrite(outputs[k], sizeof(float), DRIFTBENCH_LAYER_SIZES[k], stdout);
+    return 0;
+}
+"""
+
+
 def test_the_c_port_download_compiles_and_gives_keras_numbers(
     client: Client, finished_run: dict[str, Any], keras: Any, tmp_path: Any
 ) -> None:
@@ -400,6 +423,27 @@ def test_the_c_port_download_compiles_and_gives_keras_numbers(
         error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
         assert error < 1e-5, (layer, error)
     assert at == values.size
+
+    # The header's use: a program of one's own calling driftbench_forward, port.c
+    # compiled without its main; the same numbers for the first sample.
+    (tmp_path / "port.h").write_text(header)
+    (tmp_path / "mine.c").write_text(OWN_MAIN)
+    subprocess.run(
+        ["cc", "-std=c99", "-O2", "-DDRIFTBENCH_NO_MAIN", "-o", "mine", "mine.c", "port.c", "-lm"],
+        cwd=tmp_path,
+        check=True,
+    )
+    first = subprocess.run(["./mine"], cwd=tmp_path, check=True, capture_output=True).stdout
+    mine = np.frombuffer(first, dtype="<f4")
+    sizes = [
+        client.layer_output(run_id, "keras-cpu", n)[0].size
+        for n in ["conv", "flat", "fc", "square", "out"]
+    ]
+    starts = np.cumsum([0, *(len(x) * size for size in sizes)])
+    expected_first = np.concatenate(
+        [values[a : a + n] for a, n in zip(starts, sizes, strict=False)]
+    )
+    assert np.array_equal(mine, expected_first)
 
     L = keras.layers
     recurrent = keras.Sequential([keras.Input((4, 2)), L.GRU(3, name="memory"), L.Dense(1)])

@@ -38,3 +38,17 @@ def test_a_cnn_and_a_recurrent_model_on_wasm_and_webgl(
     row = run_zoo_model(runner_pool, ZOO[name], ["tfjs-wasm", "tfjs-webgl"], tmp_path)
     assert row.failures == {}
     assert row.within_rounding, row.as_dict()
+
+
+def test_mobilenet_v2_as_generated_c_strict_and_with_fast_math(
+    runner_pool: RunnerPool, tmp_path: Path
+) -> None:
+    """The transfer classifier's nested MobileNetV2 (zero padding before stride-2
+    convolutions, depthwise convolutions, batch normalisation, ReLU6, residual adds) as
+    the C port: the strict build within rounding on every layer, fast math never a
+    mismatch on a correct model."""
+    row = run_zoo_model(runner_pool, ZOO["transfer_classifier"], ["c", "c-fastmath"], tmp_path)
+    assert row.failures == {}
+    assert sum(row.verdicts["c"].values()) == row.layers > 100
+    assert set(row.verdicts["c"]) <= {"identical", "rounding"}, row.as_dict()
+    assert "mismatch" not in row.verdicts["c-fastmath"], row.as_dict()

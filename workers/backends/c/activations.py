@@ -11,6 +11,8 @@ from __future__ import annotations
 SELU_ALPHA = "1.67326324235437728f"
 SELU_SCALE = "1.05070098735548049f"
 SOFTPLUS = "(v > 0.0f ? v : 0.0f) + log1pf(expf(-fabsf(v)))"
+# Clamps written as comparisons, so a NaN stays NaN (fminf/fmaxf would make it a bound).
+HARD_SIGMOID = "(v / 6.0f + 0.5f < 0.0f ? 0.0f : (v / 6.0f + 0.5f > 1.0f ? 1.0f : v / 6.0f + 0.5f))"
 
 # Each maps `v` to the activated value.
 ELEMENTWISE: dict[str, str] = {
@@ -22,9 +24,9 @@ ELEMENTWISE: dict[str, str] = {
     "selu": f"{SELU_SCALE} * (v > 0.0f ? v : {SELU_ALPHA} * expm1f(v))",
     "gelu": "0.5f * v * (1.0f + erff(v / 1.41421356237309505f))",
     "sigmoid": "1.0f / (1.0f + expf(-v))",
-    "hard_sigmoid": "fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f)",
-    "hard_silu": "v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f)",
-    "hard_swish": "v * fminf(fmaxf(v / 6.0f + 0.5f, 0.0f), 1.0f)",
+    "hard_sigmoid": HARD_SIGMOID,
+    "hard_silu": f"v * {HARD_SIGMOID}",
+    "hard_swish": f"v * {HARD_SIGMOID}",
     "tanh": "tanhf(v)",
     "softplus": SOFTPLUS,
     "softsign": "v / (1.0f + fabsf(v))",

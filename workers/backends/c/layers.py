@@ -34,12 +34,14 @@ class PortUnsupported(Exception):
 
 
 def float_literal(value: float) -> str:
-    """An exact C float literal: hexadecimal, so no digit is rounded twice."""
-    if math.isnan(value):
+    """An exact C float literal: hexadecimal, so no digit is rounded twice (a value past
+    float32's range is the infinity float32 rounds it to)."""
+    single = float(np.float32(value))
+    if math.isnan(single):
         return "NAN"
-    if math.isinf(value):
-        return "INFINITY" if value > 0 else "-INFINITY"
-    return f"{float(np.float32(value)).hex()}f"
+    if math.isinf(single):
+        return "INFINITY" if single > 0 else "-INFINITY"
+    return f"{single.hex()}f"
 
 
 @dataclass
@@ -173,10 +175,9 @@ class Window:
 
 
 def _window(
-    layer: LayerSpec, sizes: tuple[int, ...], in_hw: tuple[int, int], strides_key: str
+    layer: LayerSpec, sizes: tuple[int, ...], in_hw: tuple[int, int], strides: tuple[int, ...]
 ) -> Window:
     rank = len(sizes)
-    strides = _ints(layer.config.get(strides_key) or sizes, rank)
     dilation = _ints(layer.config.get("dilation_rate", 1), rank)
     if rank == 1:
         sizes, strides, dilation = (1, *sizes), (1, *strides), (1, *dilation)
@@ -204,6 +205,10 @@ def _taps(window: Window, height: int, width: int, inner: str) -> str:
             }}"""
 
 
+def _conv_strides(layer: LayerSpec, kernel: np.ndarray) -> tuple[int, ...]:
+    return _ints(layer.config.get("strides", 1), kernel.ndim - 2)
+
+
 def _channels_first(layer: LayerSpec) -> bool:
     return layer.config.get("data_format") == "channels_first"
 
@@ -216,7 +221,7 @@ def conv(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
     first = _channels_first(layer)
     height, width, channels = _spatial(shapes.inputs[0], first)
     out_h, out_w, filters = _spatial(shapes.output, first)
-    window = _window(layer, kernel.shape[:-2], (height, width), "strides")
+    window = _window(layer, kernel.shape[:-2], (height, width), _conv_strides(layer, kernel))
     x_at = _index(first, height, width, channels)
     out_at = _index(first, out_h, out_w, filters)
     code = LayerCode("", [kernel])
@@ -249,7 +254,7 @@ def _depthwise_loops(
     height, width, channels = _spatial(shapes.inputs[0], first)
     multiplier = kernel.shape[-1]
     out_h, out_w = _spatial(shapes.output, first)[:2]
-    window = _window(layer, kernel.shape[:-2], (height, width), "strides")
+    window = _window(layer, kernel.shape[:-2], (height, width), _conv_strides(layer, kernel))
     x_at = _index(first, height, width, channels)
     out_at = _index(first, out_h, out_w, channels * multiplier)
     k_at = f"(kh * {window.cols}L + kw) * {channels * multiplier}L + c * {multiplier}L + m"
@@ -313,6 +318,10 @@ def separable_conv(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
     return code
 
 
+# A maximum that keeps a NaN once met, as numpy's does (a bare `>` would drop it).
+MAX_STEP = "if (x[{at}] > acc || x[{at}] != x[{at}]) acc = x[{at}];"
+
+
 def pooling(reduce: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]:
     """MaxPooling and AveragePooling, 1-D and 2-D; an average counts real pixels only."""
 
@@ -321,10 +330,12 @@ def pooling(reduce: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]:
         height, width, channels = _spatial(shapes.inputs[0], first)
         out_h, out_w = _spatial(shapes.output, first)[:2]
         rank = len(shapes.inputs[0]) - 1
-        window = _window(layer, _ints(layer.config["pool_size"], rank), (height, width), "strides")
+        sizes = _ints(layer.config["pool_size"], rank)
+        strides = _ints(layer.config.get("strides") or sizes, rank)
+        window = _window(layer, sizes, (height, width), strides)
         x_at = _index(first, height, width, channels)
         if reduce == "max":
-            start, step, result = "-INFINITY", "if (x[{at}] > acc) acc = x[{at}];", "acc"
+            start, step, result = "-INFINITY", MAX_STEP, "acc"
         else:
             start, step, result = "0.0f", "acc += x[{at}]; count++;", "acc / (float)count"
         inner = "                    " + step.format(at=x_at("ih", "iw", "c"))
@@ -354,7 +365,7 @@ def global_pooling(reduce: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]
         positions = _size(shape) // channels
         at = f"c * {positions}L + p" if first else f"p * {channels}L + c"
         if reduce == "max":
-            start, step, result = "-INFINITY", f"if (x[{at}] > acc) acc = x[{at}];", "acc"
+            start, step, result = "-INFINITY", MAX_STEP.format(at=at), "acc"
         else:
             start, step, result = "0.0f", f"acc += x[{at}];", f"acc / {positions}.0f"
         body = f"""    const float *x = in[0];
@@ -443,7 +454,8 @@ def merge(kind: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]:
             compare = ">" if kind == "max" else "<"
             statement = (
                 "float v = in[0][i];\n"
-                f"        for (int k = 1; k < {count}; k++) if (in[k][i] {compare} v) v = in[k][i];\n"
+                f"        for (int k = 1; k < {count}; k++) "
+                f"if (in[k][i] {compare} v || in[k][i] != in[k][i]) v = in[k][i];\n"
                 "        out[i] = v;"
             )
         else:
@@ -598,9 +610,16 @@ GENERATORS: dict[str, Generator] = {
 }
 
 
+MULTI_INPUT_LAYERS = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+)
+
+
 def layer_code(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
     """The layer's C body and weights; PortUnsupported for a class or option it lacks."""
     generate: Any = GENERATORS.get(layer.class_name)
     if generate is None:
         raise PortUnsupported("")
+    if layer.class_name not in MULTI_INPUT_LAYERS and len(shapes.inputs) != 1:
+        raise PortUnsupported(f"{len(shapes.inputs)} input tensors (a mask or another argument)")
     return generate(layer, shapes, index)

@@ -13,7 +13,10 @@ or a time-out fails the backend with the compiler's own message.
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -53,6 +56,49 @@ def compiler_version(compiler: str) -> str:
     return (done.stdout.splitlines() or ["unknown"])[0]
 
 
+@cache
+def native_target(compiler: str) -> str:
+    """What `-march=native` means on this machine (gcc's answer), for the record."""
+    try:
+        done = subprocess.run(
+            [compiler, "-march=native", "-Q", "--help=target"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({error})"
+    for line in done.stdout.splitlines():
+        if line.strip().startswith("-march="):
+            return line.split()[-1]
+    return "unknown"
+
+
+class TimedOut(Exception):
+    """A compile or run past its limit; its whole process group was killed."""
+
+
+def run_limited(command: list[str], cwd: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`command` in a process group of its own, killed whole past `timeout_s` (gcc's
+    cc1 and as are children of the driver: killing the driver alone leaves them)."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise TimedOut from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _tail(text: str) -> str:
     text = text.strip()
     return text if len(text) <= MESSAGE_CHARS else "…" + text[-MESSAGE_CHARS:]
@@ -65,6 +111,7 @@ class Builds:
         self.directory = Path(tempfile.mkdtemp(prefix="driftbench-c-"))
         self._lock = threading.Lock()
         self._built: dict[str, tuple[Path, float, int]] = {}
+        self._failed: dict[str, str] = {}  # a build that failed fails the same way again
 
     def binary(
         self, graph: ModelGraph, key: str, command: list[str], timeout_s: float
@@ -73,31 +120,35 @@ class Builds:
         with self._lock:
             if key in self._built:
                 return self._built[key]
-            source = generate(graph).source
-            with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
-                (Path(scratch) / "port.c").write_text(source)
-                started = time.perf_counter()
-                try:
-                    done = subprocess.run(
-                        [*command, "-o", "port", "port.c", "-lm"],
-                        cwd=scratch,
-                        capture_output=True,
-                        text=True,
-                        timeout=timeout_s,
-                        check=False,
-                    )
-                except subprocess.TimeoutExpired as error:
-                    raise BackendFailed(
-                        f"the C compiler did not finish within {timeout_s:.0f} s"
-                    ) from error
-                if done.returncode != 0:
-                    raise BackendFailed(
-                        f"the C compiler failed (exit {done.returncode}): {_tail(done.stderr)}"
-                    )
-                binary = self.directory / f"port-{key}"
-                shutil.move(Path(scratch) / "port", binary)
-            self._built[key] = (binary, time.perf_counter() - started, len(source))
+            if key in self._failed:
+                raise BackendFailed(self._failed[key])
+            try:
+                self._built[key] = self._compile(graph, key, command, timeout_s)
+            except BackendFailed as error:
+                self._failed[key] = str(error)
+                raise
             return self._built[key]
+
+    def _compile(
+        self, graph: ModelGraph, key: str, command: list[str], timeout_s: float
+    ) -> tuple[Path, float, int]:
+        source = generate(graph).source
+        with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
+            (Path(scratch) / "port.c").write_text(source)
+            started = time.perf_counter()
+            try:
+                done = run_limited([*command, "-o", "port", "port.c", "-lm"], scratch, timeout_s)
+            except TimedOut:
+                raise BackendFailed(
+                    f"the C compiler did not finish within {timeout_s:g} s"
+                ) from None
+            if done.returncode != 0:
+                raise BackendFailed(
+                    f"the C compiler failed (exit {done.returncode}): {_tail(done.stderr)}"
+                )
+            binary = self.directory / f"port-{key}"
+            shutil.move(Path(scratch) / "port", binary)
+        return binary, time.perf_counter() - started, len(source)
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -143,10 +194,16 @@ class CRunner(Runner):
         binary, compile_s, source_bytes = self.builds.binary(
             model.graph, self.build_key(model), self.command(), self.options.c_compile_timeout_s
         )
+        compiler = self.options.c_compiler
         self._environment |= {
-            "compiler": shutil.which(self.options.c_compiler) or self.options.c_compiler,
-            "compiler_version": compiler_version(self.options.c_compiler),
+            "compiler": shutil.which(compiler) or compiler,
+            "compiler_version": compiler_version(compiler),
             "flags": " ".join(self.FLAGS),
+            # What the port's arithmetic also depends on: libm (expf, erff, tanhf) and,
+            # for -march=native, the CPU.
+            "libc": " ".join(platform.libc_ver()).strip() or "unknown",
+            "machine": platform.machine(),
+            **({"march_native": native_target(compiler)} if "-march=native" in self.FLAGS else {}),
             "compile_s": round(compile_s, 3),  # when the build was made (kept for later jobs)
             "source_bytes": source_bytes,
         }
@@ -165,20 +222,16 @@ class CRunner(Runner):
                 for tensor in tensors:
                     file.write(np.ascontiguousarray(tensor, "<f4").tobytes())
             started = time.perf_counter()
+            limit_s = self.options.c_run_timeout_s
             try:
-                done = subprocess.run(
-                    [str(binary), mode, str(samples), str(inputs), str(outputs)],
-                    cwd=scratch,
-                    capture_output=True,
-                    text=True,
-                    timeout=self.options.backend_time_limit_s,
-                    check=False,
+                done = run_limited(
+                    [str(binary), mode, str(samples), str(inputs), str(outputs)], scratch, limit_s
                 )
-            except subprocess.TimeoutExpired as error:
+            except TimedOut:
                 raise BackendFailed(
-                    f"the compiled port did not finish within "
-                    f"{self.options.backend_time_limit_s:.0f} s"
-                ) from error
+                    f"the compiled port did not finish within {limit_s:g} s "
+                    "(DRIFTBENCH_C_RUN_TIMEOUT_S)"
+                ) from None
             if done.returncode != 0:
                 raise BackendFailed(
                     f"the compiled port failed (exit {done.returncode}): {_tail(done.stderr)}"
@@ -195,6 +248,7 @@ class CRunner(Runner):
         }
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
+        self._environment = {}  # a job starts with its accumulated run
         tensors = [inputs[layer.name] for layer in model.graph.inputs]
         for layer, tensor in zip(model.graph.inputs, tensors, strict=True):
             if tensor.dtype.kind != "f":

@@ -115,10 +115,22 @@ def _convolve(
     return np.concatenate(results).reshape(batch, *out_spatial, filters)
 
 
-def _finish(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+def _with_bias(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     if config.get("use_bias", True) and "bias" in weights:
-        x = x + weights["bias"]
-    return get_activation(config.get("activation"))(x)
+        return x + weights["bias"]
+    return x
+
+
+def _finish(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    return get_activation(config.get("activation"))(_with_bias(x, config, weights))
+
+
+def _finish_map(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
+    """A channels-last map's bias, then its layout restored, then the activation: Keras
+    activates in the layer's own layout (a softmax of a channels_first map runs along
+    its last axis, the width, not the channels)."""
+    restored = _restore_format(_with_bias(x, config, weights), config.get("data_format"))
+    return get_activation(config.get("activation"))(restored)
 
 
 def conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
@@ -134,7 +146,7 @@ def conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
         padding=config["padding"],
         groups=int(config.get("groups", 1)),
     )
-    return _restore_format(_finish(out, config, weights), data_format)
+    return _finish_map(out, config, weights)
 
 
 def _depthwise(x: np.ndarray, depthwise_kernel: np.ndarray, config: Config) -> np.ndarray:
@@ -154,7 +166,7 @@ def _depthwise(x: np.ndarray, depthwise_kernel: np.ndarray, config: Config) -> n
 def depthwise_conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
     data_format = config.get("data_format")
     out = _depthwise(_channels_last(x, data_format), weights["kernel"], config)
-    return _restore_format(_finish(out, config, weights), data_format)
+    return _finish_map(out, config, weights)
 
 
 def separable_conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
@@ -162,7 +174,7 @@ def separable_conv(x: np.ndarray, config: Config, weights: Weights) -> np.ndarra
     depthwise = _depthwise(_channels_last(x, data_format), weights["depthwise_kernel"], config)
     pointwise = weights["pointwise_kernel"]
     out = depthwise @ pointwise.reshape(pointwise.shape[-2], pointwise.shape[-1])
-    return _restore_format(_finish(out, config, weights), data_format)
+    return _finish_map(out, config, weights)
 
 
 def _transpose_length(
@@ -210,7 +222,7 @@ def conv_transpose(x: np.ndarray, config: Config, weights: Weights) -> np.ndarra
     ]
     out = np.pad(out, [(0, 0), *grow, (0, 0)])
     out = out[(slice(None), *(slice(b, b + length) for b, length in crops))]
-    return _restore_format(_finish(out, config, weights), data_format)
+    return _finish_map(out, config, weights)
 
 
 def dense(x: np.ndarray, config: Config, weights: Weights) -> np.ndarray:
