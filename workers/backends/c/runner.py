@@ -33,12 +33,11 @@ from workers.backends.base import (
     LayerInputs,
     LayerOutputs,
     Runner,
-    SharedResources,
 )
 from workers.backends.c.program import generate, port_problem
 from workers.engine.graph import ModelGraph
 from workers.engine.loading import ModelArtifact
-from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
+from workers.engine.options import EngineOptions
 
 MESSAGE_CHARS = 2000  # of a compiler's or the program's error output kept in the reason
 INSTALL_HINT = "install one with `apt-get install -y gcc` (`make install` does this)"
@@ -158,12 +157,6 @@ class CRunner(Runner):
     BACKEND: ClassVar[str] = "c"
     FLAGS: ClassVar[tuple[str, ...]] = ("-std=c99", "-O2", "-ffp-contract=off")
 
-    def __init__(
-        self, options: EngineOptions = DEFAULT_OPTIONS, shared: SharedResources | None = None
-    ) -> None:
-        super().__init__(options, shared)
-        self._environment: dict[str, Any] = {}
-
     @classmethod
     def availability(cls, options: EngineOptions) -> str | None:
         if shutil.which(options.c_compiler) is None:
@@ -176,6 +169,7 @@ class CRunner(Runner):
 
     def activate_impl(self) -> None:
         self.builds: Builds = self.shared.get("c-builds", Builds, Builds.close)
+        self._environment: dict[str, Any] = {}
 
     def unsupported_reason(self, graph: ModelGraph) -> str | None:
         return port_problem(graph)
