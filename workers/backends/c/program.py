@@ -228,16 +228,14 @@ int main(int argc, char **argv)
                 const float *in[MAX_INBOUND];
                 long at = in_at;
                 for (int j = 0; j < INBOUND_COUNT[k]; j++) {
+                    /* the reference's value of that slot, read into the slot's own buffer */
                     const int slot = INBOUND[k][j];
-                    float *buffer = malloc(sizeof(float) * (size_t)value_size(slot));
-                    if (buffer == NULL) fail("out of memory");
-                    read_at(inputs, at + n * value_size(slot), buffer, value_size(slot));
-                    in[j] = buffer;
+                    read_at(inputs, at + n * value_size(slot), values[slot], value_size(slot));
+                    in[j] = values[slot];
                     at += samples * value_size(slot);
                 }
                 LAYER_FUNCTIONS[k](in, layer_values[k]);
                 write_at(outputs, out_at + n * DRIFTBENCH_LAYER_SIZES[k], layer_values[k], DRIFTBENCH_LAYER_SIZES[k]);
-                for (int j = 0; j < INBOUND_COUNT[k]; j++) free((void *)in[j]);
             }
             for (int j = 0; j < INBOUND_COUNT[k]; j++) in_at += samples * value_size(INBOUND[k][j]);
             out_at += samples * DRIFTBENCH_LAYER_SIZES[k];
