@@ -10,11 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from app.bench.backend_jobs import backend_job, example_job
 from app.bench.figures import Figure, interleaved, ratio
-from workers.backends.c.runner import CRunner
+from workers.backends.c.runner import CRunner, write_float32
 from workers.backends.pool import RunnerPool
 
 C_BACKENDS = ("c", "c-fastmath")
@@ -43,17 +41,11 @@ def c_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
         first = time.perf_counter() - started
         runner = pool.runner(backend)
         assert isinstance(runner, CRunner)
-        binary = runner.builds.binary(
-            artifact.graph,
-            runner.build_key(artifact),
-            runner.command(),
-            pool.options.c_compile_timeout_s,
-        )[0]
         feeds = directory / f"{backend}-inputs.f32"
-        with feeds.open("wb") as file:
-            for layer in artifact.graph.inputs:
-                file.write(np.ascontiguousarray(inputs[layer.name], "<f4").tobytes())
-        by_hand = _by_hand(binary, BATCH, feeds, directory / f"{backend}-outputs.f32")
+        write_float32(feeds, [inputs[layer.name] for layer in artifact.graph.inputs])
+        by_hand = _by_hand(
+            runner.program(artifact), BATCH, feeds, directory / f"{backend}-outputs.f32"
+        )
         measured, baseline = interleaved(job, by_hand, repeats)
         figure = ratio(
             f"{backend} job vs its compiled port run by hand (cifar_cnn, batch {BATCH})",

@@ -62,7 +62,14 @@ def _array(name: str, values: np.ndarray) -> str:
 
 
 def _layer_codes(graph: ModelGraph) -> list[tuple[LayerSpec, Shapes, LayerCode]]:
-    """Every computed layer's code; PortUnsupported names the first the port cannot make."""
+    """Every computed layer's code; PortUnsupported names the first the port cannot make,
+    or the model's size when it is over MAX_PARAMETERS."""
+    parameters = sum(layer.param_count for layer in graph.layers)
+    if parameters > MAX_PARAMETERS:
+        raise PortUnsupported(
+            f"unsupported: the model's {parameters} weights are over the {MAX_PARAMETERS} "
+            "the generated C port embeds as source"
+        )
     codes = []
     for k, layer in enumerate(graph.compute_layers):
         try:
@@ -77,25 +84,14 @@ def _layer_codes(graph: ModelGraph) -> list[tuple[LayerSpec, Shapes, LayerCode]]
 def port_problem(graph: ModelGraph) -> str | None:
     """'unsupported: <layer> (<class>) …' for the first layer the port cannot generate."""
     try:
-        _check_size(graph)
         _layer_codes(graph)
     except PortUnsupported as error:
         return str(error)
     return None
 
 
-def _check_size(graph: ModelGraph) -> None:
-    parameters = sum(layer.param_count for layer in graph.layers)
-    if parameters > MAX_PARAMETERS:
-        raise PortUnsupported(
-            f"unsupported: the model's {parameters} weights are over the {MAX_PARAMETERS} "
-            "the generated C port embeds as source"
-        )
-
-
 def generate(graph: ModelGraph) -> Port:
     """The port of every computed layer; PortUnsupported names the first it cannot make."""
-    _check_size(graph)
     inputs = graph.inputs
     layers = graph.compute_layers
     slots = {layer.name: i for i, layer in enumerate(inputs)}

@@ -98,6 +98,13 @@ def run_limited(command: list[str], cwd: str, timeout_s: float) -> subprocess.Co
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def write_float32(path: Path, tensors: list[np.ndarray]) -> None:
+    """The program's inputs file: each tensor's values as little-endian float32, in order."""
+    with path.open("wb") as file:
+        for tensor in tensors:
+            file.write(np.ascontiguousarray(tensor, "<f4").tobytes())
+
+
 def _tail(text: str) -> str:
     text = text.strip()
     return text if len(text) <= MESSAGE_CHARS else "…" + text[-MESSAGE_CHARS:]
@@ -174,21 +181,14 @@ class CRunner(Runner):
     def unsupported_reason(self, graph: ModelGraph) -> str | None:
         return port_problem(graph)
 
-    def command(self) -> list[str]:
-        """The compiler and this backend's flags (the output and source follow)."""
-        return [self.options.c_compiler, *self.FLAGS]
-
-    def build_key(self, model: ModelArtifact) -> str:
-        """One build per model and compiler command."""
-        return hashlib.sha256(f"{model.sha256} {' '.join(self.command())}".encode()).hexdigest()[
-            :16
-        ]
-
-    def _program(self, model: ModelArtifact) -> Path:
-        binary, compile_s, source_bytes = self.builds.binary(
-            model.graph, self.build_key(model), self.command(), self.options.c_compile_timeout_s
-        )
+    def program(self, model: ModelArtifact) -> Path:
+        """The model's compiled port, built once per model and compiler command."""
         compiler = self.options.c_compiler
+        command = [compiler, *self.FLAGS]
+        key = hashlib.sha256(f"{model.sha256} {' '.join(command)}".encode()).hexdigest()[:16]
+        binary, compile_s, source_bytes = self.builds.binary(
+            model.graph, key, command, self.options.c_compile_timeout_s
+        )
         self._environment |= {
             "compiler": shutil.which(compiler) or compiler,
             "compiler_version": compiler_version(compiler),
@@ -208,13 +208,11 @@ class CRunner(Runner):
     ) -> LayerOutputs:
         """Run the program on these inputs (each tensor's samples in a row); every
         layer's output back."""
-        binary = self._program(model)
+        binary = self.program(model)
         layers = model.graph.compute_layers
         with tempfile.TemporaryDirectory(prefix="driftbench-c-job-") as scratch:
             inputs, outputs = Path(scratch) / "inputs.f32", Path(scratch) / "outputs.f32"
-            with inputs.open("wb") as file:
-                for tensor in tensors:
-                    file.write(np.ascontiguousarray(tensor, "<f4").tobytes())
+            write_float32(inputs, tensors)
             started = time.perf_counter()
             limit_s = self.options.c_run_timeout_s
             try:
