@@ -15,7 +15,9 @@ from app.bench.big_models import big_model_figures
 from app.bench.c_jobs import c_figures
 from app.bench.diagnosis import diagnosis_figures
 from app.bench.end_to_end import end_to_end
+from app.bench.external_uploads import external_figures
 from app.bench.figures import Figure, table
+from app.bench.jax_jobs import jax_figures
 from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
@@ -34,6 +36,8 @@ PARTS = (
     "tfjs",
     "tflite",
     "c",
+    "jax",
+    "external",
     "e2e",
     "isolation",
     "queries",
@@ -88,6 +92,8 @@ def run_bench(
             ),
             "tflite": lambda: tflite_figures(directory, repeats, pool),
             "c": lambda: c_figures(directory, repeats, pool),
+            "jax": lambda: jax_figures(directory, repeats, pool),
+            "external": lambda: external_figures(directory, repeats, pool),
             "e2e": lambda: end_to_end(directory, repeats, pool),
             "isolation": lambda: isolation_figures(directory, repeats, options),
             "queries": lambda: _queries(

@@ -18,8 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from workers.backends.keras_gpu.shared_outputs import send_arrays
 from workers.engine.options import EngineOptions
 from workers.processes.lifetime import die_with_parent
 
@@ -192,6 +191,6 @@ def serve(
                     tensors = [keras.ops.convert_to_tensor(x) for x in layer_feed]
                     result = capture.call(name, tensors)
                     outputs.append(keras.ops.convert_to_numpy(result))
-            connection.send({"outputs": [np.asarray(o, dtype=np.float32) for o in outputs]})
+            send_arrays(connection, outputs, parent_pid)
         except Exception as error:  # reported to the parent, which keeps other jobs going
             connection.send({"error": f"{type(error).__name__}: {error}"})

@@ -29,6 +29,7 @@ from workers.backends.base import (
     Runner,
 )
 from workers.backends.keras_gpu.child import FRAMEWORKS, installed, serve
+from workers.backends.keras_gpu.shared_outputs import receive_arrays
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
 
@@ -70,7 +71,14 @@ class GpuChild:
         answer = self._receive(self.time_limit_s)
         if "error" in answer:
             raise BackendFailed(f"{self.name}: {answer['error']}")
-        return answer["outputs"]
+        try:
+            return receive_arrays(self.connection, answer)
+        except (EOFError, OSError) as error:
+            self.stop()
+            raise BackendFailed(
+                f"{self.name} child exited while sending its outputs "
+                f"(code {self.process.exitcode}): {error}"
+            ) from None
 
     @property
     def alive(self) -> bool:

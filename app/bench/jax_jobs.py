@@ -1,0 +1,107 @@
+"""keras-jax against Keras on JAX itself: the warm job (`run_backend` with the pool's warm
+runner: its JAX child process, the inputs sent and every layer's output sent back through
+its pipe) against a JAX process of the bench's own that already holds the capture model
+and the inputs, predicting when asked and answering with nothing: the least Keras on JAX
+needs to give every layer's output. The first job (the child's start, its imports, the
+model's load and first trace) is reported beside it, untargeted.
+
+Keras picks its backend once per process, at import, and this process's is TensorFlow: the
+floor has a process of its own, like the job, asked over a pipe, like the job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from app.bench.backend_jobs import backend_job, example_job
+from app.bench.figures import Figure, interleaved, ratio
+from workers.backends.pool import RunnerPool
+from workers.backends.registry import runner_class
+from workers.processes.lifetime import die_with_parent
+
+BACKEND = "keras-jax"
+BATCH = 64
+START_TIMEOUT_S = 300
+
+
+def predict_on_request(
+    connection: Connection, model_path: str, feeds: list[np.ndarray], parent_pid: int
+) -> None:
+    """The floor's process: Keras on JAX on the CPU, the capture model loaded and the
+    inputs held; one `predict` per request, answered with None."""
+    die_with_parent(parent_pid)
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import keras
+
+    from workers.engine.loading import load_keras_model
+    from workers.engine.unroll import capture_model
+
+    capture = capture_model(keras, load_keras_model(Path(model_path), keras)).model
+    batch = feeds if len(feeds) > 1 else feeds[0]
+    connection.send(None)
+    while connection.recv() is not None:
+        capture.predict(batch, verbose=0)
+        connection.send(None)
+
+
+class JaxFloor:
+    """The floor's process, started and ready (its first predict done) on entry."""
+
+    def __init__(self, model_path: Path, feeds: list[np.ndarray]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(
+            target=predict_on_request,
+            args=(child_end, str(model_path), feeds, os.getpid()),
+            daemon=True,
+            name="bench-jax-floor",
+        )
+        self.process.start()
+        child_end.close()
+        if not self.connection.poll(START_TIMEOUT_S):
+            self.close()
+            raise RuntimeError(f"the Keras-on-JAX floor did not start in {START_TIMEOUT_S} s")
+        self.connection.recv()
+
+    def predict(self) -> None:
+        self.connection.send(True)
+        self.connection.recv()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.connection.send(None)
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def jax_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
+    reason = runner_class(BACKEND).availability(pool.options)
+    if reason is not None:
+        return [Figure(f"{BACKEND}: not measured", 0.0, "", detail={"reason": reason})]
+    artifact, inputs = example_job("cifar_cnn", BATCH, directory, pool.options)
+    job = backend_job(pool, BACKEND, artifact, inputs)
+    started = time.perf_counter()
+    job()
+    first = time.perf_counter() - started
+    floor = JaxFloor(artifact.path, [inputs[layer.name] for layer in artifact.graph.inputs])
+    try:
+        measured, baseline = interleaved(job, floor.predict, repeats)
+    finally:
+        floor.close()
+    figure = ratio(
+        f"{BACKEND} job vs Keras-on-JAX predict in a warm process (cifar_cnn, batch {BATCH})",
+        measured,
+        baseline,
+        1.3,
+    )
+    figure.detail |= {"first_job_s": first, **pool.runner(BACKEND).environment()}
+    return [figure]

@@ -1,0 +1,77 @@
+"""Outputs from the Keras child through a memory file: the same bits in another process,
+even once the child has exited, shapes kept (empty ones too), float64 sent as float32,
+views the runner may write to, and a child that dies before sending its descriptor is an
+error, not a hang."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.connection import Connection
+
+import numpy as np
+import pytest
+
+from workers.backends.keras_gpu.shared_outputs import receive_arrays, send_arrays
+
+SEED = 11
+
+
+def arrays() -> list[np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    return [
+        rng.standard_normal((4, 8, 8, 3)).astype(np.float32),
+        np.zeros((4, 0), np.float32),
+        rng.standard_normal((4, 10)),  # float64: sent as float32
+        np.array([np.nan, -0.0, np.inf, 1e-45], np.float32),
+    ]
+
+
+def send(connection: Connection, parent_pid: int) -> None:
+    send_arrays(connection, arrays(), parent_pid)
+
+
+def announce_and_die(connection: Connection, _: int) -> None:
+    connection.send({"shapes": [(2, 2)], "bytes": 16})
+    os._exit(3)
+
+
+def child(target: object) -> tuple[Connection, multiprocessing.Process]:
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=target, args=(child_end, os.getpid()), daemon=True)
+    process.start()
+    child_end.close()
+    return parent_end, process
+
+
+def test_arrays_arrive_bit_for_bit_and_writable_after_the_child_has_gone() -> None:
+    connection, process = child(send)
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    received = receive_arrays(connection, connection.recv())
+    expected = arrays()
+    assert [a.shape for a in received] == [a.shape for a in expected]
+    assert all(a.dtype == np.float32 for a in received)
+    for got, sent in zip(received, expected, strict=True):
+        want = sent.astype(np.float32)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    received[0][0, 0, 0, 0] = 123.0
+    assert received[0][0, 0, 0, 0] == 123.0
+
+
+def test_only_empty_arrays_need_no_file() -> None:
+    parent_end, child_end = multiprocessing.Pipe()
+    send_arrays(child_end, [np.zeros((3, 0), np.float32)], os.getpid())
+    received = receive_arrays(parent_end, parent_end.recv())
+    assert [a.shape for a in received] == [(3, 0)]
+    assert not parent_end.poll(0)
+
+
+def test_a_child_dying_before_its_descriptor_is_an_error() -> None:
+    connection, process = child(announce_and_die)
+    sent = connection.recv()
+    with pytest.raises((EOFError, OSError)):
+        receive_arrays(connection, sent)
+    process.join(timeout=30)
+    assert process.exitcode == 3
