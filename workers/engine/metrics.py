@@ -85,23 +85,26 @@ METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS)
 AGGREGATE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if f.metadata["aggregate"])
 
 
-def ordered_float32_bits(values: np.ndarray) -> np.ndarray:
-    """Map float32 values to int32 so that adjacent floats are adjacent integers.
-
-    A negative float becomes minus its magnitude's bits, which makes -0.0 and +0.0 the
-    same point; the ULP distance is then a plain subtraction (in int64: it may reach 2**32).
-    """
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
-    sign = bits >> 31  # -1 where negative: (m ^ -1) + 1 == -m
-    return ((bits & 0x7FFFFFFF) ^ sign) - sign
-
-
 def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Distance in float32 units of least precision (reference rounded to float32)."""
-    ordered = np.subtract(
-        ordered_float32_bits(candidate), ordered_float32_bits(reference), dtype=np.int64
-    )
-    return np.abs(ordered, out=ordered)
+    """Distance in float32 units of least precision (reference rounded to float32), in
+    int64 (it may reach 2**32).
+
+    float32 bits read as int32 order the floats of one sign like their integers, so two
+    floats of one sign are the difference of their bits apart; across signs, the sum of
+    their magnitudes' bits (which makes -0.0 and +0.0 the same point). Only the few values
+    whose signs differ need that second sum: one pass for most values, not one per step of
+    a sign-folding map (34 -> 13 ms on 7 million values).
+    """
+    bits_c = np.ascontiguousarray(candidate, dtype=np.float32).view(np.int32)
+    bits_r = np.ascontiguousarray(reference, dtype=np.float32).view(np.int32)
+    distance = np.subtract(bits_c, bits_r, dtype=np.int64)
+    np.abs(distance, out=distance)
+    crossing = np.flatnonzero(np.bitwise_xor(bits_c, bits_r) < 0)
+    if crossing.size:
+        magnitude_c = bits_c[crossing] & 0x7FFFFFFF
+        magnitude_r = bits_r[crossing] & 0x7FFFFFFF
+        distance[crossing] = np.add(magnitude_c, magnitude_r, dtype=np.int64)
+    return distance
 
 
 def sorted_percentiles(ordered: np.ndarray, percents: list[float]) -> list[float]:
@@ -194,18 +197,31 @@ def divergence(
     finite_c = np.isfinite(cand)
     finite_r = np.isfinite(ref)
     both = finite_c & finite_r
-    if both.all():  # the usual case: no copies through a mask
-        nonfinite_mismatch = 0
+    if both.all():  # the usual case: no copies through a mask, nothing to count
+        nonfinite_mismatch = nonfinite_candidate = nonfinite_reference = 0
         cand_finite, ref_finite = cand, ref
     else:
         nonfinite_mismatch = int(np.count_nonzero(~bit_identical(cand[~both], ref[~both])))
+        nonfinite_candidate = int(cand.size - np.count_nonzero(finite_c))
+        nonfinite_reference = int(ref.size - np.count_nonzero(finite_r))
         cand_finite, ref_finite = cand[both], ref[both]
     c64 = cand_finite.astype(np.float64, copy=False)
     r64 = ref_finite.astype(np.float64, copy=False)
     errors = c64 - r64
+    empty = errors.size == 0
+    # Every pass over the errors that needs them unsorted first, then sorted in place:
+    # on large layers the temporaries' page faults cost as much as the arithmetic.
     abs_errors = np.abs(errors)
-    ordered_abs = np.sort(abs_errors)
-    ulps = np.sort(ulp_distance(cand_finite, ref_finite))
+    mean_abs = 0.0 if empty else float(abs_errors.mean())
+    relative = np.abs(r64)
+    np.maximum(relative, FLOAT32_TINY, out=relative)
+    np.divide(abs_errors, relative, out=relative)
+    max_rel = 0.0 if empty else float(relative.max())
+    del relative
+    ordered_abs = abs_errors
+    ordered_abs.sort()
+    ulps = ulp_distance(cand_finite, ref_finite)
+    ulps.sort()
     # Compared at the candidate's precision: at float32, equal exactly where 0 ULPs apart.
     if cand.dtype == np.float32 or ref.dtype == np.float32:
         finite_diff = ulps.size - int(np.searchsorted(ulps, 0, side="right"))
@@ -228,7 +244,6 @@ def divergence(
         cosine = 0.0
     else:
         cosine = _dot(c64, r64) / (norm_cand * norm_ref)
-    empty = errors.size == 0
     p50, p90, p99 = (0.0, 0.0, 0.0) if empty else sorted_percentiles(ordered_abs, [50, 90, 99])
     max_abs = 0.0 if empty else float(ordered_abs[-1])
     edges, counts = signed_error_histogram(errors, histogram_bins, max_abs)
@@ -237,10 +252,10 @@ def divergence(
         n_diff=n_diff,
         frac_diff=n_diff / cand.size if cand.size else 0.0,
         max_abs=max_abs,
-        mean_abs=0.0 if empty else float(abs_errors.mean()),
+        mean_abs=mean_abs,
         rmse=0.0 if empty else norm_err / math.sqrt(errors.size),
         rel_l2=rel_l2,
-        max_rel=0.0 if empty else float(np.max(abs_errors / np.maximum(np.abs(r64), FLOAT32_TINY))),
+        max_rel=max_rel,
         max_ulp=0 if empty else int(ulps[-1]),
         median_ulp=0.0 if empty else sorted_median(ulps),
         cosine=cosine,
@@ -251,8 +266,8 @@ def divergence(
         hist_edges=edges,
         hist_counts=counts,
         argmax_agree=argmax_agreement(candidate, reference),
-        nonfinite_candidate=int(np.count_nonzero(~finite_c)),
-        nonfinite_reference=int(np.count_nonzero(~finite_r)),
+        nonfinite_candidate=nonfinite_candidate,
+        nonfinite_reference=nonfinite_reference,
         nonfinite_mismatch=nonfinite_mismatch,
         verdict=classify(rel_l2, n_diff, nonfinite_mismatch, thresholds),
     )

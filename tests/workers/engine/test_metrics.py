@@ -22,6 +22,21 @@ def test_ulp_distance_crosses_zero_and_treats_signed_zeros_as_equal() -> None:
     assert ulp_distance(np.array([-0.0], F32), np.array([0.0], F32))[0] == 0
 
 
+def test_ulp_distance_counts_the_float32_values_between_by_stepping() -> None:
+    """Against np.nextafter walked one float at a time, on both signs, across zero and
+    through the subnormals: the number of steps from one value to the other."""
+    starts = [F32(-1.5), F32(2.0), F32(-3e-45), F32(-0.0), F32(-np.finfo(F32).max)]
+    for start in starts:
+        walked = [start]
+        for _ in range(40):
+            walked.append(np.nextafter(walked[-1], F32(np.inf)))
+        values = np.array(walked, F32)
+        steps = np.arange(values.size)  # nextafter visits -0.0, never +0.0: one point
+        distances = ulp_distance(values, np.full_like(values, start))
+        assert distances.tolist() == steps.tolist(), start
+        assert ulp_distance(np.full_like(values, start), values).tolist() == steps.tolist()
+
+
 def test_float64_reference_is_rounded_to_float32_before_counting() -> None:
     reference = np.array([0.1, 0.2], dtype=np.float64)
     result = divergence(reference.astype(F32), reference)
