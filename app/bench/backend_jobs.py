@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bench.figures import Figure, ratio, timed
+from app.bench.figures import Figure, interleaved, ratio, timed
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.engine.examples import write_example
@@ -70,8 +70,8 @@ def bare_predict(
 
 def keras_vs_predict(directory: Path, repeats: int, pool: RunnerPool) -> Figure:
     artifact, inputs = example_job("cifar_cnn", 256, directory, pool.options)
-    baseline = timed(bare_predict(artifact, inputs, pool.options), repeats)
-    measured = timed(backend_job(pool, "keras-cpu", artifact, inputs), repeats)
+    job = backend_job(pool, "keras-cpu", artifact, inputs)
+    measured, baseline = interleaved(job, bare_predict(artifact, inputs, pool.options), repeats)
     return ratio("keras-cpu job vs model.predict (cifar_cnn, batch 256)", measured, baseline, 1.2)
 
 
