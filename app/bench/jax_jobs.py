@@ -1,9 +1,9 @@
 """keras-jax against Keras on JAX itself: the warm job (`run_backend` with the pool's warm
-runner: its JAX child process, the inputs sent and every layer's output sent back through
-its pipe) against a JAX process of the bench's own that already holds the capture model
-and the inputs, predicting when asked and answering with nothing: the least Keras on JAX
-needs to give every layer's output. The first job (the child's start, its imports, the
-model's load and first trace) is reported beside it, untargeted.
+runner: its JAX child process, the inputs sent through its pipe and every layer's output
+handed back in a shared-memory file) against a JAX process of the bench's own that already
+holds the capture model and the inputs, predicting when asked and answering with nothing:
+the least Keras on JAX needs to give every layer's output. The first job (the child's
+start, its imports, the model's load and first trace) is reported beside it, untargeted.
 
 Keras picks its backend once per process, at import, and this process's is TensorFlow: the
 floor has a process of its own, like the job, asked over a pipe, like the job.

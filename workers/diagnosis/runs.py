@@ -92,13 +92,18 @@ def _load(path: Path, prefix: str) -> dict[str, np.ndarray]:
         }
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)
 def _stored_graph(path: str, options: EngineOptions) -> ModelGraph:
-    """The parser's child keeps the last models it diagnosed against: loading one took
-    120 ms of a 540 ms upload of cifar_cnn's outputs, and a port is uploaded again and
-    again as it is fixed. A stored model's file is named by its sha256, so a path always
-    holds the same model."""
-    return load_artifact(Path(path), options).graph
+    """The parser's child keeps the last model it diagnosed against: loading it took 120
+    ms of a 540 ms upload of cifar_cnn's outputs, and a port is uploaded again and again
+    as it is fixed. A stored model's file is named by its sha256, so a path always holds
+    the same model; its weights are made read-only, so no diagnosis can change them for
+    the next one."""
+    graph = load_artifact(Path(path), options).graph
+    for layer in graph.layers:
+        for weight in layer.weights.values():
+            weight.flags.writeable = False
+    return graph
 
 
 def diagnose_files(

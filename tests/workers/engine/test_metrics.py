@@ -37,6 +37,16 @@ def test_ulp_distance_counts_the_float32_values_between_by_stepping() -> None:
         assert ulp_distance(np.full_like(values, start), values).tolist() == steps.tolist()
 
 
+def test_ulp_distance_keeps_shapes_and_broadcasts() -> None:
+    one, two = F32(1.0), F32(2.0)
+    below_two = np.nextafter(two, F32(0))
+    candidate = np.array([[-one, one], [below_two, -0.0]], F32)
+    reference = np.array([[one, one], [two, 0.0]], F32)
+    # 1.0 is 0x3F800000: -1.0 to 1.0 crosses zero, twice its bits apart.
+    assert ulp_distance(candidate, reference).tolist() == [[2 * 0x3F800000, 0], [1, 0]]
+    assert ulp_distance(np.array([[two], [below_two]], F32), two).tolist() == [[0], [1]]
+
+
 def test_float64_reference_is_rounded_to_float32_before_counting() -> None:
     reference = np.array([0.1, 0.2], dtype=np.float64)
     result = divergence(reference.astype(F32), reference)

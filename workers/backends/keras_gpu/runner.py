@@ -17,7 +17,7 @@ import os
 from importlib import metadata
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from workers.backends.base import (
     Runner,
 )
 from workers.backends.keras_gpu.child import FRAMEWORKS, installed, serve
-from workers.backends.keras_gpu.shared_outputs import receive_arrays
+from workers.backends.keras_gpu.shared_outputs import SentArrays, receive_arrays
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
 
@@ -72,12 +72,12 @@ class GpuChild:
         if "error" in answer:
             raise BackendFailed(f"{self.name}: {answer['error']}")
         try:
-            return receive_arrays(self.connection, answer)
-        except (EOFError, OSError) as error:
+            return receive_arrays(self.connection, cast(SentArrays, answer), self.time_limit_s)
+        except Exception as error:  # the stream is no longer in step: the child goes
             self.stop()
             raise BackendFailed(
-                f"{self.name} child exited while sending its outputs "
-                f"(code {self.process.exitcode}): {error}"
+                f"{self.name}: its outputs could not be received "
+                f"({type(error).__name__}: {error}; child exit code {self.process.exitcode})"
             ) from None
 
     @property

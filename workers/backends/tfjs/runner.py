@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 TFJS_BUNDLE = STATIC_FILES["/tfjs/tf.min.js"]
 EXACT_IN_F4 = 2**24  # the first integer float32 cannot hold exactly: inputs travel as <f4
 # Inputs up to this size travel inline in the job's spec (base64): cheaper than the page's
-# own request for them (about 3 ms here), which larger inputs still make. Measured from
-# Python, inline / fetched: 51 KB 2.3 / 3.1 ms, 64 KB 2.9 / 3.3 ms, 100 KB 4.5 / 4.2 ms.
+# own request for them (about 2 ms in the page), which larger inputs still make. Measured
+# from Python, inline / fetched: 51 KB 2.3 / 3.1 ms, 64 KB 2.9 / 3.3 ms, 100 KB 4.5 / 4.2 ms.
 INLINE_INPUT_BYTES = 64 << 10
 INSTALL_HINT = "install it with `apt-get install -y chromium` (`make install` does this)"
 
