@@ -11,6 +11,7 @@ floor has a process of its own, like the job, asked over a pipe, like the job.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -75,12 +76,13 @@ class JaxFloor:
         self.connection.recv()
 
     def close(self) -> None:
-        if self.process.is_alive():
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.connection.send(None)
-            self.process.join(timeout=10)
+        self.process.join(timeout=10)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        self.connection.close()
 
 
 def jax_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
