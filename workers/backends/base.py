@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -42,6 +42,20 @@ class BackendFailed(Exception):
 def unsupported_label(layer: LayerSpec) -> str:
     """How every backend starts the reason it cannot run a layer."""
     return f"unsupported: {layer.name} ({layer.class_name})"
+
+
+def split_values(values: np.ndarray, shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Views of one flat array as arrays of these shapes, in order: how every out-of-process
+    backend hands its outputs back (the TF.js page, the compiled C port, the Keras child),
+    one transfer rather than one per layer. ValueError when the sizes do not add up."""
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if sum(sizes) != values.size:
+        raise ValueError(f"{values.size} output values received, {sum(sizes)} expected")
+    ends = np.cumsum(sizes)
+    return [
+        values[end - size : end].reshape(shape)
+        for end, size, shape in zip(ends, sizes, shapes, strict=True)
+    ]
 
 
 class SharedResources:

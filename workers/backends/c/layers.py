@@ -68,6 +68,20 @@ def _size(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
+def _sample_axis(layer: LayerSpec, rank: int, what: str) -> int:
+    """The layer's one `axis` (Keras counts the batch axis) in a sample's shape of `rank`
+    axes; PortUnsupported for several axes or the batch axis."""
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, list):
+        if len(axis) != 1:
+            raise PortUnsupported(f"{what} over several axes")
+        axis = axis[0]
+    in_sample = int(axis) % (rank + 1) - 1
+    if in_sample < 0:
+        raise PortUnsupported(f"{what} over the batch axis")
+    return in_sample
+
+
 def _same_padding(size: int, window: int, stride: int) -> int:
     """The padding before, by TensorFlow's SAME rule (output ceil(size / stride))."""
     out = -(-size // stride)
@@ -383,14 +397,7 @@ def global_pooling(reduce: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]
 def batch_norm(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
     """(x - mean) * (gamma / sqrt(variance + epsilon)) + beta, per channel of one axis."""
     shape = shapes.inputs[0]
-    axis = layer.config.get("axis", -1)
-    if isinstance(axis, list):
-        if len(axis) != 1:
-            raise PortUnsupported("normalisation over several axes")
-        axis = axis[0]
-    axis = int(axis) % (len(shape) + 1) - 1  # in the sample's shape
-    if axis < 0:
-        raise PortUnsupported("normalisation over the batch axis")
+    axis = _sample_axis(layer, len(shape), "normalisation")
     channels, inner = shape[axis], _size(shape[axis + 1 :])
     ones = np.ones(channels, np.float32)
     code = LayerCode(
@@ -475,10 +482,7 @@ def merge(kind: str) -> Callable[[LayerSpec, Shapes, int], LayerCode]:
 
 
 def concatenate(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
-    rank = len(shapes.output)
-    axis = int(layer.config.get("axis", -1)) % (rank + 1) - 1
-    if axis < 0:
-        raise PortUnsupported("concatenation along the batch axis")
+    axis = _sample_axis(layer, len(shapes.output), "concatenation")
     outer, inner = _size(shapes.output[:axis]), _size(shapes.output[axis + 1 :])
     row = shapes.output[axis] * inner
     lines = [f"    for (long o = 0; o < {outer}L; o++) {{", "        long at = o * " + f"{row}L;"]
@@ -543,14 +547,7 @@ def leaky_relu(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
 
 
 def softmax_layer(layer: LayerSpec, shapes: Shapes, index: int) -> LayerCode:
-    axis = layer.config.get("axis", -1)
-    if isinstance(axis, list):
-        if len(axis) != 1:
-            raise PortUnsupported("softmax over several axes")
-        axis = axis[0]
-    axis = int(axis) % (len(shapes.output) + 1) - 1
-    if axis < 0:
-        raise PortUnsupported("softmax over the batch axis")
+    axis = _sample_axis(layer, len(shapes.output), "softmax")
     return LayerCode(_copy(shapes) + softmax_code(shapes.output, axis))
 
 

@@ -33,6 +33,7 @@ from workers.backends.base import (
     LayerInputs,
     LayerOutputs,
     Runner,
+    split_values,
 )
 from workers.backends.c.program import generate, port_problem
 from workers.engine.graph import ModelGraph
@@ -230,14 +231,12 @@ class CRunner(Runner):
                 )
             self._environment[f"{mode}_run_s"] = round(time.perf_counter() - started, 4)
             values = np.fromfile(outputs, dtype="<f4")
-        sizes = [samples * int(np.prod(layer.output_shape[1:], dtype=np.int64)) for layer in layers]
-        if values.size != sum(sizes):
-            raise BackendFailed(f"the compiled port wrote {values.size} values, not {sum(sizes)}")
-        ends = np.cumsum(sizes)
-        return {
-            layer.name: values[end - size : end].reshape(samples, *layer.output_shape[1:])
-            for layer, end, size in zip(layers, ends, sizes, strict=True)
-        }
+        shapes = [(samples, *(int(d or 0) for d in layer.output_shape[1:])) for layer in layers]
+        try:
+            arrays = split_values(values, shapes)
+        except ValueError as error:
+            raise BackendFailed(f"the compiled port's outputs: {error}") from None
+        return dict(zip([layer.name for layer in layers], arrays, strict=True))
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         self._environment = {}  # a job starts with its accumulated run

@@ -20,6 +20,8 @@ from typing import TypedDict
 
 import numpy as np
 
+from workers.backends.base import split_values
+
 DTYPE = np.dtype("<f4")
 
 
@@ -60,11 +62,10 @@ def receive_arrays(connection: Connection, sent: SentArrays, timeout_s: float) -
     populated in one call: a private mapping costs a copy-on-write fault per page later.
     EOFError when the child is gone, TimeoutError when its descriptor does not come."""
     shapes = [tuple(shape) for shape in sent["shapes"]]
-    counts = [int(np.prod(shape)) for shape in shapes]
-    if sum(counts) * DTYPE.itemsize != sent["bytes"]:
+    if sum(int(np.prod(shape)) for shape in shapes) * DTYPE.itemsize != sent["bytes"]:
         raise ValueError(f"{sent['bytes']} bytes announced for arrays of shapes {shapes}")
     if sent["bytes"] == 0:
-        return [np.zeros(shape, DTYPE) for shape in shapes]
+        return split_values(np.empty(0, DTYPE), shapes)
     if not connection.poll(timeout_s):
         raise TimeoutError(f"no outputs file within {timeout_s:.0f} s of its announcement")
     descriptor = recv_handle(connection)
@@ -72,9 +73,4 @@ def receive_arrays(connection: Connection, sent: SentArrays, timeout_s: float) -
         mapped = mmap.mmap(descriptor, sent["bytes"], flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
     finally:
         os.close(descriptor)
-    joined = np.frombuffer(mapped, DTYPE)
-    ends = np.cumsum(counts)
-    return [
-        joined[end - count : end].reshape(shape)
-        for end, count, shape in zip(ends, counts, shapes, strict=True)
-    ]
+    return split_values(np.frombuffer(mapped, DTYPE), shapes)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.backends.base import split_values
+
 HARNESS_DIR = Path(__file__).resolve().parents[3] / "js_harness"
 NODE_MODULES = HARNESS_DIR / "node_modules" / "@tensorflow"
 STATIC_FILES = {
@@ -50,15 +52,7 @@ class JobChannel:
 
     def output_arrays(self, shapes: list[list[int]]) -> list[np.ndarray]:
         """The received outputs as float32 arrays of these shapes."""
-        joined = np.frombuffer(self.outputs or b"", dtype="<f4")
-        sizes = [int(np.prod(shape)) for shape in shapes]
-        if sum(sizes) != joined.size:
-            raise ValueError(f"received {joined.size} output values, expected {sum(sizes)}")
-        ends = np.cumsum(sizes)
-        return [
-            joined[end - size : end].reshape(shape)
-            for end, size, shape in zip(ends, sizes, shapes, strict=True)
-        ]
+        return split_values(np.frombuffer(self.outputs or b"", dtype="<f4"), shapes)
 
 
 class HarnessServer:
