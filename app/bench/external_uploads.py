@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from app.bench.backend_jobs import example_job
 from app.bench.end_to_end import served
 from app.bench.figures import Figure, interleaved, ratio
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE
-from workers.engine.examples import write_example
-from workers.engine.inputs import InputRecipe, generate_inputs
-from workers.engine.loading import load_artifact
 
 MODEL, BATCH = "cifar_cnn", 64
 
@@ -41,10 +39,7 @@ def _by_hand(port: Path, reference: Path) -> Callable[[], None]:
 
 
 def external_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
-    artifact = load_artifact(write_example(MODEL, directory), pool.options)
-    inputs = generate_inputs(
-        InputRecipe("uniform", batch=BATCH, seed=0), artifact.graph.input_shapes
-    )
+    artifact, inputs = example_job(MODEL, BATCH, directory, pool.options)
     files = {}
     for backend in ("numpy", DEFAULT_REFERENCE):
         outputs = pool.runner(backend).run(artifact, inputs)
