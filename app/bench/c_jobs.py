@@ -6,12 +6,11 @@ source generated and compiled) is reported beside it, untargeted."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from app.bench.backend_jobs import backend_job, example_job
-from app.bench.figures import Figure, interleaved, ratio
+from app.bench.figures import Figure, interleaved, ratio, timed
 from workers.backends.c.runner import CRunner, write_float32
 from workers.backends.pool import RunnerPool
 
@@ -36,9 +35,7 @@ def c_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
             figures.append(Figure(f"{backend}: not measured", 0.0, "", detail={"reason": reason}))
             continue
         job = backend_job(pool, backend, artifact, inputs)
-        started = time.perf_counter()
-        job()
-        first = time.perf_counter() - started
+        first = timed(job, 1, warmup=0)[0]
         runner = pool.runner(backend)
         assert isinstance(runner, CRunner)
         feeds = directory / f"{backend}-inputs.f32"

@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
 from app.bench.backend_jobs import backend_job, example_job
-from app.bench.figures import Figure, interleaved, ratio
+from app.bench.figures import Figure, interleaved, ratio, timed
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import runner_class
 from workers.processes.lifetime import die_with_parent
@@ -91,9 +90,7 @@ def jax_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]
         return [Figure(f"{BACKEND}: not measured", 0.0, "", detail={"reason": reason})]
     artifact, inputs = example_job("cifar_cnn", BATCH, directory, pool.options)
     job = backend_job(pool, BACKEND, artifact, inputs)
-    started = time.perf_counter()
-    job()
-    first = time.perf_counter() - started
+    first = timed(job, 1, warmup=0)[0]
     floor = JaxFloor(artifact.path, [inputs[layer.name] for layer in artifact.graph.inputs])
     try:
         measured, baseline = interleaved(job, floor.predict, repeats)

@@ -7,7 +7,6 @@ paid once per model and input set."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,9 +59,7 @@ def tflite_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figu
         )
         signature = Interpreter(model_content=flatbuffer).get_signature_runner("serve")
         job = backend_job(pool, backend, artifact, inputs)
-        started = time.perf_counter()
-        job()
-        first = time.perf_counter() - started
+        first = timed(job, 1, warmup=0)[0]
         baseline = timed(_invoke(signature, feeds), repeats)
         measured = timed(job, repeats, warmup=0)
         figure = ratio(
