@@ -329,6 +329,24 @@ class TfjsWebgpuRunner(TfjsRunner):
     TFJS_BACKEND: ClassVar[str] = "webgpu"
 
 
+def test_outputs_the_server_refuses_fail_the_job_with_the_status(
+    example: Any, monkeypatch: pytest.MonkeyPatch, runner_pool: RunnerPool
+) -> None:
+    """The page's POST of the outputs is answered 413 above the server's limit: the job
+    fails naming it rather than returning without outputs."""
+    from workers.backends.tfjs import harness_server
+
+    artifact = example("regression")
+    inputs = generate_inputs(InputRecipe("ones"), artifact.graph.input_shapes)
+    monkeypatch.setattr(harness_server, "MAX_OUTPUT_BYTES", 4)
+    result = run_backend(
+        runner_pool, "tfjs-cpu", artifact, inputs, modes=(), repeats=1, reference_feed=None
+    )
+    assert result.status == "failed"
+    assert "/outputs: HTTP 413" in result.reason
+    assert result.outputs == {}
+
+
 def test_a_backend_that_does_not_activate_fails_with_the_reason(
     example: Any, monkeypatch: pytest.MonkeyPatch, runner_pool: RunnerPool
 ) -> None:
