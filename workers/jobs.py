@@ -141,10 +141,13 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
         reference_feed=feed,
     )
     outputs, path, note = _store_outputs(run_id, result)
-    if result.status == BackendStatus.DONE and outputs and not is_reference:
+    earlier = None
+    if result.status == BackendStatus.DONE and path is not None:
+        earlier = runs.record_stored(run_id, backend, path)
+    if earlier is not None and not is_reference:
         started = time.perf_counter()
         try:
-            compare_on_arrival(plan, replace(result, outputs=outputs), inputs)
+            compare_on_arrival(plan, replace(result, outputs=outputs), inputs, earlier)
         except Exception:  # the run's last step compares what is left uncompared
             log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
         else:
@@ -225,25 +228,26 @@ def _compare_pairs(
 
 
 def compare_on_arrival(
-    plan: RunPlan, arrived: BackendResult, inputs: dict[str, np.ndarray]
+    plan: RunPlan, arrived: BackendResult, inputs: dict[str, np.ndarray], earlier: Collection[str]
 ) -> None:
-    """A backend against the run's reference and each finished `compare_against` target
-    as soon as its outputs are stored (a target itself: the reference and the backends
-    already compared with it), in the job process that ran it and from the outputs it
-    holds: comparisons overlap the backends still running (on another core, in the
-    browser's job process) instead of queueing behind the last of them. Each backend
-    diagnoses with an equal share of the run's budget."""
-    backend, reference = arrived.backend, plan.order.reference
-    statuses = runs.backend_statuses(plan.run_id)
+    """A backend against the run's reference and each `compare_against` target among the
+    backends stored `earlier` (a target itself: against every one of them), in the job
+    process that ran it and from the outputs it holds: comparisons overlap the backends
+    still running (on another core, in the browser's job process) instead of queueing
+    behind the last of them, and each pair is compared by whichever of its two backends
+    was stored second (`runs.record_stored`). Each backend diagnoses with an equal share
+    of the run's budget."""
+    backend = arrived.backend
     pairs: dict[str, Collection[str] | None] = {
         target: [backend]
-        for target in dict.fromkeys([reference, *plan.compare_against])
-        if target != backend and statuses.get(target) == BackendStatus.DONE
+        for target in dict.fromkeys([plan.order.reference, *plan.compare_against])
+        if target != backend and target in earlier
     }
-    if backend in plan.compare_against and statuses.get(reference) == BackendStatus.DONE:
+    if backend in plan.compare_against:
         # Those already compared with the reference reuse their diagnoses from those rows.
-        compared = divergences.compared_backends(plan.run_id, reference) - {backend}
-        pairs[backend] = [reference, *sorted(compared)]
+        candidates = [b for b in plan.order.backends if b in earlier]
+        if candidates:
+            pairs[backend] = candidates
     if not pairs:
         return
     options = settings.engine_options()

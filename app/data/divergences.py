@@ -16,7 +16,7 @@ from app.core.config import settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import drift_cache, storage
-from app.data.orm import LayerDivergence, Run, StoredModel
+from app.data.orm import BackendRun, LayerDivergence, Run, StoredModel
 from app.data.runs import get_run
 from workers.engine.compare import Comparison
 from workers.engine.explanations import LayerDiagnosis
@@ -78,12 +78,20 @@ def replace_divergences(
     """Store comparisons of a run in one transaction, replacing the rows they supersede
     (idempotence): for each target in `replaced`, the rows of the backends it names
     against that target (None: all of them; an external upload or a backend compared on
-    arrival names itself)."""
+    arrival names itself). A comparison with a backend that has failed meanwhile (its
+    outputs were stored, then its job died) is dropped: `runs.record_failure` takes the
+    same locks before it deletes such rows, so one of the two always sees the other."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             return
         drift_cache.hold(session, run.model_id, run.model.architecture)
+        failed = set(
+            session.scalars(
+                select(BackendRun.backend).filter_by(run_id=run_id, status=BackendStatus.FAILED)
+            )
+        )
+        comparisons = [c for c in comparisons if not {c.backend, c.against} & failed]
         removed = 0
         for against, backends in replaced.items():
             rows = delete(LayerDivergence).where(
@@ -104,8 +112,9 @@ def stored_graph(model: StoredModel) -> ModelGraph:
 
 
 def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[str, BackendResult]:
-    """The finished backends of a run (of `backends` when given) with their outputs read
-    back from disk.
+    """The backends of a run with stored outputs (of `backends` when given), those read
+    back from disk: the finished ones, and those recorded stored that are still being
+    compared on arrival (`runs.record_stored`).
 
     The reference's isolated outputs are its accumulated ones (each layer already
     received the reference's own inputs), so they are stored once and aliased here.
@@ -117,7 +126,7 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
             storage.outputs_path(run.id, backend_run.backend)
         )
         for backend_run in run.backend_runs
-        if backend_run.status == BackendStatus.DONE
+        if backend_run.status in (BackendStatus.DONE, BackendStatus.RUNNING)
         and backend_run.outputs_path
         and (backends is None or backend_run.backend in backends)
     }
