@@ -72,10 +72,11 @@ function postAllFloat32(url, values) {
     const request = new XMLHttpRequest();
     request.open('POST', url);
     request.onload = () => {
-      if (request.status < 300) resolve();
+      if (request.status >= 200 && request.status < 300) resolve();
       else reject(new Error(`POST ${url}: HTTP ${request.status}`));
     };
     request.onerror = () => reject(new Error(`POST ${url}: the request failed`));
+    request.onabort = () => reject(new Error(`POST ${url}: the request was aborted`));
     request.send(new Blob(values));
   });
 }

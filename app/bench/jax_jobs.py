@@ -28,6 +28,7 @@ from workers.processes.lifetime import die_with_parent
 BACKEND = "keras-jax"
 BATCH = 64
 START_TIMEOUT_S = 300
+PREDICT_TIMEOUT_S = 120
 
 
 def predict_on_request(
@@ -52,7 +53,8 @@ def predict_on_request(
 
 
 class JaxFloor:
-    """The floor's process, started and ready (its first predict done) on entry."""
+    """The floor's process, its model loaded once built (its first predict is the
+    caller's warm-up); one that dies or hangs is an error naming it, never a hung bench."""
 
     def __init__(self, model_path: Path, feeds: list[np.ndarray]) -> None:
         context = multiprocessing.get_context("spawn")
@@ -65,14 +67,23 @@ class JaxFloor:
         )
         self.process.start()
         child_end.close()
-        if not self.connection.poll(START_TIMEOUT_S):
+        self._answer(START_TIMEOUT_S, "start")
+
+    def _answer(self, timeout_s: float, doing: str) -> None:
+        try:
+            if not self.connection.poll(timeout_s):
+                raise TimeoutError(f"did not {doing} in {timeout_s} s")
+            self.connection.recv()
+        except (EOFError, OSError, TimeoutError) as error:
             self.close()
-            raise RuntimeError(f"the Keras-on-JAX floor did not start in {START_TIMEOUT_S} s")
-        self.connection.recv()
+            raise RuntimeError(
+                f"the Keras-on-JAX floor failed to {doing} ({error or type(error).__name__}; "
+                f"exit code {self.process.exitcode})"
+            ) from None
 
     def predict(self) -> None:
         self.connection.send(True)
-        self.connection.recv()
+        self._answer(PREDICT_TIMEOUT_S, "predict")
 
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):

@@ -87,7 +87,8 @@ AGGREGATE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if f.me
 
 def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Distance in float32 units of least precision (reference rounded to float32), in
-    int64 (it may reach 2**32); the arrays broadcast like any numpy operands.
+    int64 (it exceeds int32: up to 2**32 - 2**24); the arrays broadcast like any numpy
+    operands, 0-d ones included.
 
     Read as int32, the bits of two floats of one sign are as many integers apart as the
     floats are ULPs apart (positive floats ascend with their bits, negative ones descend),
@@ -100,7 +101,7 @@ def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
         np.asarray(candidate, dtype=np.float32).view(np.int32),
         np.asarray(reference, dtype=np.float32).view(np.int32),
     )
-    distance = np.subtract(bits_c, bits_r, dtype=np.int64)
+    distance = np.subtract(bits_c, bits_r, out=np.empty(bits_c.shape, np.int64))
     np.abs(distance, out=distance)
     crossing = np.bitwise_xor(bits_c, bits_r) < 0
     if crossing.any():

@@ -14,6 +14,8 @@ def test_adjacent_float32_values_are_one_ulp_apart() -> None:
     one = np.array([1.0], dtype=F32)
     assert ulp_distance(np.nextafter(one, F32(2)), one)[0] == 1
     assert ulp_distance(np.nextafter(one, F32(0)), one)[0] == 1
+    # Scalars too: [1, 2) holds the 2**23 float32 values of one exponent.
+    assert ulp_distance(F32(2), F32(1)) == 2**23
 
 
 def test_ulp_distance_crosses_zero_and_treats_signed_zeros_as_equal() -> None:

@@ -231,7 +231,7 @@ class CRunner(Runner):
                 )
             self._environment[f"{mode}_run_s"] = round(time.perf_counter() - started, 4)
             values = np.fromfile(outputs, dtype="<f4")
-        shapes = [(samples, *(int(d or 0) for d in layer.output_shape[1:])) for layer in layers]
+        shapes = [(samples, *(int(d) for d in layer.output_shape[1:])) for layer in layers]
         try:
             arrays = split_values(values, shapes)
         except ValueError as error:

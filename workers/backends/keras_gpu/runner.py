@@ -92,6 +92,8 @@ class GpuChild:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=10)
+        # With it goes any outputs file the child sent that was never mapped.
+        self.connection.close()
 
 
 class KerasGpuRunner(Runner):

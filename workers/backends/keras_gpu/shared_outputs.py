@@ -4,7 +4,7 @@ and passes its descriptor over the connection; the runner maps the file and read
 arrays in place.
 
 Through the pipe, cifar_cnn's 28 MB of outputs at batch 64 cost 25-30 ms of pickling and
-copying, as much as half the 44 ms `predict` itself; the file costs the child 5-7 ms to
+copying, more than half the 44 ms `predict` itself; the file costs the child 5-7 ms to
 write and the runner 1.3 ms to map. The file has no name, so nothing is left behind when
 either process dies: the memory goes with the last descriptor or mapping, and so stays
 as long as any of the arrays (or a view of one) is alive.
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import TypedDict
@@ -51,6 +53,8 @@ def send_arrays(connection: Connection, arrays: list[np.ndarray], parent_pid: in
         try:
             send_handle(connection, descriptor, parent_pid)
         except BaseException:
+            traceback.print_exc()  # the runner reports only this process's exit
+            sys.stderr.flush()
             os._exit(1)
     finally:
         os.close(descriptor)

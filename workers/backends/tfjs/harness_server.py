@@ -110,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -141,10 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length", "0"))
         job = self.harness.jobs.get(parts[1]) if len(parts) == 3 else None
+        # A refused body is left unread: the connection closes after the answer, or
+        # the next request on it would be read from the body's bytes.
         if job is None or parts[2] != "outputs":
+            self.close_connection = True
             self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
             return
         if length > MAX_OUTPUT_BYTES:
+            self.close_connection = True
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large", "text/plain")
             return
         job.outputs = self.rfile.read(length)
