@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from driftbench.client import Client, wait_for
 
@@ -81,12 +82,17 @@ def wait_until_serving(
 def postgres_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A new, empty database next to `admin_url`'s (a psycopg URL such as
     postgresql://postgres@127.0.0.1:5432/postgres), as a SQLAlchemy URL; dropped
-    afterwards, connections and all."""
+    afterwards, connections and all. ConnectionError when that server does not answer."""
     import psycopg
 
     name = f"{prefix}_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        where = make_url(admin_url).render_as_string(hide_password=True)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+        raise ConnectionError(f"PostgreSQL at {where} cannot be used: {reason}") from None
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield f"{base}/{name}"
