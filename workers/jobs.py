@@ -143,7 +143,7 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     outputs, path, note = _store_outputs(run_id, result)
     earlier = None
     if result.status == BackendStatus.DONE and path is not None:
-        earlier = runs.record_stored(run_id, backend, path)
+        earlier = runs.record_stored(run_id, backend, path, result.environment)
     if earlier is not None and not is_reference:
         started = time.perf_counter()
         try:
@@ -227,6 +227,23 @@ def _compare_pairs(
     return True
 
 
+def arrival_pairs(plan: RunPlan, backend: str, earlier: Collection[str]) -> dict[str, list[str]]:
+    """The pairs a backend compares as it arrives, by target: itself against the reference
+    and each `compare_against` target stored `earlier`, and, a target itself, every
+    backend stored `earlier` against it (those already compared with the reference reuse
+    their diagnoses from those rows). Over a run, each pair it must compare comes once."""
+    pairs = {
+        target: [backend]
+        for target in dict.fromkeys([plan.order.reference, *plan.compare_against])
+        if target != backend and target in earlier
+    }
+    if backend in plan.compare_against:
+        candidates = [b for b in plan.order.backends if b in earlier]
+        if candidates:
+            pairs[backend] = candidates
+    return pairs
+
+
 def compare_on_arrival(
     plan: RunPlan, arrived: BackendResult, inputs: dict[str, np.ndarray], earlier: Collection[str]
 ) -> None:
@@ -237,17 +254,7 @@ def compare_on_arrival(
     behind the last of them, and each pair is compared by whichever of its two backends
     was stored second (`runs.record_stored`). Each backend diagnoses with an equal share
     of the run's budget."""
-    backend = arrived.backend
-    pairs: dict[str, Collection[str] | None] = {
-        target: [backend]
-        for target in dict.fromkeys([plan.order.reference, *plan.compare_against])
-        if target != backend and target in earlier
-    }
-    if backend in plan.compare_against:
-        # Those already compared with the reference reuse their diagnoses from those rows.
-        candidates = [b for b in plan.order.backends if b in earlier]
-        if candidates:
-            pairs[backend] = candidates
+    pairs: dict[str, Collection[str] | None] = dict(arrival_pairs(plan, arrived.backend, earlier))
     if not pairs:
         return
     options = settings.engine_options()

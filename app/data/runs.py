@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -84,6 +85,7 @@ def recover_interrupted_runs(*, max_attempts: int) -> list[int]:
                 run.status, run.error, run.finished_at = RunStatus.FAILED, reason, utcnow()
                 for backend_run in unfinished:
                     backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
+                    _forget_comparisons(session, run, backend_run.backend)
             else:
                 run.status = RunStatus.QUEUED
                 for backend_run in unfinished:
@@ -171,6 +173,7 @@ def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendSta
                 "running it stopped each time (DRIFTBENCH_JOB_ATTEMPTS)"
             )
             backend_run.finished_at = utcnow()
+            _forget_comparisons(session, backend_run.run, backend)
             return BackendStatus.FAILED
         backend_run.status = BackendStatus.RUNNING
         backend_run.attempts += 1
@@ -179,9 +182,12 @@ def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendSta
         return BackendStatus.RUNNING
 
 
-def record_stored(run_id: int, backend: str, outputs_path: Path) -> list[str] | None:
-    """Record the backend's outputs as stored, before it is compared on arrival, and
-    return the run's backends recorded stored before it (None when the run is gone).
+def record_stored(
+    run_id: int, backend: str, outputs_path: Path, environment: dict[str, Any]
+) -> list[str] | None:
+    """Record the backend's outputs as stored, with the environment its outputs are
+    judged by (a quantized backend's output scales), before it is compared on arrival,
+    and return the run's backends recorded stored before it (None when the run is gone).
 
     Of any two backends of a run exactly one sees the other here, the one recorded
     second, and it compares the pair: the run's row is locked first, so these calls
@@ -199,7 +205,7 @@ def record_stored(run_id: int, backend: str, outputs_path: Path) -> list[str] | 
         session.execute(
             update(BackendRun)
             .where(BackendRun.run_id == run_id, BackendRun.backend == backend)
-            .values(outputs_path=str(outputs_path))
+            .values(outputs_path=str(outputs_path), environment=jsonable(environment))
         )
         earlier = select(BackendRun.backend).where(
             BackendRun.run_id == run_id,
@@ -228,6 +234,20 @@ def record_result(
     return result.status
 
 
+def _forget_comparisons(session: Session, run: Run, backend: str) -> None:
+    """Delete the rows a backend that is failing was compared in: nothing is reported of
+    a failed backend but its reason. The scopes' locks first, as a comparison storing
+    rows takes them: rows it stored before are deleted here, and it drops them after
+    (app/data/divergences.py, replace_divergences)."""
+    drift_cache.bump(session, run.model_id, run.model.architecture)
+    session.execute(
+        delete(LayerDivergence).where(
+            LayerDivergence.run_id == run.id,
+            or_(LayerDivergence.backend == backend, LayerDivergence.against == backend),
+        )
+    )
+
+
 def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | None:
     """A backend job that ended outside its runner (its process died, the job raised);
     returns the backend's status as recorded (None if its run is gone).
@@ -235,7 +255,7 @@ def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | No
     A backend that had already finished keeps its result (the process died after it
     was stored); otherwise any outputs file it left without a database record goes, and
     so do the rows it was compared in (on arrival, by itself or by a backend recorded
-    stored after it): nothing is reported of a failed backend but its reason.
+    stored after it).
     """
     with session_scope() as session:
         backend_run = _backend_run(session, run_id, backend)
@@ -243,22 +263,13 @@ def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | No
             return None
         if BackendStatus(backend_run.status).is_final:
             return BackendStatus(backend_run.status)
-        storage.outputs_path(run_id, backend).unlink(missing_ok=True)
         backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
         backend_run.outputs_path = None
         backend_run.finished_at = utcnow()
-        # The scopes' locks first, as a comparison storing rows takes them: rows it
-        # stores before this are deleted here, and it drops them after (see
-        # app/data/divergences.py, replace_divergences).
-        run = backend_run.run
-        drift_cache.bump(session, run.model_id, run.model.architecture)
-        session.execute(
-            delete(LayerDivergence).where(
-                LayerDivergence.run_id == run_id,
-                or_(LayerDivergence.backend == backend, LayerDivergence.against == backend),
-            )
-        )
-        return BackendStatus.FAILED
+        _forget_comparisons(session, backend_run.run, backend)
+    # Once no backend can list it as stored any more.
+    storage.outputs_path(run_id, backend).unlink(missing_ok=True)
+    return BackendStatus.FAILED
 
 
 def claim_comparison(run_id: int) -> bool:

@@ -100,7 +100,7 @@ def stored_at_once(run_id: int, backends: list[str]) -> dict[str, set[str]]:
 
     def store(backend: str) -> None:
         start.wait()
-        seen[backend] = runs.record_stored(run_id, backend, Path(f"/outputs/{backend}.npz"))
+        seen[backend] = runs.record_stored(run_id, backend, Path(f"/outputs/{backend}.npz"), {})
 
     threads = [threading.Thread(target=store, args=(backend,)) for backend in backends]
     for thread in threads:
@@ -124,10 +124,15 @@ def test_each_pair_is_compared_by_exactly_one_of_its_backends(database: None) ->
 def test_failed_and_earlier_attempts_are_not_stored(database: None) -> None:
     run_id = new_run(BACKENDS[:3])
     first, second, third = BACKENDS[:3]
-    assert runs.record_stored(run_id, first, Path("/outputs/a.npz")) == []
-    assert runs.record_stored(run_id, second, Path("/outputs/b.npz")) == [first]
+    environment = {"output_scales": {"dense": 0.5}}
+    assert runs.record_stored(run_id, first, Path("/outputs/a.npz"), environment) == []
+    # What its outputs are judged by is there for the backends comparing with it now.
+    with db.session_scope() as session:
+        stored = session.scalars(select(BackendRun).filter_by(run_id=run_id, backend=first)).one()
+        assert stored.environment == environment
+    assert runs.record_stored(run_id, second, Path("/outputs/b.npz"), {}) == [first]
     assert runs.record_failure(run_id, first, "its job process died") == BackendStatus.FAILED
-    assert runs.record_stored(run_id, third, Path("/outputs/c.npz")) == [second]
+    assert runs.record_stored(run_id, third, Path("/outputs/c.npz"), {}) == [second]
     # A re-delivered job claims the backend again: what its first attempt stored is gone.
     with db.session_scope() as session:
         session.execute(
@@ -136,8 +141,8 @@ def test_failed_and_earlier_attempts_are_not_stored(database: None) -> None:
             .values(status=BackendStatus.QUEUED)
         )
     assert runs.claim_backend(run_id, second, max_attempts=3) == BackendStatus.RUNNING
-    assert set(runs.record_stored(run_id, third, Path("/outputs/c.npz")) or ()) == set()
-    assert runs.record_stored(run_id + 1000, first, Path("/outputs/a.npz")) is None
+    assert set(runs.record_stored(run_id, third, Path("/outputs/c.npz"), {}) or ()) == set()
+    assert runs.record_stored(run_id + 1000, first, Path("/outputs/a.npz"), {}) is None
 
 
 def stored_rows(run_id: int) -> set[tuple[str, str]]:
