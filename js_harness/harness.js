@@ -66,7 +66,7 @@ async function environment(backend) {
 
 // Every output in one POST, in order (Python splits them by their shapes): one request
 // instead of one per layer. XMLHttpRequest, not fetch: with the same 512 KB Blob, fetch's
-// promise settled 2-5 ms after XHR's load event (Chromium 142, measured from Python).
+// promise settled 2-5 ms after XHR's load event (Chromium 156, measured from Python).
 function postAllFloat32(url, values) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();

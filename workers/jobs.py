@@ -254,7 +254,7 @@ def compare_on_arrival(
     behind the last of them, and each pair is compared by whichever of its two backends
     was stored second (`runs.record_stored`). Each backend diagnoses with an equal share
     of the run's budget."""
-    pairs: dict[str, Collection[str] | None] = dict(arrival_pairs(plan, arrived.backend, earlier))
+    pairs = arrival_pairs(plan, arrived.backend, earlier)
     if not pairs:
         return
     options = settings.engine_options()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.core.config import settings
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidRequest, OutputsExpired
-from app.data import drift_cache, storage
+from app.data import drift_cache, runs, storage
 from app.data.orm import BackendRun, LayerDivergence, Run, StoredModel
 from app.data.runs import get_run
 from workers.engine.compare import Comparison
@@ -126,7 +126,7 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
             storage.outputs_path(run.id, backend_run.backend)
         )
         for backend_run in run.backend_runs
-        if backend_run.status in (BackendStatus.DONE, BackendStatus.RUNNING)
+        if backend_run.status in runs.STORED_STATUSES
         and backend_run.outputs_path
         and (backends is None or backend_run.backend in backends)
     }

@@ -115,6 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _refuse(self, status: HTTPStatus, reason: bytes) -> None:
+        """Answer a POST without reading its body: the connection closes after the answer,
+        or the next request on it would be read from the body's bytes."""
+        self.close_connection = True
+        self._send(status, reason, "text/plain")
+
     def _file(self, path: Path) -> None:
         if not path.is_file():
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
@@ -143,15 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length", "0"))
         job = self.harness.jobs.get(parts[1]) if len(parts) == 3 else None
-        # A refused body is left unread: the connection closes after the answer, or
-        # the next request on it would be read from the body's bytes.
         if job is None or parts[2] != "outputs":
-            self.close_connection = True
-            self._send(HTTPStatus.NOT_FOUND, b"no such job", "text/plain")
+            self._refuse(HTTPStatus.NOT_FOUND, b"no such job")
             return
         if length > MAX_OUTPUT_BYTES:
-            self.close_connection = True
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large", "text/plain")
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large")
             return
         job.outputs = self.rfile.read(length)
         self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
