@@ -65,20 +65,15 @@ async function environment(backend) {
 }
 
 // Every output in one POST, in order (Python splits them by their shapes): one request
-// instead of one per layer. XMLHttpRequest, not fetch: with the same 512 KB Blob, fetch's
-// promise settled 2-5 ms after XHR's load event (Chromium 156, measured from Python).
-function postAllFloat32(url, values) {
-  return new Promise((resolve, reject) => {
-    const request = new XMLHttpRequest();
-    request.open('POST', url);
-    request.onload = () => {
-      if (request.status >= 200 && request.status < 300) resolve();
-      else reject(new Error(`POST ${url}: HTTP ${request.status}`));
-    };
-    request.onerror = () => reject(new Error(`POST ${url}: the request failed`));
-    request.onabort = () => reject(new Error(`POST ${url}: the request was aborted`));
-    request.send(new Blob(values));
-  });
+// instead of one per layer. The page does not wait for the answer: Python waits for the
+// body to arrive and learns there of a refusal, so the answer's way back through the
+// browser is off the job (512 KB: 8.1 -> 5.3 ms from Python, Chromium 156). A Blob copies
+// the values as it is made; XMLHttpRequest, not fetch: with the same Blob awaited, fetch's
+// promise settled 2-5 ms after XHR's load event.
+function sendAllFloat32(url, values) {
+  const request = new XMLHttpRequest();
+  request.open('POST', url);
+  request.send(new Blob(values));
 }
 
 // Every weight read back from TF.js, compared bit for bit with the file we served.
@@ -184,7 +179,7 @@ async function runJob(spec) {
     if (!Array.isArray(outputs)) outputs = [outputs];
     const outputValues = await Promise.all(outputs.map((output) => output.data()));
     const predicted = performance.now();
-    await postAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
+    sendAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
     shapes.push(...outputs.map((output) => output.shape));
     Object.assign(steps, {predict: predicted - fetched, outputs: performance.now() - predicted});
     tf.dispose([inputs, outputs]);
@@ -206,7 +201,7 @@ async function runJob(spec) {
       shapes.push(output.shape);
       tf.dispose([inputs, Object.values(made)]);
     }
-    await postAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
+    sendAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
   }
   const finished = performance.now();
   // After the compute, so weights a GPU backend uploaded are read back from its textures.

@@ -2,15 +2,16 @@
 
 Chromium loads everything from 127.0.0.1 (no CDN, no file:// URLs). Tensors move
 as raw float32 bytes, one request each way: a job's inputs are one GET (unless small
-enough to travel inline in the job's spec), its outputs one POST. Every response is
-cross-origin isolated so the wasm backend may use threads.
+enough to travel inline in the job's spec), its outputs one POST, which the page does
+not wait on: the job waits here for the body instead (`JobChannel.received`). Every
+response is cross-origin isolated so the wasm backend may use threads.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,17 +43,32 @@ CONTENT_TYPES = {
 MAX_OUTPUT_BYTES = 1 << 31
 
 
+class OutputsNotReceived(RuntimeError):
+    """The page's POST of a job's outputs was refused, cut short, or never came."""
+
+
 @dataclass
 class JobChannel:
     """One job's tensors, each way in one request: its inputs (served unless the page was
-    given them inline) and every output, concatenated in order."""
+    given them inline) and every output, concatenated in order, or why they were refused."""
 
     inputs: bytes
     outputs: bytes | None = None
+    refused: str | None = None
+    answered: threading.Event = field(default_factory=threading.Event)
 
-    def output_arrays(self, shapes: list[list[int]]) -> list[np.ndarray]:
+    def received(self, timeout_s: float) -> bytes:
+        """The outputs once their POST has been read; OutputsNotReceived with the answer
+        the page was given otherwise."""
+        if not self.answered.wait(timeout_s):
+            raise OutputsNotReceived(f"no outputs arrived within {timeout_s:g} s")
+        if self.refused is not None:
+            raise OutputsNotReceived(self.refused)
+        return self.outputs or b""
+
+    def output_arrays(self, shapes: list[list[int]], timeout_s: float) -> list[np.ndarray]:
         """The received outputs as float32 arrays of these shapes."""
-        return split_values(np.frombuffer(self.outputs or b"", dtype="<f4"), shapes)
+        return split_values(np.frombuffer(self.received(timeout_s), dtype="<f4"), shapes)
 
 
 class HarnessServer:
@@ -77,15 +93,16 @@ class HarnessServer:
         self.models[key] = directory
         return f"{self.url}/models/{key}/model.json"
 
-    def open_job(self, inputs: bytes) -> str:
+    def open_job(self, inputs: bytes) -> tuple[str, JobChannel]:
         job_id = secrets.token_hex(8)
+        channel = JobChannel(inputs=inputs)
         with self._lock:
-            self.jobs[job_id] = JobChannel(inputs=inputs)
-        return job_id
+            self.jobs[job_id] = channel
+        return job_id, channel
 
-    def close_job(self, job_id: str) -> JobChannel:
+    def close_job(self, job_id: str) -> None:
         with self._lock:
-            return self.jobs.pop(job_id)
+            self.jobs.pop(job_id, None)
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -154,6 +171,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if length > MAX_OUTPUT_BYTES:
             self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large")
-            return
-        job.outputs = self.rfile.read(length)
-        self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
+            job.refused = f"HTTP 413: {length} bytes of outputs, over {MAX_OUTPUT_BYTES}"
+        else:
+            body = self.rfile.read(length)
+            if len(body) < length:
+                job.refused = f"the outputs' body ended after {len(body)} of {length} bytes"
+            else:
+                job.outputs = body
+                self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
+        job.answered.set()

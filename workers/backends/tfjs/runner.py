@@ -39,7 +39,7 @@ from workers.backends.tfjs.export import (
     tfjs_computed,
     tfjs_names,
 )
-from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer
+from workers.backends.tfjs.harness_server import STATIC_FILES, HarnessServer, OutputsNotReceived
 from workers.engine.graph import LayerSpec, ModelGraph
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
@@ -159,12 +159,10 @@ class TfjsRunner(Runner):
         server = self.session.server
         checked = self.session.weights_checked.get((model.sha256, self.BACKEND))
         joined = b"".join(np.ascontiguousarray(t, "<f4").tobytes() for t in tensors)
-        job_id = server.open_job(joined)
         spec = {
             "backend": self.TFJS_BACKEND,
             "flags": self.FLAGS,
             "modelUrl": self.model_url(model),
-            "jobUrl": f"{server.url}/jobs/{job_id}",
             "mode": mode,
             "layers": [in_page_names[name] for name in names],
             "batchSize": self.options.tfjs_batch_size,
@@ -174,22 +172,33 @@ class TfjsRunner(Runner):
             ),
             **spec_extra,
         }
+        opened: list[str] = []
 
         async def in_page(page: Page, served: int) -> dict[str, Any]:
-            result = await page.evaluate("spec => window.driftbench.runJob(spec)", spec)
-            return {**result, "page_job": served}
+            # A channel per attempt: outputs an attempt cut short by a browser restart
+            # may still post never land in the retry's.
+            job_id, channel = server.open_job(joined)
+            opened.append(job_id)
+            job_url = f"{server.url}/jobs/{job_id}"
+            result = await page.evaluate(
+                "spec => window.driftbench.runJob(spec)", {**spec, "jobUrl": job_url}
+            )
+            return {**result, "page_job": served, "channel": channel, "job_url": job_url}
 
+        timeout_s = self.options.browser_job_timeout_s
         try:
             result = self.host.run_in_page(
-                self.BACKEND,
-                f"{server.url}/harness.html",
-                in_page,
-                timeout_s=self.options.browser_job_timeout_s,
+                self.BACKEND, f"{server.url}/harness.html", in_page, timeout_s=timeout_s
             )
+            outputs = result["channel"].output_arrays(result["shapes"], timeout_s)
         except BrowserJobFailed as error:
             raise BackendFailed(f"{self.BACKEND}: {error}") from error
+        except OutputsNotReceived as error:
+            posted = f"POST {result['job_url']}/outputs"
+            raise BackendFailed(f"{self.BACKEND}: {posted}: {error}") from error
         finally:
-            channel = server.close_job(job_id)
+            for job_id in opened:
+                server.close_job(job_id)
         if checked is None:
             checked = result["environment"]["weights_roundtrip"]
             self.session.weights_checked[(model.sha256, self.BACKEND)] = checked
@@ -200,7 +209,7 @@ class TfjsRunner(Runner):
             "page_job": result["page_job"],
             "chromium": str(self.session.chromium_path),
         }
-        return dict(zip(names, channel.output_arrays(result["shapes"]), strict=True))
+        return dict(zip(names, outputs, strict=True))
 
     def run_impl(self, model: ModelArtifact, inputs: dict[str, np.ndarray]) -> LayerOutputs:
         for name, array in inputs.items():
