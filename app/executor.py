@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from app.core.config import settings
+from app.core.run_ends import RunEnds
 from app.data.runs import recover_interrupted_runs
 from workers.jobs import compare_on_request, execute_run, job_processes
 from workers.processes.supervisor import JobProcesses
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
+    # The requests waiting for a run to end; an executor that ends runs in this process
+    # says so there.
+    ends: RunEnds
+
     def submit(self, run_id: int) -> None: ...
 
     def compare(self, run_id: int, against: str) -> None:
@@ -36,9 +41,16 @@ class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftbench-run")
         self._processes = job_processes()
+        self.ends = RunEnds()
 
     def submit(self, run_id: int) -> None:
-        self._pool.submit(execute_run, run_id, self._processes)
+        self._pool.submit(self._execute, run_id)
+
+    def _execute(self, run_id: int) -> None:
+        try:
+            execute_run(run_id, self._processes)
+        finally:
+            self.ends.ended(run_id)
 
     def compare(self, run_id: int, against: str) -> None:
         compare_on_request(self._processes, run_id, against)
@@ -65,6 +77,7 @@ class CeleryExecutor:
 
     def __init__(self) -> None:
         self._processes: JobProcesses | None = None
+        self.ends = RunEnds()  # never told: the workers end the runs
 
     def submit(self, run_id: int) -> None:
         from workers.tasks import start_task

@@ -33,6 +33,8 @@ import numpy as np
 T = TypeVar("T")
 # A run is over once it is in one of these (workers.engine.status.RunStatus).
 FINAL_RUN_STATUSES = ("done", "failed")
+# The longest `GET /api/runs/{id}?wait_s=` the server waits (app/api/runs.py MAX_WAIT_S).
+MAX_WAIT_S = 60.0
 # How the API's JSON writes non-finite metrics.
 NON_FINITE = frozenset({"inf", "-inf", "nan"})
 
@@ -78,15 +80,19 @@ def wait_for(
 def wait_for_run(
     client: httpx.Client, run_id: int, timeout_s: float = 300, poll_s: float = 0.2
 ) -> dict[str, Any]:
-    """The run once it is done or failed; TimeoutError with the status it was last in."""
+    """The run once it is done or failed; TimeoutError with the status it was last in.
+    Each read waits at the server up to `poll_s` for the end (`?wait_s=`), so the end is
+    seen as it comes: `poll_s` only says how often the run is read while it goes on."""
     last: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
 
     def finished() -> dict[str, Any] | None:
-        last.update(_checked(client.get(f"/api/runs/{run_id}")))
+        wait_s = max(0.0, min(poll_s, MAX_WAIT_S, deadline - time.monotonic()))
+        last.update(_checked(client.get(f"/api/runs/{run_id}", params={"wait_s": wait_s})))
         return dict(last) if last["status"] in FINAL_RUN_STATUSES else None
 
     try:
-        return wait_for(finished, timeout_s, f"run {run_id} to finish", poll_s)
+        return wait_for(finished, timeout_s, f"run {run_id} to finish", interval_s=0)
     except TimeoutError as error:
         raise TimeoutError(f"{error} (still {last.get('status')})") from None
 

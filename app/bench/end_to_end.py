@@ -16,7 +16,7 @@ from app.bench.backend_jobs import bare_predict, example_job
 from app.bench.figures import Figure, median, ratio, timed
 from app.bench.tfjs_pages import COLD_REPEATS, TFJS_BACKENDS, bare_page, tfjs_runner, warm_page
 from app.service_process import LiveServer
-from driftbench.client import Client
+from driftbench.client import MAX_WAIT_S, Client
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import DEFAULT_REFERENCE, runner_class
 from workers.engine.loading import ModelArtifact
@@ -24,7 +24,6 @@ from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus, RunStatus
 
 MODEL, BATCH = "dense10x50", 256
-POLL_S = 0.01
 
 
 def cpu_backends(options: EngineOptions) -> list[str]:
@@ -54,9 +53,10 @@ def bare_backend(
 
 
 def timed_run(client: Client, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-    """Seconds from `POST /api/runs` to the run's end, and the run as the API gives it."""
+    """Seconds from `POST /api/runs` to the run's end, and the run as the API gives it:
+    each read waits at the server for the end (`?wait_s=`), which answers as it comes."""
     started = time.perf_counter()
-    run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=POLL_S)
+    run = client.wait_for_run(client.start_run(**body)["id"], timeout_s=3600, poll_s=MAX_WAIT_S)
     return time.perf_counter() - started, run
 
 

@@ -19,7 +19,7 @@ from driftbench.client import Client
 from workers.engine.examples import write_example
 from workers.engine.status import RunStatus
 
-POLL_S = 0.5
+POLL_S = 0.5  # how often the run is read while it goes on; its end is seen at once
 RUN_TIMEOUT_S = 900
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from app.data.quantile_sketch import ALPHA
 from app.service_process import LiveServer
 from driftbench.client import Client, ServiceError
 from tests.app.api.conftest import UPLOAD_LIMIT
-from tests.support import dense_stack, randomize_weights
+from tests.support import dense_stack, hold, randomize_weights, release, wait_until_held
 
 CPU_BACKENDS = ["numpy", "keras-cpu"]
 
@@ -269,6 +270,33 @@ def test_delete_model_removes_files_and_results(
     assert not model_file.exists() and not outputs.exists()
     assert client.get("/api/drift/depth", params=depth).json()["models"] == models_before - 1
     assert client.delete(f"/api/models/{model['id']}").status_code == 404
+
+
+def test_a_read_of_a_run_waits_for_its_end_when_asked(
+    client: Client, gate_dir: Path, keras: Any, tmp_path: Path
+) -> None:
+    """`?wait_s=` answers once the run has ended, however long its jobs take, or with
+    how it stands once the wait is over; one read sees the end."""
+    model = client.upload_model(dense_stack(keras, 98, tmp_path / "waited.keras"))
+    input_id = client.add_inputs(model["id"], kind="ones")["id"]
+    hold(gate_dir, "numpy")
+    try:
+        run_id = client.start_run(model_id=model["id"], input_set_id=input_id, backends=["numpy"])[
+            "id"
+        ]
+        wait_until_held(gate_dir, run_id, "numpy")
+        asked = time.monotonic()
+        held = client.get(f"/api/runs/{run_id}", params={"wait_s": 0.6})
+        assert held.status_code == 200 and held.json()["status"] == "running"
+        assert time.monotonic() - asked >= 0.6
+    finally:
+        release(gate_dir, "numpy")
+    ended = client.get(f"/api/runs/{run_id}", params={"wait_s": 60})
+    assert ended.status_code == 200 and ended.json()["status"] == "done"
+    assert [b["status"] for b in ended.json()["backend_runs"]] == ["done", "done"]
+    too_long = client.get(f"/api/runs/{run_id}", params={"wait_s": 61})
+    assert too_long.status_code == 422 and "wait_s" in too_long.text
+    assert client.get("/api/runs/999999", params={"wait_s": 5}).status_code == 404
 
 
 def test_backends_report_availability_and_versions(client: Client) -> None:
