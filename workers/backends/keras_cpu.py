@@ -15,12 +15,17 @@ import os
 import platform
 import threading
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, ClassVar
 
 import numpy as np
 
-from workers.backends.base import LayerInputs, LayerOutputs, Runner, unsupported_label
+from workers.backends.base import (
+    LayerInputs,
+    LayerOutputs,
+    Runner,
+    package_version,
+    unsupported_label,
+)
 from workers.backends.kept import Kept
 from workers.engine.graph import LayerSpec
 from workers.engine.keras_env import import_keras, onednn_enabled
@@ -52,7 +57,7 @@ class KerasCpuRunner(Runner):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        return {name: metadata.version(name) for name in ("tensorflow", "keras")}
+        return {name: package_version(name) for name in ("tensorflow", "keras")}
 
     def layer_unsupported(self, layer: LayerSpec) -> str | None:
         """TensorFlow's CPU kernels lack two cases that Keras passes straight through."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-from importlib import metadata
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -27,6 +26,7 @@ from workers.backends.base import (
     LayerInputs,
     LayerOutputs,
     Runner,
+    package_version,
 )
 from workers.backends.keras_gpu.child import FRAMEWORKS, installed, serve
 from workers.backends.keras_gpu.shared_outputs import SentArrays, receive_arrays
@@ -167,4 +167,4 @@ class KerasJaxRunner(KerasGpuRunner):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        return {name: metadata.version(name) for name in ("jax", "jaxlib", "keras")}
+        return {name: package_version(name) for name in ("jax", "jaxlib", "keras")}

@@ -17,12 +17,11 @@ import hashlib
 import importlib.util
 import threading
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any, ClassVar
 
 import numpy as np
 
-from workers.backends.base import LayerInputs, LayerOutputs, Runner
+from workers.backends.base import LayerInputs, LayerOutputs, Runner, package_version
 from workers.backends.kept import Kept
 from workers.backends.tflite.conversion import (
     DYNAMIC,
@@ -117,7 +116,7 @@ class TfliteRunner(Runner):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        return {name: metadata.version(name) for name in ("tensorflow", "ai-edge-litert")}
+        return {name: package_version(name) for name in ("tensorflow", "ai-edge-litert")}
 
     def activate_impl(self) -> None:
         self._keras = import_keras(self.options.onednn)
@@ -126,7 +125,7 @@ class TfliteRunner(Runner):
 
         self._tf = tf
         self._interpreter = Interpreter
-        self._litert_version = metadata.version("ai-edge-litert")
+        self._litert_version = package_version("ai-edge-litert")
         self._captures: Kept[str, tuple[Any, KerasCapture]] = Kept(MODELS_KEPT)
         self._converted: Kept[tuple[str, ...], Converted] = Kept(CONVERTED_KEPT)
         self._perturbations: Kept[tuple[str, str], dict[str, Any]] = Kept(CONVERTED_KEPT)
