@@ -41,7 +41,8 @@ class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftbench-run")
         self._processes = job_processes()
-        self.ends = RunEnds()
+        # Every run ends here and says so: the re-read only guards a missed word.
+        self.ends = RunEnds(recheck_s=2.0)
 
     def submit(self, run_id: int) -> None:
         self._pool.submit(self._execute, run_id)
@@ -77,7 +78,7 @@ class CeleryExecutor:
 
     def __init__(self) -> None:
         self._processes: JobProcesses | None = None
-        self.ends = RunEnds()  # never told: the workers end the runs
+        self.ends = RunEnds(recheck_s=0.25)  # never told: the workers end the runs
 
     def submit(self, run_id: int) -> None:
         from workers.tasks import start_task

@@ -81,20 +81,25 @@ def wait_for_run(
     client: httpx.Client, run_id: int, timeout_s: float = 300, poll_s: float = 0.2
 ) -> dict[str, Any]:
     """The run once it is done or failed; TimeoutError with the status it was last in.
-    Each read waits at the server up to `poll_s` for the end (`?wait_s=`), so the end is
-    seen as it comes: `poll_s` only says how often the run is read while it goes on."""
-    last: dict[str, Any] = {}
+    Each read waits at the server up to `poll_s` for the end (`?wait_s=`, held under the
+    client's read timeout), so the end is seen as it comes: `poll_s` only says how often
+    the run is read while it goes on."""
     deadline = time.monotonic() + timeout_s
-
-    def finished() -> dict[str, Any] | None:
-        wait_s = max(0.0, min(poll_s, MAX_WAIT_S, deadline - time.monotonic()))
-        last.update(_checked(client.get(f"/api/runs/{run_id}", params={"wait_s": wait_s})))
-        return dict(last) if last["status"] in FINAL_RUN_STATUSES else None
-
-    try:
-        return wait_for(finished, timeout_s, f"run {run_id} to finish", interval_s=0)
-    except TimeoutError as error:
-        raise TimeoutError(f"{error} (still {last.get('status')})") from None
+    read_timeout = client.timeout.read
+    longest = MAX_WAIT_S if read_timeout is None else min(MAX_WAIT_S, read_timeout / 2)
+    while True:
+        asked = time.monotonic()
+        wait_s = max(0.0, min(poll_s, longest, deadline - asked))
+        run: dict[str, Any] = _checked(client.get(f"/api/runs/{run_id}", params={"wait_s": wait_s}))
+        if run["status"] in FINAL_RUN_STATUSES:
+            return run
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout_s:g} s waiting for run {run_id} to finish "
+                f"(still {run['status']})"
+            )
+        # A server that did not wait (one older than ?wait_s=) is still read every poll_s.
+        time.sleep(max(0.0, min(poll_s - (time.monotonic() - asked), deadline - time.monotonic())))
 
 
 def wait_until_available(

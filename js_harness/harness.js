@@ -181,7 +181,7 @@ async function runJob(spec) {
     const predicted = performance.now();
     sendAllFloat32(`${spec.jobUrl}/outputs`, outputValues);
     shapes.push(...outputs.map((output) => output.shape));
-    Object.assign(steps, {predict: predicted - fetched, outputs: performance.now() - predicted});
+    Object.assign(steps, {predict: predicted - fetched, send_outputs: performance.now() - predicted});
     tf.dispose([inputs, outputs]);
   } else {
     const outputValues = [];

@@ -19,7 +19,6 @@ from app.backend_status import backend_statuses
 from app.core.config import settings
 from app.core.db import session_factory
 from app.core.errors import Conflict, InvalidRequest, NotFound, OutputsExpired
-from app.core.run_ends import RECHECK_S
 from app.data import divergences, runs, storage, uploads
 from app.data.orm import Run
 from app.schemas import (
@@ -123,17 +122,17 @@ async def read_run(request: Request, run_id: RowId, wait_s: WaitS = 0.0) -> RunP
     """The run; with `wait_s`, answered as soon as it is done or failed, or with how it
     stands after `wait_s` seconds: a client sees the end as it happens without polling
     (at once when the embedded executor ends it, within 0.25 s under Celery). The
-    wait holds no worker thread."""
+    wait holds no worker thread, and ends with the client."""
     ends = request.app.state.executor.ends
     deadline = time.monotonic() + wait_s
     while True:
         with ends.watching(run_id) as ended:
             run = await run_in_threadpool(_published_run, run_id)
             left = deadline - time.monotonic()
-            if run.status.is_final or left <= 0:
+            if run.status.is_final or left <= 0 or await request.is_disconnected():
                 return run
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), min(left, RECHECK_S))
+                await asyncio.wait_for(ended.wait(), min(left, ends.recheck_s))
 
 
 @router.get("/{run_id}/comparisons", response_model=ComparisonsPublic)

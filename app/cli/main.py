@@ -39,6 +39,11 @@ from workers.engine.report import drift_report
 from workers.engine.results import MODES, BackendResult, Mode
 from workers.engine.status import BackendStatus
 
+# Requests still open this long after a stop is asked for (a run read that waits for its
+# end, up to 60 s) are cut short, so the job processes are closed before anything that
+# stops the server gives up waiting and kills it.
+GRACEFUL_SHUTDOWN_S = 5
+
 
 def resolve_model(model: str) -> Path:
     """A path to a model file, or the name of an example (built on first use)."""
@@ -338,7 +343,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         write_port_file(args.port_file, bound_port)
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"driftbench serve: listening on http://{url_host}:{bound_port}", file=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config("app.main:app", log_level=args.log_level))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            "app.main:app",
+            log_level=args.log_level,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+    )
     server.run(sockets=[listener])
     # What `uvicorn.run` would return for a server whose start-up failed.
     return 0 if server.started else STARTUP_FAILURE

@@ -1,9 +1,9 @@
 """Requests that wait for a run to end (`GET /api/runs/{id}?wait_s=`), woken as it ends.
 
 The embedded executor says when it has ended a run, so a waiting request answers at
-once; a run ended elsewhere (a Celery worker, a server stop's recovery) is seen when
-the request reads the run again, every RECHECK_S. Waiters are asyncio events of the
-request's loop, set from the executor's threads through that loop.
+once; a run ended elsewhere (by a Celery worker) is seen when the request reads the
+run again, every `recheck_s`. Waiters are asyncio events of the request's loop, set
+from the executor's threads through that loop.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-# How often a waiting request reads its run again: the most a run ended outside this
-# process (by a Celery worker) is seen late.
-RECHECK_S = 0.25
-
 
 class RunEnds:
-    def __init__(self) -> None:
+    def __init__(self, recheck_s: float) -> None:
+        """`recheck_s`: how often a waiting request reads its run again, the most a run
+        ended without word here is seen late."""
+        self.recheck_s = recheck_s
         self._lock = threading.Lock()
         self._waiting: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 

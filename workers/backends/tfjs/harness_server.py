@@ -9,6 +9,7 @@ response is cross-origin isolated so the wasm backend may use threads.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -164,19 +165,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         parts = self.path.strip("/").split("/")
-        length = int(self.headers.get("Content-Length", "0"))
-        job = self.harness.jobs.get(parts[1]) if len(parts) == 3 else None
-        if job is None or parts[2] != "outputs":
+        is_outputs = len(parts) == 3 and parts[2] == "outputs"
+        job = self.harness.jobs.get(parts[1]) if is_outputs else None
+        if job is None:
             self._refuse(HTTPStatus.NOT_FOUND, b"no such job")
             return
-        if length > MAX_OUTPUT_BYTES:
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large")
-            job.refused = f"HTTP 413: {length} bytes of outputs, over {MAX_OUTPUT_BYTES}"
-        else:
-            body = self.rfile.read(length)
-            if len(body) < length:
-                job.refused = f"the outputs' body ended after {len(body)} of {length} bytes"
-            else:
-                job.outputs = body
+        try:
+            refusal = self._receive(job)
+        finally:  # the job hears of it, whatever happens to the page's connection
+            job.answered.set()
+        with contextlib.suppress(OSError):  # the page does not wait for the answer
+            if refusal is None:
                 self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
-        job.answered.set()
+            else:
+                self._refuse(*refusal)
+
+    def _receive(self, job: JobChannel) -> tuple[HTTPStatus, bytes] | None:
+        """Read the outputs into the job's channel, or record there why they were not
+        taken and return the answer that refuses them."""
+        declared = self.headers.get("Content-Length", "")
+        if not declared.isdigit():
+            job.refused = f"HTTP 411: the outputs came without a byte length ({declared!r})"
+            return HTTPStatus.LENGTH_REQUIRED, b"length required"
+        length = int(declared)
+        if length > MAX_OUTPUT_BYTES:
+            job.refused = f"HTTP 413: {length} bytes of outputs, over {MAX_OUTPUT_BYTES}"
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"output too large"
+        try:
+            body = self.rfile.read(length)
+        except OSError as error:
+            job.refused = f"the outputs' connection failed: {error}"
+            return HTTPStatus.BAD_REQUEST, b"outputs cut short"
+        if len(body) < length:
+            job.refused = f"the outputs' body ended after {len(body)} of {length} bytes"
+            return HTTPStatus.BAD_REQUEST, b"outputs cut short"
+        job.outputs = body
+        return None

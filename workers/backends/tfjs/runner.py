@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -190,7 +191,9 @@ class TfjsRunner(Runner):
             result = self.host.run_in_page(
                 self.BACKEND, f"{server.url}/harness.html", in_page, timeout_s=timeout_s
             )
+            returned = time.perf_counter()
             outputs = result["channel"].output_arrays(result["shapes"], timeout_s)
+            waited_ms = (time.perf_counter() - returned) * 1000
         except BrowserJobFailed as error:
             raise BackendFailed(f"{self.BACKEND}: {error}") from error
         except OutputsNotReceived as error:
@@ -207,6 +210,8 @@ class TfjsRunner(Runner):
             "weights_roundtrip": checked,
             "browser_restarts": self.host.restarts,
             "page_job": result["page_job"],
+            # How long the outputs took to arrive once the page had sent them and returned.
+            "outputs_wait_ms": waited_ms,
             "chromium": str(self.session.chromium_path),
         }
         return dict(zip(names, outputs, strict=True))

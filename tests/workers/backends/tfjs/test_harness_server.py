@@ -21,17 +21,32 @@ def server() -> Iterator[HarnessServer]:
     served.stop()
 
 
-def post(server: HarnessServer, path: str, body: bytes) -> http.client.HTTPResponse:
+def post(server: HarnessServer, path: str, body: bytes) -> tuple[int, str | None]:
+    """The answer's status and its Connection header."""
     address = urlsplit(server.url)
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
-    connection.request("POST", path, body)
-    return connection.getresponse()
+    try:
+        connection.request("POST", path, body)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Connection")
+    finally:
+        connection.close()
+
+
+def send_raw(server: HarnessServer, request: bytes) -> None:
+    """Bytes as a page's connection would carry them, then the connection half-closed."""
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
+        raw.sendall(request)
+        raw.shutdown(socket.SHUT_WR)
+        raw.recv(1024)
 
 
 def test_posted_outputs_are_received_as_sent(server: HarnessServer) -> None:
     job_id, channel = server.open_job(b"")
     values = bytes(range(256)) * 16
-    assert post(server, f"/jobs/{job_id}/outputs", values).status == 204
+    assert post(server, f"/jobs/{job_id}/outputs", values) == (204, None)
     assert channel.received(timeout_s=10) == values
     arrays = channel.output_arrays([[2, 512]], timeout_s=10)
     assert arrays[0].shape == (2, 512) and arrays[0].tobytes() == values
@@ -42,22 +57,27 @@ def test_outputs_over_the_limit_are_refused_and_the_job_told_why(
 ) -> None:
     monkeypatch.setattr(harness_server, "MAX_OUTPUT_BYTES", 4)
     job_id, channel = server.open_job(b"")
-    response = post(server, f"/jobs/{job_id}/outputs", b"12345")
-    assert response.status == 413
-    assert response.getheader("Connection") == "close"
+    assert post(server, f"/jobs/{job_id}/outputs", b"12345") == (413, "close")
     with pytest.raises(OutputsNotReceived, match="HTTP 413: 5 bytes of outputs, over 4"):
         channel.received(timeout_s=10)
 
 
 def test_a_body_cut_short_is_not_taken_for_the_outputs(server: HarnessServer) -> None:
     job_id, channel = server.open_job(b"")
-    address = urlsplit(server.url)
-    with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
-        head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-        raw.sendall(head.encode() + b"0123456789")
-        raw.shutdown(socket.SHUT_WR)
-        with pytest.raises(OutputsNotReceived, match="ended after 10 of 100 bytes"):
-            channel.received(timeout_s=10)
+    head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    send_raw(server, head.encode() + b"0123456789")
+    with pytest.raises(OutputsNotReceived, match="ended after 10 of 100 bytes"):
+        channel.received(timeout_s=10)
+
+
+def test_outputs_without_a_length_are_refused(server: HarnessServer) -> None:
+    job_id, channel = server.open_job(b"")
+    head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    send_raw(server, head.encode() + b"4\r\nabcd\r\n0\r\n\r\n")
+    with pytest.raises(
+        OutputsNotReceived, match="HTTP 411: the outputs came without a byte length"
+    ):
+        channel.received(timeout_s=10)
 
 
 def test_outputs_that_never_come_end_the_wait_naming_the_time(server: HarnessServer) -> None:
@@ -65,4 +85,4 @@ def test_outputs_that_never_come_end_the_wait_naming_the_time(server: HarnessSer
     with pytest.raises(OutputsNotReceived, match=r"no outputs arrived within 0\.05 s"):
         channel.received(timeout_s=0.05)
     server.close_job(job_id)
-    assert post(server, f"/jobs/{job_id}/outputs", b"late").status == 404
+    assert post(server, f"/jobs/{job_id}/outputs", b"late")[0] == 404
