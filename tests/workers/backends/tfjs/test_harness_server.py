@@ -62,21 +62,25 @@ def test_outputs_over_the_limit_are_refused_and_the_job_told_why(
         channel.received(timeout_s=10)
 
 
-def test_a_body_cut_short_is_not_taken_for_the_outputs(server: HarnessServer) -> None:
+@pytest.mark.parametrize(
+    ("framing", "body", "reason"),
+    [
+        ("Content-Length: 100", b"0123456789", "ended after 10 of 100 bytes"),
+        (
+            "Transfer-Encoding: chunked",
+            b"4\r\nabcd\r\n0\r\n\r\n",
+            "HTTP 411: the outputs came without a byte length",
+        ),
+    ],
+    ids=["cut-short", "no-length"],
+)
+def test_a_body_that_is_not_whole_is_refused_with_the_reason(
+    server: HarnessServer, framing: str, body: bytes, reason: str
+) -> None:
     job_id, channel = server.open_job(b"")
-    head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
-    send_raw(server, head.encode() + b"0123456789")
-    with pytest.raises(OutputsNotReceived, match="ended after 10 of 100 bytes"):
-        channel.received(timeout_s=10)
-
-
-def test_outputs_without_a_length_are_refused(server: HarnessServer) -> None:
-    job_id, channel = server.open_job(b"")
-    head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-    send_raw(server, head.encode() + b"4\r\nabcd\r\n0\r\n\r\n")
-    with pytest.raises(
-        OutputsNotReceived, match="HTTP 411: the outputs came without a byte length"
-    ):
+    head = f"POST /jobs/{job_id}/outputs HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n"
+    send_raw(server, head.encode() + body)
+    with pytest.raises(OutputsNotReceived, match=reason):
         channel.received(timeout_s=10)
 
 
