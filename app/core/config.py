@@ -73,8 +73,8 @@ class Settings(BaseSettings):
         default_factory=half_of_physical_memory,
         ge=64 * MiB,
         description="Most resident memory a job process (with its children, e.g. Chromium) "
-        "may use; over it the process is stopped and the backend failed. Default: half of "
-        "this machine's memory.",
+        "may use, a page they share counted once; over it the process is stopped and the "
+        "backend failed. Default: half of this machine's memory.",
     )
     worker_heartbeat_s: float = Field(
         default=10.0, gt=0, description="How often a Celery worker re-announces its backends."
