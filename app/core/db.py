@@ -46,6 +46,10 @@ def make_engine(url: str) -> Engine:
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit (0.44 -> 0.01 ms
+            # a commit here, a run makes dozens): a power cut may lose the last commits,
+            # never the database's consistency, and the outputs files are not synced either.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
