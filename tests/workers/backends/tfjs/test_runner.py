@@ -614,3 +614,45 @@ def test_models_beyond_the_kept_ones_are_loaded_again_with_the_same_numbers(
     for result in (again, reloaded):
         for layer, values in result.outputs["accumulated"].items():
             assert np.array_equal(values, first.outputs["accumulated"][layer]), layer
+
+
+def test_a_page_keeps_the_last_input_sets_and_never_answers_with_the_wrong_ones(
+    example: Any, runner_pool: RunnerPool
+) -> None:
+    """Inputs the page already holds are not sent again; a third set evicts the oldest;
+    and a page that lost a set its runner believes kept fetches it, so the numbers are
+    always those of the job's own inputs (Keras, an independent implementation)."""
+    artifact = example("dense10x50")
+    runner = runner_pool.runner("tfjs-cpu")
+    keras_cpu = runner_pool.runner("keras-cpu")
+    sets = [
+        generate_inputs(InputRecipe("uniform", batch=3, seed=seed), artifact.graph.input_shapes)
+        for seed in (11, 12, 13)
+    ]
+    expected = [keras_cpu.run(artifact, inputs) for inputs in sets]
+
+    def job(index: int) -> bool:
+        outputs = runner.run(artifact, sets[index])
+        for layer, values in outputs.items():
+            want = expected[index][layer]  # float32 rounding apart; other inputs: O(1)
+            np.testing.assert_allclose(values, want, atol=1e-5 * np.abs(want).max(), err_msg=layer)
+        return bool(runner.environment()["inputs_kept"])
+
+    page_jobs = []
+
+    def kept(index: int) -> bool:
+        result = job(index)
+        page_jobs.append(runner.environment()["page_job"])
+        return result
+
+    sequence = [kept(0), kept(0), kept(1), kept(0), kept(2), kept(1), kept(0)]
+    if page_jobs == list(range(page_jobs[0], page_jobs[0] + len(page_jobs))):  # one page
+        # 0 new, 0 kept, 1 new, 0 kept, 2 new (evicts 1), 1 new (evicts 0), 0 new.
+        assert sequence == [False, True, False, True, False, False, False]
+
+    async def forget(page: Any, _: int) -> None:
+        await page.evaluate("() => keptInputs.clear()")
+
+    harness = f"{runner.session.server.url}/harness.html"
+    runner.host.run_in_page(runner.BACKEND, harness, forget, timeout_s=30)
+    assert job(0) is False  # the runner thought set 0 kept; the page fetched it
