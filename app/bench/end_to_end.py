@@ -39,17 +39,18 @@ def served(data_dir: Path, database_url: str | None = None) -> LiveServer:
 
 def bare_backend(
     pool: RunnerPool, backend: str, artifact: ModelArtifact, inputs: dict[str, Any], *, warm: bool
-) -> Callable[[], None]:
+) -> Callable[[], Any]:
     """The least work that gives every layer of one backend for these inputs; with
     `warm` False, a TF.js backend's old cold baseline (a fresh page)."""
     if backend == "keras-cpu":
         return bare_predict(artifact, inputs, pool.options)
     if backend.startswith("tfjs-"):
-        shape = list(next(iter(inputs.values())).shape)
-        page = warm_page if warm else bare_page
-        return page(tfjs_runner(pool, backend), artifact, shape)
-    runner = pool.runner(backend)
-    return lambda: runner.run(artifact, inputs)
+        runner = tfjs_runner(pool, backend)
+        if warm:
+            return warm_page(runner, artifact, inputs)
+        return bare_page(runner, artifact, list(next(iter(inputs.values())).shape))
+    other = pool.runner(backend)
+    return lambda: other.run(artifact, inputs)
 
 
 def timed_run(client: Client, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:

@@ -1,7 +1,10 @@
-"""TF.js: a warm driftbench job against the warm floor, the least TF.js itself needs to
-give every layer's output: in the backend's own warm page (TF.js initialised, shaders
-compiled), the capture model already loaded and the input already a tensor, one
-`predict` and every output read back with `data()`, timed from Python like a job.
+"""TF.js: a warm driftbench job against the warm floor, the least TF.js in a browser
+needs to put every layer's output in the hands of the Python that asked: in the
+backend's own warm page (TF.js initialised, shaders compiled), the capture model
+already loaded and the job's inputs already tensors, one `predict`, every output read
+back with `data()` and sent to Python in one POST (the fastest way out of a page
+measured: harness.js), timed from Python like a job. The same floor with the outputs
+left in the page, which no job can do, is reported beside it, untargeted.
 
 The old baseline, a fresh page that initialises the backend, loads the model.json and
 predicts once, is reported beside it (cold, untargeted), and so is the first job.
@@ -9,10 +12,12 @@ predicts once, is reported beside it (cold, untargeted), and so is the first job
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from playwright.async_api import BrowserContext, Page
 
 from app.bench.backend_jobs import backend_job, example_job
@@ -21,6 +26,7 @@ from workers.backends.pool import RunnerPool
 from workers.backends.registry import runner_class
 from workers.backends.tfjs.export import tfjs_names
 from workers.backends.tfjs.runner import TfjsRunner
+from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
 
 TFJS_BACKENDS = ("tfjs-cpu", "tfjs-wasm", "tfjs-webgl", "tfjs-webgl-f16")
@@ -37,22 +43,34 @@ PREDICT_ONCE = """async (spec) => {
 }"""
 
 
+# The job's own inputs, placed once as tensors (untimed): the floor computes the numbers
+# the job does.
 WARM_CAPTURE = """async (spec) => {
   const model = await tf.loadLayersModel(spec.modelUrl);
   const layers = spec.layers.map((name) => model.getLayer(name));
+  const inputs = spec.inputs.map(({base64, shape}) => {
+    const bytes = Uint8Array.fromBase64(base64);
+    return tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), shape, 'float32');
+  });
   window.benchFloor = {
     model: tf.model({inputs: model.inputs, outputs: layers.map((layer) => layer.output)}),
-    input: tf.randomUniform(spec.shape),
+    input: inputs.length === 1 ? inputs[0] : inputs,
     batchSize: spec.batchSize,
   };
 }"""
 
-PREDICT_WARM = """async () => {
+# With an outputs URL, every output is sent to it the way a job sends its own
+# (harness.js's sendAllFloat32, the fastest way out of the page measured); without,
+# the outputs stay in the page.
+PREDICT_WARM = """async (outputsUrl) => {
   const floor = window.benchFloor;
   let outputs = floor.model.predict(floor.input, {batchSize: floor.batchSize});
   if (!Array.isArray(outputs)) outputs = [outputs];
-  await Promise.all(outputs.map((output) => output.data()));
+  const values = await Promise.all(outputs.map((output) => output.data()));
+  if (outputsUrl !== null) sendAllFloat32(outputsUrl, values);
+  const shapes = outputs.map((output) => output.shape);
   tf.dispose(outputs);
+  return shapes;
 }"""
 
 
@@ -92,27 +110,68 @@ def bare_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> 
     return once
 
 
-def warm_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> Callable[[], None]:
-    """The floor: predict the capture model in the runner's own warm page (loaded there
-    once, first) and read every output back."""
+def warm_page(
+    runner: TfjsRunner,
+    artifact: ModelArtifact,
+    inputs: dict[str, np.ndarray],
+    *,
+    delivered: bool = True,
+) -> Callable[[], list[np.ndarray] | None]:
+    """The floor: predict the capture model on `inputs` in the runner's own warm page
+    (model and inputs placed there once, first), read every output back and,
+    `delivered`, hand them all to Python as float32 arrays (what a job must do with
+    them: returned, in the job's layer order); else leave them in the page."""
     names = tfjs_names(artifact.graph)
+    placed = [
+        {
+            "base64": base64.b64encode(np.ascontiguousarray(inputs[layer.name], "<f4")).decode(),
+            "shape": list(inputs[layer.name].shape),
+        }
+        for layer in artifact.graph.inputs
+    ]
     spec = {
         "modelUrl": runner.model_url(artifact),
         "layers": [names[layer.name] for layer in runner.computed_layers(artifact.graph)],
-        "shape": shape,
+        "inputs": placed,
         "batchSize": runner.options.tfjs_batch_size,
     }
-    harness = f"{runner.session.server.url}/harness.html"
+    server = runner.session.server
+    harness = f"{server.url}/harness.html"
     timeout_s = runner.options.browser_job_timeout_s
 
     async def prepare(page: Page, _: int) -> None:
         await page.evaluate(WARM_CAPTURE, spec)
 
-    async def predict(page: Page, _: int) -> None:
-        await page.evaluate(PREDICT_WARM)
+    async def in_page(page: Page, _: int) -> None:
+        await page.evaluate(PREDICT_WARM, None)
+
+    def kept_in_page() -> None:
+        runner.host.run_in_page(runner.BACKEND, harness, in_page, timeout_s=timeout_s)
+
+    def delivered_to_python() -> list[np.ndarray]:
+        job_id, channel = server.open_job(b"")
+        url = f"{server.url}/jobs/{job_id}/outputs"
+
+        async def predict(page: Page, _: int) -> list[list[int]]:
+            return await page.evaluate(PREDICT_WARM, url)
+
+        try:
+            shapes = runner.host.run_in_page(runner.BACKEND, harness, predict, timeout_s=timeout_s)
+            return channel.output_arrays(shapes, timeout_s)
+        finally:
+            server.close_job(job_id)
 
     runner.host.run_in_page(runner.BACKEND, harness, prepare, timeout_s=timeout_s)
-    return lambda: runner.host.run_in_page(runner.BACKEND, harness, predict, timeout_s=timeout_s)
+    return delivered_to_python if delivered else kept_in_page
+
+
+def new_input_sets(artifact: ModelArtifact, batch: int, count: int) -> list[dict[str, np.ndarray]]:
+    """Input sets unlike each other and the example job's (seed 0)."""
+    shapes = artifact.graph.input_shapes
+    return [
+        generate_inputs(InputRecipe("uniform", batch=batch, seed=1000 + i), shapes)
+        for i in range(count)
+    ]
 
 
 def tfjs_figures(
@@ -130,10 +189,11 @@ def tfjs_figures(
         job = backend_job(pool, backend, artifact, inputs)
         first = timed(job, 1, warmup=0)[0]
         cold_page = median(timed(bare_page(runner, artifact, shape), COLD_REPEATS, warmup=0))
-        floor = warm_page(runner, artifact, shape)
+        floor = warm_page(runner, artifact, inputs)
+        in_page = warm_page(runner, artifact, inputs, delivered=False)
         warm, baseline = interleaved(job, floor, repeats)
         figure = ratio(
-            f"{backend} warm job vs warm page (predict, read every output) "
+            f"{backend} warm job vs warm page (predict, every output read and sent to Python) "
             f"({model}, batch {batch})",
             warm,
             baseline,
@@ -141,6 +201,31 @@ def tfjs_figures(
         )
         figure.detail["first_job_s"] = first
         figures.append(figure)
+        # The job above finds its inputs kept in its page, as the floor holds them; a
+        # job on inputs its page has not seen also sends them.
+        jobs = [
+            backend_job(pool, backend, artifact, new)
+            for new in new_input_sets(artifact, batch, repeats)
+        ]
+        new_inputs = [timed(new_job, 1, 0)[0] for new_job in jobs]
+        figures.append(
+            ratio(
+                f"{backend} warm job on inputs new to its page vs the same warm page "
+                f"({model}, batch {batch})",
+                new_inputs,
+                baseline,
+                None,
+            )
+        )
+        figures.append(
+            ratio(
+                f"{backend} warm job vs warm page, outputs left in the page "
+                f"({model}, batch {batch})",
+                warm,
+                timed(in_page, repeats),
+                None,
+            )
+        )
         figures.append(
             Figure(
                 f"{backend} warm job vs cold bare page, the old baseline ({model}, batch {batch})",
