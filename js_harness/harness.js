@@ -118,8 +118,9 @@ async function weightsRoundTrip(model, modelUrl) {
 // Every input of the job, concatenated in order: kept from an earlier job of the page
 // with the same inputs (Python sends them only when it does not know them kept), else
 // inline in the spec when Python put them there (a request costs about 2 ms here), else
-// in one GET. The last KEPT_INPUTS sets stay: a service runs a model on one input set
-// again and again, and the floor a job is measured against holds its inputs too.
+// in one GET. The last KEPT_INPUTS sets stay, where Python asks (small enough sets): a
+// service runs a model on one input set again and again, and the floor a job is measured
+// against holds its inputs too.
 const KEPT_INPUTS = 2;
 const keptInputs = new Map();  // inputs key -> Float32Array
 
@@ -137,7 +138,7 @@ async function jobInputs(spec) {
     if (!response.ok) throw new Error(`GET ${spec.jobUrl}/inputs: HTTP ${response.status}`);
     values = new Float32Array(await response.arrayBuffer());
   }
-  keptInputs.set(spec.inputsKey, values);
+  if (spec.keepInputs) keptInputs.set(spec.inputsKey, values);
   while (keptInputs.size > KEPT_INPUTS) keptInputs.delete(keptInputs.keys().next().value);
   return {values, kept};
 }

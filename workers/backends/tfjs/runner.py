@@ -59,9 +59,13 @@ EXACT_IN_F4 = 2**24  # the first integer float32 cannot hold exactly: inputs tra
 # own request for them (about 2 ms in the page), which larger inputs still make. Measured
 # from Python, inline / fetched: 51 KB 2.3 / 3.1 ms, 64 KB 2.9 / 3.3 ms, 100 KB 4.5 / 4.2 ms.
 INLINE_INPUT_BYTES = 64 << 10
-# Input sets a page keeps (harness.js's KEPT_INPUTS): a job whose inputs its page holds
-# sends only their key (51 KB inline in the spec cost 1.5 ms of a 10 ms wasm job).
+# Input sets a page keeps (harness.js's KEPT_INPUTS), each up to KEPT_INPUT_BYTES: a job
+# whose inputs its page holds sends only their key (51 KB inline in the spec cost 1.5 ms
+# of a 10 ms wasm job). Bigger sets (a big model's isolated mode sends every layer's
+# inputs) are fetched each job: their GET is small beside their job, and a page kept
+# between jobs holds no more than this.
 KEPT_INPUTS = 2
+KEPT_INPUT_BYTES = 16 << 20
 
 
 @functools.lru_cache(maxsize=4)
@@ -189,6 +193,7 @@ class TfjsRunner(Runner):
             "batchSize": self.options.tfjs_batch_size,
             "checkWeights": checked is None,
             "inputsKey": inputs_key,
+            "keepInputs": len(joined) <= KEPT_INPUT_BYTES,
             **spec_extra,
         }
         opened: list[str] = []
@@ -215,10 +220,11 @@ class TfjsRunner(Runner):
             except BaseException:
                 held.clear()  # what the page kept is unknown: a miss only costs a GET
                 raise
-            held[inputs_key] = None
-            held.move_to_end(inputs_key)
-            while len(held) > KEPT_INPUTS:
-                held.popitem(last=False)
+            if spec["keepInputs"]:
+                held[inputs_key] = None
+                held.move_to_end(inputs_key)
+                while len(held) > KEPT_INPUTS:
+                    held.popitem(last=False)
             return {**result, "page_job": served, "channel": channel, "job_url": job_url}
 
         timeout_s = self.options.browser_job_timeout_s

@@ -656,3 +656,26 @@ def test_a_page_keeps_the_last_input_sets_and_never_answers_with_the_wrong_ones(
     harness = f"{runner.session.server.url}/harness.html"
     runner.host.run_in_page(runner.BACKEND, harness, forget, timeout_s=30)
     assert job(0) is False  # the runner thought set 0 kept; the page fetched it
+
+
+def test_input_sets_over_the_kept_size_are_sent_each_job(
+    example: Any, runner_pool: RunnerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page holds no set bigger than KEPT_INPUT_BYTES between jobs (a big model's
+    isolated inputs would stay in the browser's memory): such a job sends them again."""
+    import workers.backends.tfjs.runner as tfjs_runner_module
+
+    artifact = example("dense10x50")
+    inputs = generate_inputs(InputRecipe("uniform", batch=3, seed=21), artifact.graph.input_shapes)
+    runner = runner_pool.runner("tfjs-cpu")
+    size = sum(array.nbytes for array in inputs.values())
+    monkeypatch.setattr(tfjs_runner_module, "KEPT_INPUT_BYTES", size - 1)
+    first = runner.run(artifact, inputs)
+    again = runner.run(artifact, inputs)
+    assert runner.environment()["inputs_kept"] is False
+    for layer, values in again.items():
+        assert np.array_equal(values, first[layer]), layer
+    monkeypatch.undo()
+    for _ in range(2):
+        runner.run(artifact, inputs)
+    assert runner.environment()["inputs_kept"] is True  # the same set, at the usual cap
