@@ -118,29 +118,33 @@ async function weightsRoundTrip(model, modelUrl) {
 // Every input of the job, concatenated in order: kept from an earlier job of the page
 // with the same inputs (Python sends them only when it does not know them kept), else
 // inline in the spec when Python put them there (a request costs about 2 ms here), else
-// in one GET. The last KEPT_INPUTS sets stay, where Python asks (small enough sets): a
-// service runs a model on one input set again and again, and the floor a job is measured
-// against holds its inputs too.
+// in one GET. The last KEPT_INPUTS sets that Python names (inputsKey, null for a set too
+// big to keep) stay: a service runs a model on one input set again and again, and the
+// floor a job is measured against holds its inputs too.
 const KEPT_INPUTS = 2;
 const keptInputs = new Map();  // inputs key -> Float32Array
 
 async function jobInputs(spec) {
-  if (typeof spec.inputsKey !== 'string') throw new Error('the job names no inputsKey');
-  let values = keptInputs.get(spec.inputsKey);
+  if (spec.inputsKey === undefined) throw new Error('the job has no inputsKey (null: not kept)');
+  let values = spec.inputsKey === null ? undefined : keptInputs.get(spec.inputsKey);
   const kept = values !== undefined;
   if (kept) {
     keptInputs.delete(spec.inputsKey);
   } else if (spec.inputsBase64 !== null) {
-    const bytes = Uint8Array.fromBase64(spec.inputsBase64);
-    values = new Float32Array(bytes.buffer, 0, bytes.length / 4);
+    values = float32FromBase64(spec.inputsBase64);
   } else {
     const response = await fetch(`${spec.jobUrl}/inputs`);
     if (!response.ok) throw new Error(`GET ${spec.jobUrl}/inputs: HTTP ${response.status}`);
     values = new Float32Array(await response.arrayBuffer());
   }
-  if (spec.keepInputs) keptInputs.set(spec.inputsKey, values);
+  if (spec.inputsKey !== null) keptInputs.set(spec.inputsKey, values);
   while (keptInputs.size > KEPT_INPUTS) keptInputs.delete(keptInputs.keys().next().value);
   return {values, kept};
+}
+
+function float32FromBase64(text) {
+  const bytes = Uint8Array.fromBase64(text);
+  return new Float32Array(bytes.buffer, 0, bytes.length / 4);
 }
 
 function tensorsAt(values, placed) {

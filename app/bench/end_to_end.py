@@ -47,7 +47,7 @@ def bare_backend(
     if backend.startswith("tfjs-"):
         runner = tfjs_runner(pool, backend)
         if warm:
-            return warm_page(runner, artifact, inputs)
+            return warm_page(runner, artifact, inputs).delivered
         return bare_page(runner, artifact, list(next(iter(inputs.values())).shape))
     other = pool.runner(backend)
     return lambda: other.run(artifact, inputs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from app.bench.figures import Figure, interleaved, median, ratio, timed
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import runner_class
 from workers.backends.tfjs.export import tfjs_names
-from workers.backends.tfjs.runner import TfjsRunner
+from workers.backends.tfjs.runner import TfjsRunner, placed_inputs
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
 
@@ -43,17 +44,21 @@ PREDICT_ONCE = """async (spec) => {
 }"""
 
 
-# The job's own inputs, placed once as tensors (untimed): the floor computes the numbers
-# the job does.
+# The job's own inputs, placed once as tensors (untimed) as a job places them
+# (harness.js's tensorsAt): the floor computes the numbers the job does. A floor placed
+# before in this page is disposed.
 WARM_CAPTURE = """async (spec) => {
-  const model = await tf.loadLayersModel(spec.modelUrl);
-  const layers = spec.layers.map((name) => model.getLayer(name));
-  const inputs = spec.inputs.map(({base64, shape}) => {
-    const bytes = Uint8Array.fromBase64(base64);
-    return tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), shape, 'float32');
-  });
+  if (window.benchFloor !== undefined) {
+    window.benchFloor.loaded.dispose();
+    tf.dispose(window.benchFloor.inputs);
+  }
+  const loaded = await tf.loadLayersModel(spec.modelUrl);
+  const layers = spec.layers.map((name) => loaded.getLayer(name));
+  const inputs = tensorsAt(float32FromBase64(spec.inputsBase64), spec.inputs);
   window.benchFloor = {
-    model: tf.model({inputs: model.inputs, outputs: layers.map((layer) => layer.output)}),
+    loaded,
+    inputs,
+    model: tf.model({inputs: loaded.inputs, outputs: layers.map((layer) => layer.output)}),
     input: inputs.length === 1 ? inputs[0] : inputs,
     batchSize: spec.batchSize,
   };
@@ -110,29 +115,28 @@ def bare_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> 
     return once
 
 
+@dataclass(frozen=True)
+class WarmPage:
+    """The floor, placed once in the runner's own warm page: `delivered` predicts, reads
+    every output back and hands them all to Python as float32 arrays (what a job must
+    do with them; returned in the job's layer order); `in_page` leaves them there."""
+
+    delivered: Callable[[], list[np.ndarray]]
+    in_page: Callable[[], None]
+
+
 def warm_page(
-    runner: TfjsRunner,
-    artifact: ModelArtifact,
-    inputs: dict[str, np.ndarray],
-    *,
-    delivered: bool = True,
-) -> Callable[[], list[np.ndarray] | None]:
-    """The floor: predict the capture model on `inputs` in the runner's own warm page
-    (model and inputs placed there once, first), read every output back and,
-    `delivered`, hand them all to Python as float32 arrays (what a job must do with
-    them: returned, in the job's layer order); else leave them in the page."""
+    runner: TfjsRunner, artifact: ModelArtifact, inputs: dict[str, np.ndarray]
+) -> WarmPage:
+    """Load the capture model and place `inputs` in the runner's warm page, once."""
     names = tfjs_names(artifact.graph)
-    placed = [
-        {
-            "base64": base64.b64encode(np.ascontiguousarray(inputs[layer.name], "<f4")).decode(),
-            "shape": list(inputs[layer.name].shape),
-        }
-        for layer in artifact.graph.inputs
-    ]
+    tensors = [inputs[layer.name] for layer in artifact.graph.inputs]
+    joined = b"".join(np.ascontiguousarray(t, "<f4").tobytes() for t in tensors)
     spec = {
         "modelUrl": runner.model_url(artifact),
         "layers": [names[layer.name] for layer in runner.computed_layers(artifact.graph)],
-        "inputs": placed,
+        "inputsBase64": base64.b64encode(joined).decode(),
+        "inputs": placed_inputs(tensors),
         "batchSize": runner.options.tfjs_batch_size,
     }
     server = runner.session.server
@@ -142,13 +146,13 @@ def warm_page(
     async def prepare(page: Page, _: int) -> None:
         await page.evaluate(WARM_CAPTURE, spec)
 
-    async def in_page(page: Page, _: int) -> None:
+    async def kept(page: Page, _: int) -> None:
         await page.evaluate(PREDICT_WARM, None)
 
-    def kept_in_page() -> None:
-        runner.host.run_in_page(runner.BACKEND, harness, in_page, timeout_s=timeout_s)
+    def in_page() -> None:
+        runner.host.run_in_page(runner.BACKEND, harness, kept, timeout_s=timeout_s)
 
-    def delivered_to_python() -> list[np.ndarray]:
+    def delivered() -> list[np.ndarray]:
         job_id, channel = server.open_job(b"")
         url = f"{server.url}/jobs/{job_id}/outputs"
 
@@ -162,7 +166,7 @@ def warm_page(
             server.close_job(job_id)
 
     runner.host.run_in_page(runner.BACKEND, harness, prepare, timeout_s=timeout_s)
-    return delivered_to_python if delivered else kept_in_page
+    return WarmPage(delivered, in_page)
 
 
 def new_input_sets(artifact: ModelArtifact, batch: int, count: int) -> list[dict[str, np.ndarray]]:
@@ -190,8 +194,7 @@ def tfjs_figures(
         first = timed(job, 1, warmup=0)[0]
         cold_page = median(timed(bare_page(runner, artifact, shape), COLD_REPEATS, warmup=0))
         floor = warm_page(runner, artifact, inputs)
-        in_page = warm_page(runner, artifact, inputs, delivered=False)
-        warm, baseline = interleaved(job, floor, repeats)
+        warm, baseline = interleaved(job, floor.delivered, repeats)
         figure = ratio(
             f"{backend} warm job vs warm page (predict, every output read and sent to Python) "
             f"({model}, batch {batch})",
@@ -222,7 +225,7 @@ def tfjs_figures(
                 f"{backend} warm job vs warm page, outputs left in the page "
                 f"({model}, batch {batch})",
                 warm,
-                timed(in_page, repeats),
+                timed(floor.in_page, repeats),
                 None,
             )
         )

@@ -28,8 +28,7 @@ def test_tfjs_floor_hands_python_the_jobs_every_output_bit_for_bit(
     inputs = _inputs(artifact, 3)
     runner = tfjs_runner(runner_pool, "tfjs-cpu")
     job = runner.run(artifact, inputs)
-    delivered = warm_page(runner, artifact, inputs)()
-    assert delivered is not None
+    delivered = warm_page(runner, artifact, inputs).delivered()
     assert len(delivered) == len(job) > 5
     for (name, expected), got in zip(job.items(), delivered, strict=True):
         assert got.shape == expected.shape, name

@@ -183,7 +183,13 @@ class TfjsRunner(Runner):
         server = self.session.server
         checked = self.session.weights_checked.get((model.sha256, self.BACKEND))
         joined = b"".join(np.ascontiguousarray(t, "<f4").tobytes() for t in tensors)
-        inputs_key = hashlib.blake2b(joined, digest_size=16).hexdigest()
+        # Only a set the page may keep is named (hashing a big model's isolated inputs
+        # would cost more than their GET saves).
+        inputs_key = (
+            hashlib.blake2b(joined, digest_size=16).hexdigest()
+            if len(joined) <= KEPT_INPUT_BYTES
+            else None
+        )
         spec = {
             "backend": self.TFJS_BACKEND,
             "flags": self.FLAGS,
@@ -193,7 +199,6 @@ class TfjsRunner(Runner):
             "batchSize": self.options.tfjs_batch_size,
             "checkWeights": checked is None,
             "inputsKey": inputs_key,
-            "keepInputs": len(joined) <= KEPT_INPUT_BYTES,
             **spec_extra,
         }
         opened: list[str] = []
@@ -220,7 +225,7 @@ class TfjsRunner(Runner):
             except BaseException:
                 held.clear()  # what the page kept is unknown: a miss only costs a GET
                 raise
-            if spec["keepInputs"]:
+            if inputs_key is not None:
                 held[inputs_key] = None
                 held.move_to_end(inputs_key)
                 while len(held) > KEPT_INPUTS:
@@ -265,12 +270,12 @@ class TfjsRunner(Runner):
                     "float32 transport to the page would round"
                 )
         tensors = [inputs[layer.name] for layer in model.graph.inputs]
-        return self._job(model, "accumulated", tensors, {"inputs": _placed(tensors)})
+        return self._job(model, "accumulated", tensors, {"inputs": placed_inputs(tensors)})
 
     def run_isolated_impl(self, model: ModelArtifact, layer_inputs: LayerInputs) -> LayerOutputs:
         computed = self.computed_layers(model.graph)
         tensors = [array for layer in computed for array in layer_inputs[layer.name]]
-        placed = iter(_placed(tensors))
+        placed = iter(placed_inputs(tensors))
         per_layer = [[next(placed) for _ in layer_inputs[layer.name]] for layer in computed]
         steps = isolated_steps(model.graph)
         return self._job(
@@ -287,7 +292,7 @@ class TfjsRunner(Runner):
         return self._environment
 
 
-def _placed(tensors: list[np.ndarray]) -> list[dict[str, Any]]:
+def placed_inputs(tensors: list[np.ndarray]) -> list[dict[str, Any]]:
     """Where each tensor sits among the job's inputs (in float32 values) and its shape."""
     offsets = np.cumsum([0, *(array.size for array in tensors)])
     return [
