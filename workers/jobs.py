@@ -144,7 +144,7 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     earlier = None
     if result.status == BackendStatus.DONE and path is not None:
         earlier = runs.record_stored(run_id, backend, path, result.environment)
-    if earlier is not None and not is_reference:
+    if earlier:
         started = time.perf_counter()
         try:
             compare_on_arrival(plan, replace(result, outputs=outputs), inputs, earlier)
@@ -229,15 +229,17 @@ def _compare_pairs(
 
 def arrival_pairs(plan: RunPlan, backend: str, earlier: Collection[str]) -> dict[str, list[str]]:
     """The pairs a backend compares as it arrives, by target: itself against the reference
-    and each `compare_against` target stored `earlier`, and, a target itself, every
-    backend stored `earlier` against it (those already compared with the reference reuse
-    their diagnoses from those rows). Over a run, each pair it must compare comes once."""
+    and each `compare_against` target stored `earlier`, and, a target itself (the
+    reference, stored after others when it feeds none of them, or a `compare_against`
+    target), every backend stored `earlier` against it (those already compared with the
+    reference reuse their diagnoses from those rows). Over a run, each pair it must
+    compare comes once."""
     pairs = {
         target: [backend]
         for target in dict.fromkeys([plan.order.reference, *plan.compare_against])
         if target != backend and target in earlier
     }
-    if backend in plan.compare_against:
+    if backend == plan.order.reference or backend in plan.compare_against:
         candidates = [b for b in plan.order.backends if b in earlier]
         if candidates:
             pairs[backend] = candidates
@@ -252,13 +254,16 @@ def compare_on_arrival(
     process that ran it and from the outputs it holds: comparisons overlap the backends
     still running (on another core, in the browser's job process) instead of queueing
     behind the last of them, and each pair is compared by whichever of its two backends
-    was stored second (`runs.record_stored`). Each backend diagnoses with an equal share
-    of the run's budget."""
+    was stored second (`runs.record_stored`). Each backend is diagnosed with an equal
+    share of the run's budget, by whichever job compares it with the reference."""
     pairs = arrival_pairs(plan, arrived.backend, earlier)
     if not pairs:
         return
     options = settings.engine_options()
-    share = options.diagnosis_budget_s / len(plan.order.others)
+    reference = plan.order.reference
+    # The reference stored after others diagnoses each of them; any other, itself.
+    diagnosed = len(pairs.get(reference, [])) if arrived.backend == reference else 1
+    share = options.diagnosis_budget_s * diagnosed / len(plan.order.others)
     _compare_pairs(plan, pairs, replace(options, diagnosis_budget_s=share), inputs, arrived)
 
 

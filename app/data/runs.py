@@ -122,7 +122,9 @@ def load_plan(run_id: int) -> RunPlan | None:
             model_path=storage.model_path(run.model.sha256, run.model.file_format),
             inputs_sha256=input_set.sha256,
             order=RunOrder.of(
-                run.reference, [b.backend for b in run.backend_runs if not is_external(b.backend)]
+                run.reference,
+                [b.backend for b in run.backend_runs if not is_external(b.backend)],
+                feeds="isolated" in run.modes,
             ),
             modes=tuple(run.modes),
             repeats=run.repeats,

@@ -13,10 +13,13 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -195,52 +198,105 @@ def load_outputs(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return outputs
 
 
-def stored_shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Each stored array's shape by mode and layer, from the .npy headers alone."""
+# A stored file as one version of its contents: every write replaces the file (a new
+# inode), so an identity never names two different contents.
+FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(stream: BinaryIO) -> FileIdentity:
+    status = os.fstat(stream.fileno())
+    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+class _Kept:
+    """What this process read of stored files lately, by file identity and key, up to
+    `budget` (in `cost` units), least recently used first out; shared by the threads of
+    a server."""
+
+    def __init__(self, budget: int, cost: Callable[[Any], int]) -> None:
+        self.budget, self.cost = budget, cost
+        self._items: OrderedDict[tuple[FileIdentity, str], Any] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def get(self, identity: FileIdentity, key: str) -> Any:
+        with self._lock:
+            found = self._items.get((identity, key))
+            if found is not None:
+                self._items.move_to_end((identity, key))
+            return found
+
+    def put(self, identity: FileIdentity, key: str, value: Any) -> None:
+        cost = self.cost(value)
+        if cost > self.budget:
+            return
+        with self._lock:
+            replaced = self._items.pop((identity, key), None)
+            self._total += cost - (0 if replaced is None else self.cost(replaced))
+            self._items[identity, key] = value
+            while self._total > self.budget:
+                _, dropped = self._items.popitem(last=False)
+                self._total -= self.cost(dropped)
+
+
+# A run's comparisons each read the reference's layers and every stored file's headers:
+# a job process keeps what it read, so a run's second to last comparison reads nothing
+# from disk (parsing .npz headers was 40 ms of a dense10x50 run's browser jobs).
+KEPT_LAYER_BYTES = 64 * MiB
+_kept_layers = _Kept(KEPT_LAYER_BYTES, lambda array: int(array.nbytes))
+_kept_shapes = _Kept(256, lambda shapes: 1)
+
+
+def _read_shapes(stream: BinaryIO, name: str) -> dict[str, dict[str, tuple[int, ...]]]:
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            with archive.open(name) as member:
-                shape, _ = npy_header(member, f"{path.name}[{name}]")
-            mode, layer = name.removesuffix(".npy").split("/", 1)
+    with zipfile.ZipFile(stream) as archive:
+        for member_name in archive.namelist():
+            with archive.open(member_name) as member:
+                shape, _ = npy_header(member, f"{name}[{member_name}]")
+            mode, layer = member_name.removesuffix(".npy").split("/", 1)
             shapes.setdefault(mode, {})[layer] = shape
     return shapes
 
 
-# What one StoredLayers keeps of the layers it read (a comparison holds one per backend
-# and mode), so that big models' layers are still read one at a time.
-KEPT_LAYER_BYTES = 16 * MiB
+def stored_shapes(path: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Each stored array's shape by mode and layer, from the .npy headers alone."""
+    with path.open("rb") as stream:
+        identity = _identity(stream)
+        shapes = _kept_shapes.get(identity, "")
+        if shapes is None:
+            shapes = _read_shapes(stream, path.name)
+            _kept_shapes.put(identity, "", shapes)
+    return {mode: dict(layers) for mode, layers in shapes.items()}
 
 
 class StoredLayers(Mapping[str, np.ndarray]):
     """One mode of a backend run's stored outputs, read a layer at a time on access.
 
     Comparing a run then holds one layer per backend in memory instead of every
-    backend's whole run. The archive is opened once, on the first read, and stays open
-    while this object lives, and the layers read last are kept up to KEPT_LAYER_BYTES:
-    a comparison reads each reference layer once per backend, and re-parsing the zip
-    index and the .npy header on every read was most of a small model's comparison
-    time. A re-run replacing the file meanwhile does not change what this object reads
-    (the open file is the old one).
+    backend's whole run. The file is opened when this object is made and read from that
+    open file, so a re-run replacing it meanwhile does not change what this object
+    reads; the archive's index is parsed on the first read this process has not kept.
+    Arrays read are shared with later readers of the same file: they are read-only.
     """
 
     def __init__(self, path: Path, mode: str, layers: list[str]) -> None:
         self.path, self.mode, self.layers = path, mode, layers
+        self._stream = path.open("rb")
+        self._identity = _identity(self._stream)
         self._archive: np.lib.npyio.NpzFile | None = None
-        self._kept: dict[str, np.ndarray] = {}
 
     def __getitem__(self, layer: str) -> np.ndarray:
-        if layer in self._kept:
-            return self._kept[layer]
         if layer not in self.layers:
             raise KeyError(layer)
+        key = f"{self.mode}/{layer}"
+        kept = _kept_layers.get(self._identity, key)
+        if kept is not None:
+            return cast(np.ndarray, kept)
         if self._archive is None:
-            self._archive = np.load(self.path, allow_pickle=False)
-        loaded = self._archive[f"{self.mode}/{layer}"]
-        if loaded.nbytes <= KEPT_LAYER_BYTES:
-            while sum(a.nbytes for a in self._kept.values()) + loaded.nbytes > KEPT_LAYER_BYTES:
-                del self._kept[next(iter(self._kept))]
-            self._kept[layer] = loaded
+            self._archive = np.load(self._stream, allow_pickle=False)
+        loaded = self._archive[key]
+        loaded.flags.writeable = False
+        _kept_layers.put(self._identity, key, loaded)
         return loaded
 
     def __contains__(self, layer: object) -> bool:

@@ -113,7 +113,7 @@ def run_locally(
     modes = tuple(modes)
     if repeats < 1:
         raise InvalidRequest(f"repeats must be at least 1, got {repeats}")
-    order = RunOrder.of(reference, backends)
+    order = RunOrder.of(reference, backends, feeds="isolated" in modes)
     for backend in order.backends:
         backend_entry(backend)
     results: dict[str, BackendResult] = {}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from workers.engine.explanations import NOT_DIAGNOSED, LayerDiagnosis
 from workers.engine.graph import LayerSpec, ModelGraph
-from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergence
+from workers.engine.metrics import DRIFT_VERDICTS, Divergence, divergences
 from workers.engine.options import DEFAULT_OPTIONS, EngineOptions
 from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus
@@ -105,6 +105,30 @@ def _common_samples(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a[:samples], b[:samples]
 
 
+# Values of the layers measured in one batch: a small model's layers all at once (numpy's
+# cost per call, not the arithmetic, dominated them one at a time), a big model's still a
+# few at a time, as they are read from disk.
+BATCH_VALUES = 2**20
+
+
+def _batches(
+    names: list[str], candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """The layers' (candidate, reference) pairs in order, in batches of about BATCH_VALUES
+    values (a bigger layer alone), each read only when the one before has been measured."""
+    batch: list[tuple[np.ndarray, np.ndarray]] = []
+    values = 0
+    for name in names:
+        pair = _common_samples(candidate[name], reference[name])
+        if batch and values + pair[0].size > BATCH_VALUES:
+            yield batch
+            batch, values = [], 0
+        batch.append(pair)
+        values += pair[0].size
+    if batch:
+        yield batch
+
+
 def compare(
     graph: ModelGraph,
     results: dict[str, BackendResult],
@@ -131,19 +155,21 @@ def compare(
                 continue
             candidate, reference = result.outputs[mode], target.outputs[mode]
             local = {} if diagnose is None else diagnose(backend, mode)
-            rows = [
-                _row(
-                    layer,
-                    depth,
-                    divergence(
-                        *_common_samples(candidate[layer.name], reference[layer.name]),
-                        thresholds=options.thresholds,
-                        histogram_bins=options.histogram_bins,
-                    ),
-                    local.get(layer.name),
-                )
+            layers = [
+                (depth, layer)
                 for depth, layer in enumerate(graph.compute_layers, start=1)
                 if layer.name in candidate and layer.name in reference
+            ]
+            measured = [
+                divergence
+                for batch in _batches([layer.name for _, layer in layers], candidate, reference)
+                for divergence in divergences(
+                    batch, thresholds=options.thresholds, histogram_bins=options.histogram_bins
+                )
+            ]
+            rows = [
+                _row(layer, depth, divergence, local.get(layer.name))
+                for (depth, layer), divergence in zip(layers, measured, strict=True)
             ]
             missing = tuple(
                 layer.name

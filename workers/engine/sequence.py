@@ -1,12 +1,14 @@
 """The order of a run's steps, in one place for the CLI, the embedded executor and Celery.
 
-The reference runs first: the isolated mode feeds every other backend the
-reference's input to each layer. The other backends come next and do not depend
-on each other (Celery runs them at once; the embedded executor runs each capability's
-at once with the others'). Each backend's job compares it with the reference as it
-arrives (workers/jobs.py); the comparison step comes last, once every backend has
-finished, and compares what is left. Each executor asks `RunOrder.after` what may
-start when a step has finished, and runs those steps its own way.
+In the isolated mode the reference runs first: it feeds every other backend the
+reference's input to each layer. Otherwise every backend starts at once, the
+reference first in its lane. The other backends do not depend on each other (Celery
+runs them at once; the embedded executor runs each capability's at once with the
+others'). Each backend's job compares it with the reference, and the reference each
+backend stored before it, as it arrives (workers/jobs.py); the comparison step comes
+last, once every backend has finished, and compares what is left. Each executor asks
+`RunOrder.after` what may start when a step has finished, and runs those steps its own
+way.
 """
 
 from __future__ import annotations
@@ -36,19 +38,24 @@ COMPARISON = Step()
 class RunOrder:
     reference: str
     others: tuple[str, ...]
+    # The reference's outputs feed the others (the isolated mode): it runs before them.
+    feeds: bool = True
 
     @classmethod
-    def of(cls, reference: str, backends: Iterable[str]) -> RunOrder:
+    def of(cls, reference: str, backends: Iterable[str], *, feeds: bool = True) -> RunOrder:
         """The reference and every other backend once, in the order asked for."""
         others = tuple(b for b in dict.fromkeys(backends) if b != reference)
-        return cls(reference, others)
+        return cls(reference, others, feeds)
 
     @property
     def backends(self) -> tuple[str, ...]:
         return (self.reference, *self.others)
 
     def first(self) -> list[Step]:
-        return [Step(self.reference)]
+        """The reference alone when it feeds the others; otherwise every backend, the
+        reference first: a small model's browser jobs no longer wait for it (a tenth of
+        a dense10x50 run)."""
+        return [Step(b) for b in (self.backends if not self.feeds else [self.reference])]
 
     def after(self, finished: Step, statuses: Mapping[str, str]) -> list[Step]:
         """What may start now that `finished` has: the other backends still queued once
@@ -57,7 +64,7 @@ class RunOrder:
         steps at once claim the comparison (`claim_comparison` in app/data/runs.py)."""
         if finished.is_comparison:
             return []
-        if finished.backend == self.reference:
+        if self.feeds and finished.backend == self.reference:
             waiting = [Step(b) for b in self.others if statuses.get(b) == BackendStatus.QUEUED]
             if waiting:
                 return waiting
@@ -72,7 +79,8 @@ def run_in_order(
     statuses: Callable[[], Mapping[str, str]],
     lane: Callable[[Step], str] | None = None,
 ) -> None:
-    """Every step of a run in waves (the reference, the others, the comparison). Within
+    """Every step of a run in waves (the reference when it feeds the others, the others,
+    the comparison). Within
     a wave, steps of one lane run one after the other and the lanes run at once: the
     embedded executor gives each capability its lane, so the browser's jobs overlap the
     CPU's. Without `lane` (the CLI), one step at a time."""

@@ -186,3 +186,32 @@ def test_unknown_backend_lists_the_valid_ones(
     listed = r"unknown backend 'tfjs-gpu'; valid backends: keras-cpu"
     with pytest.raises(UnknownBackend, match=listed):
         run_locally(runner_pool, artifact, inputs, backends=["tfjs-gpu"], reference="numpy-f64")
+
+
+@pytest.mark.parametrize("batch_values", [1, 1000, 2**20])
+def test_each_row_measures_its_own_layer_however_layers_are_batched(
+    keras: Any,
+    save_model: Any,
+    runner_pool: RunnerPool,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_values: int,
+) -> None:
+    """Layers are measured in batches (one at a time, a few, all): each row's size and
+    largest error are its own layer's, worked out here with plain numpy."""
+    monkeypatch.setattr("workers.engine.compare.BATCH_VALUES", batch_values)
+    good = save_model(small_cnn(keras))
+    inputs = generate_inputs(InputRecipe("normal", batch=3, seed=4), good.graph.input_shapes)
+    results = run_locally(
+        runner_pool, good, inputs, backends=["keras-cpu", "numpy"], reference="numpy-f64"
+    )
+    [keras_rows, numpy_rows] = compare(good.graph, results, against="numpy-f64")
+    for comparison in (keras_rows, numpy_rows):
+        ours = results[comparison.backend].outputs["accumulated"]
+        reference = results["numpy-f64"].outputs["accumulated"]
+        assert [row.layer for row in comparison.layers] == [
+            layer.name for layer in good.graph.compute_layers
+        ]
+        for row in comparison.layers:
+            errors = ours[row.layer].astype(np.float64) - reference[row.layer]
+            assert row.divergence.n == errors.size
+            assert row.divergence.max_abs == np.abs(errors).max()

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from workers.engine.metrics import VerdictThresholds, classify, divergence, ulp_distance
+from workers.engine.metrics import (
+    VerdictThresholds,
+    classify,
+    divergence,
+    divergences,
+    ulp_distance,
+)
 
 F32 = np.float32
 
@@ -198,3 +204,35 @@ def test_metrics_agree_with_the_plain_numpy_formulas(size: int, with_nonfinite: 
             assert got == pytest.approx(value, rel=1e-12, abs=0.0), name
         else:
             assert got == value, name
+
+
+def test_layers_measured_together_agree_with_the_plain_formulas_one_by_one() -> None:
+    """Layers of one shape are measured in one batch: each must come out as if alone, with
+    shapes, reference dtypes, empty layers and NaN or Inf mixed in one call."""
+    rng = np.random.default_rng(7)
+    shapes = [(64, 10), (64, 10), (3, 4, 5), (64, 10), (0,), (3, 4, 5), (64, 10)]
+    pairs = []
+    for i, shape in enumerate(shapes):
+        reference = rng.standard_normal(shape) * 10.0 ** float(rng.integers(-5, 3))
+        noise = rng.standard_normal(shape) * 10.0 ** -float(rng.integers(3, 8))
+        candidate = (reference + noise).astype(F32)
+        reference = reference.astype(F32 if i % 3 == 2 else np.float64)
+        if i == 3:
+            candidate[0, 0], reference[1, 1] = np.nan, np.inf
+        pairs.append((candidate, reference))
+    results = divergences(pairs)
+    for (candidate, reference), result in zip(pairs, results, strict=True):
+        assert result.n == candidate.size
+        if candidate.size == 0:
+            assert result.n_diff == 0 and result.verdict == "identical"
+            continue
+        for name, value in plain_divergence(candidate, reference).items():
+            got = getattr(result, name)
+            if isinstance(value, float) and name != "median_ulp":
+                assert got == pytest.approx(value, rel=1e-12, abs=0.0), name
+            else:
+                assert got == value, name
+        rows_c = candidate.reshape(-1, candidate.shape[-1]).argmax(axis=1)
+        rows_r = reference.reshape(-1, reference.shape[-1]).argmax(axis=1)
+        assert result.argmax_agree == pytest.approx(float(np.mean(rows_c == rows_r)))
+    assert results[3].nonfinite_candidate == 1 and results[3].nonfinite_mismatch == 2

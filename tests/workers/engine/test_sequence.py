@@ -14,6 +14,17 @@ def test_the_reference_once_first_then_the_others_in_the_order_asked() -> None:
     assert ORDER.first() == [Step("numpy-f64")]
 
 
+def test_a_reference_that_feeds_no_one_starts_with_the_others_and_starts_nothing() -> None:
+    """Without the isolated mode nothing waits for the reference: every backend starts at
+    once (the reference first), and none is started again when the reference ends."""
+    order = RunOrder.of("numpy-f64", ["keras-cpu", "numpy-f64", "tfjs-cpu"], feeds=False)
+    assert order.first() == [Step("numpy-f64"), Step("keras-cpu"), Step("tfjs-cpu")]
+    running = {"numpy-f64": "done", "keras-cpu": "queued", "tfjs-cpu": "running"}
+    assert order.after(Step("numpy-f64"), running) == []
+    all_final = {"numpy-f64": "done", "keras-cpu": "done", "tfjs-cpu": "failed"}
+    assert order.after(Step("numpy-f64"), all_final) == [COMPARISON]
+
+
 def test_after_the_reference_the_queued_others_start_together() -> None:
     statuses = {"numpy-f64": "done", "keras-cpu": "queued", "tfjs-cpu": "queued"}
     assert ORDER.after(Step("numpy-f64"), statuses) == [Step("keras-cpu"), Step("tfjs-cpu")]
@@ -68,9 +79,33 @@ def test_lanes_run_at_once_and_each_lane_in_order() -> None:
 
     run_in_order(order, run_step, lambda: statuses, lane=lane)
     steps = [step for _, step in walked]
+    assert len(steps) == 5
     assert steps[0] == Step("numpy-f64") and steps[-1] == COMPARISON
     assert sorted(s.backend or "" for s in steps[1:-1]) == ["keras-cpu", "numpy", "tfjs-cpu"]
     cpu_lane = [s for s in steps if s.backend in ("keras-cpu", "numpy")]
     assert cpu_lane == [Step("keras-cpu"), Step("numpy")]
     threads = {step.backend: name for name, step in walked}
     assert threads["keras-cpu"] == threads["numpy"] != threads["tfjs-cpu"]
+
+
+def test_without_a_feed_the_browser_lane_does_not_wait_for_the_reference() -> None:
+    """tfjs-cpu meets the reference at a barrier: had it waited for the reference to end,
+    the barrier would time out."""
+    order = RunOrder.of("numpy-f64", ["keras-cpu", "tfjs-cpu"], feeds=False)
+    statuses = dict.fromkeys(order.backends, "queued")
+    meeting = threading.Barrier(2, timeout=10)
+    walked: list[Step] = []
+
+    def run_step(step: Step) -> None:
+        if step.backend in ("numpy-f64", "tfjs-cpu"):
+            meeting.wait()
+        walked.append(step)
+        if step.backend is not None:
+            statuses[step.backend] = "done"
+
+    def lane(step: Step) -> str:
+        return "browser" if step.backend == "tfjs-cpu" else "cpu"
+
+    run_in_order(order, run_step, lambda: statuses, lane=lane)
+    assert walked[-1] == COMPARISON and walked.count(COMPARISON) == 1
+    assert walked.index(Step("numpy-f64")) < walked.index(Step("keras-cpu"))
