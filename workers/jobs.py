@@ -229,20 +229,24 @@ def _compare_pairs(
 
 def arrival_pairs(plan: RunPlan, backend: str, earlier: Collection[str]) -> dict[str, list[str]]:
     """The pairs a backend compares as it arrives, by target: itself against the reference
-    and each `compare_against` target stored `earlier`, and, a target itself (the
-    reference, stored after others when it feeds none of them, or a `compare_against`
-    target), every backend stored `earlier` against it (those already compared with the
-    reference reuse their diagnoses from those rows). Over a run, each pair it must
-    compare comes once."""
-    pairs = {
-        target: [backend]
-        for target in dict.fromkeys([plan.order.reference, *plan.compare_against])
-        if target != backend and target in earlier
-    }
-    if backend == plan.order.reference or backend in plan.compare_against:
+    and each `compare_against` target stored `earlier`, and, a target itself, every
+    backend stored `earlier` against it (those already compared with the reference reuse
+    their diagnoses from those rows). The reference's outputs feed every diagnosis, so
+    nothing is compared before it is stored: a reference stored after others (it feeds
+    none of them without the isolated mode) compares every pair among them too. Over a
+    run, each pair it must compare comes once, with the reference stored."""
+    reference = plan.order.reference
+    if backend != reference and reference not in earlier:
+        return {}
+    targets = dict.fromkeys([reference, *plan.compare_against])
+    pairs = {target: [backend] for target in targets if target != backend and target in earlier}
+    if backend in targets:
         candidates = [b for b in plan.order.backends if b in earlier]
         if candidates:
             pairs[backend] = candidates
+    if backend == reference:
+        for target in pairs.keys() - {reference}:
+            pairs[target] += [b for b in plan.order.backends if b in earlier and b != target]
     return pairs
 
 
@@ -254,8 +258,9 @@ def compare_on_arrival(
     process that ran it and from the outputs it holds: comparisons overlap the backends
     still running (on another core, in the browser's job process) instead of queueing
     behind the last of them, and each pair is compared by whichever of its two backends
-    was stored second (`runs.record_stored`). Each backend is diagnosed with an equal
-    share of the run's budget, by whichever job compares it with the reference."""
+    and the reference was stored last (`runs.record_stored`, `arrival_pairs`). Each
+    backend is diagnosed with an equal share of the run's budget, by whichever job
+    compares it with the reference."""
     pairs = arrival_pairs(plan, arrived.backend, earlier)
     if not pairs:
         return

@@ -240,9 +240,11 @@ class _Kept:
 
 
 # A run's comparisons each read the reference's layers and every stored file's headers:
-# a job process keeps what it read, so a run's second to last comparison reads nothing
-# from disk (parsing .npz headers was 40 ms of a dense10x50 run's browser jobs).
-KEPT_LAYER_BYTES = 64 * MiB
+# every process that compares (job processes, the server for external uploads) keeps
+# what it read lately, so a small model's run reads each file from disk once (parsing
+# .npz headers was 22 ms of a dense10x50 run's browser jobs); a big model's layers are
+# over the budget and read each time, as before.
+KEPT_LAYER_BYTES = 16 * MiB
 _kept_layers = _Kept(KEPT_LAYER_BYTES, lambda array: int(array.nbytes))
 _kept_shapes = _Kept(256, lambda shapes: 1)
 

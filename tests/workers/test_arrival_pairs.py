@@ -32,7 +32,10 @@ def compared(run: RunPlan, stored_in: list[str]) -> Counter[tuple[str, str]]:
     told the ones stored before it, as app/data/runs.record_stored tells them."""
     pairs: Counter[tuple[str, str]] = Counter()
     for index, backend in enumerate(stored_in):
-        for target, candidates in arrival_pairs(run, backend, stored_in[:index]).items():
+        found = arrival_pairs(run, backend, stored_in[:index])
+        if found:  # the reference's outputs feed every diagnosis: it must be stored
+            assert REFERENCE in [*stored_in[:index], backend], (backend, stored_in)
+        for target, candidates in found.items():
             pairs.update((target, candidate) for candidate in candidates)
     return pairs
 
@@ -59,7 +62,9 @@ def test_a_target_stored_after_others_compares_them_with_itself() -> None:
         "keras-cpu": ["tfjs-cpu"],
     }
     assert arrival_pairs(run, REFERENCE, []) == {}
+    # Stored before the reference, a target waits for it, and it compares them all.
+    assert arrival_pairs(run, "tfjs-cpu", ["keras-cpu"]) == {}
     assert arrival_pairs(run, REFERENCE, ["tfjs-cpu", "keras-cpu"]) == {
-        "keras-cpu": [REFERENCE],
+        "keras-cpu": [REFERENCE, "tfjs-cpu"],
         REFERENCE: ["keras-cpu", "tfjs-cpu"],
     }

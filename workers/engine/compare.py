@@ -114,17 +114,17 @@ BATCH_VALUES = 2**20
 def _batches(
     names: list[str], candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
 ) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """The layers' (candidate, reference) pairs in order, in batches of about BATCH_VALUES
-    values (a bigger layer alone), each read only when the one before has been measured."""
+    """The layers' (candidate, reference) pairs in order, in batches that end at the layer
+    reaching BATCH_VALUES values; a layer is read only once the batch before has been
+    measured."""
     batch: list[tuple[np.ndarray, np.ndarray]] = []
     values = 0
     for name in names:
-        pair = _common_samples(candidate[name], reference[name])
-        if batch and values + pair[0].size > BATCH_VALUES:
+        batch.append(_common_samples(candidate[name], reference[name]))
+        values += batch[-1][0].size
+        if values >= BATCH_VALUES:
             yield batch
             batch, values = [], 0
-        batch.append(pair)
-        values += pair[0].size
     if batch:
         yield batch
 

@@ -164,21 +164,29 @@ def _percentiles(rows: np.ndarray, percents: list[float]) -> np.ndarray:
     return np.where(gamma >= 0.5, upper - span * (1 - gamma), lower + span * gamma)
 
 
+# Columns binned at once, as np.histogram does: its temporaries stay small on big layers.
+HISTOGRAM_BLOCK = 65_536
+
+
 def _histograms(errors: np.ndarray, bins: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`np.histogram(row, bins, range=(-bound, bound))` of each row, as numpy bins them
-    (its index arithmetic and its corrections at the edges), in one pass over all rows;
-    rows whose bound is 0 are the caller's (their values here are meaningless)."""
+    (its index arithmetic and its corrections at the edges), for all rows at once; rows
+    whose bound is 0 are the caller's (their values here are meaningless)."""
     rows = errors.shape[0]
     safe = np.where(bounds == 0.0, 1.0, bounds)
     edges = np.linspace(-safe, safe, bins + 1, axis=1)
-    first = edges[:, :1]
-    indices = (((errors - first) / (safe - -safe)[:, None]) * bins).astype(np.intp)
-    indices[indices == bins] -= 1
-    indices -= errors < np.take_along_axis(edges, indices, axis=1)
-    indices += (errors >= np.take_along_axis(edges, indices + 1, axis=1)) & (indices != bins - 1)
-    indices += (np.arange(rows) * bins)[:, None]
-    counts = np.bincount(indices.ravel(), minlength=rows * bins).reshape(rows, bins)
-    return edges, counts
+    first, width = edges[:, :1], (safe - -safe)[:, None]
+    offsets = (np.arange(rows) * bins)[:, None]
+    counts = np.zeros(rows * bins, np.intp)
+    for start in range(0, errors.shape[1], HISTOGRAM_BLOCK):
+        block = errors[:, start : start + HISTOGRAM_BLOCK]
+        indices = (((block - first) / width) * bins).astype(np.intp)
+        indices[indices == bins] -= 1
+        indices -= block < np.take_along_axis(edges, indices, axis=1)
+        indices += (block >= np.take_along_axis(edges, indices + 1, axis=1)) & (indices != bins - 1)
+        indices += offsets
+        counts += np.bincount(indices.ravel(), minlength=rows * bins)
+    return edges, counts.reshape(rows, bins)
 
 
 def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -210,7 +218,7 @@ def _finite_metrics(
     r64 = reference.astype(np.float64, copy=False)
     errors = c64 - r64
     if size == 0:
-        return [_EMPTY_METRICS | {"n_diff": 0} for _ in range(count)]
+        return [_empty_metrics() for _ in range(count)]
     # Every pass over the errors that needs them in order first, then selection in place.
     abs_errors = np.abs(errors)
     mean_abs = abs_errors.mean(axis=1)
@@ -260,22 +268,25 @@ def _finite_metrics(
     return rows
 
 
-_EMPTY_METRICS: dict[str, Any] = {
-    "max_abs": 0.0,
-    "mean_abs": 0.0,
-    "rmse": 0.0,
-    "rel_l2": 0.0,
-    "max_rel": 0.0,
-    "max_ulp": 0,
-    "median_ulp": 0.0,
-    "cosine": 1.0,
-    "sqnr_db": math.inf,
-    "p50_abs": 0.0,
-    "p90_abs": 0.0,
-    "p99_abs": 0.0,
-    "hist_edges": [-0.0, 0.0],
-    "hist_counts": [0],
-}
+def _empty_metrics() -> dict[str, Any]:
+    """A layer of no values: nothing differs (its own lists, as every row has)."""
+    return {
+        "n_diff": 0,
+        "max_abs": 0.0,
+        "mean_abs": 0.0,
+        "rmse": 0.0,
+        "rel_l2": 0.0,
+        "max_rel": 0.0,
+        "max_ulp": 0,
+        "median_ulp": 0.0,
+        "cosine": 1.0,
+        "sqnr_db": math.inf,
+        "p50_abs": 0.0,
+        "p90_abs": 0.0,
+        "p99_abs": 0.0,
+        "hist_edges": [-0.0, 0.0],
+        "hist_counts": [0],
+    }
 
 
 def _sqnr_db(norm_err: float, norm_ref: float) -> float:
@@ -326,8 +337,12 @@ def divergences(
         groups.setdefault((candidate.shape, candidate.dtype, reference.dtype), []).append(i)
     measured: dict[int, dict[str, Any]] = {}
     for members in groups.values():
-        stacked_c = np.stack([np.asarray(pairs[i][0]) for i in members])
-        stacked_r = np.stack([np.asarray(pairs[i][1]) for i in members])
+        stacked_c, stacked_r = (
+            np.stack([np.asarray(pairs[i][side]) for i in members])
+            if len(members) > 1
+            else np.asarray(pairs[members[0]][side])[None]  # a view: a big layer is not copied
+            for side in (0, 1)
+        )
         candidate = stacked_c.reshape(len(members), -1)
         reference = stacked_r.reshape(len(members), -1)
         finite = (np.isfinite(candidate) & np.isfinite(reference)).all(axis=1)

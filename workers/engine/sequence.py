@@ -59,9 +59,10 @@ class RunOrder:
 
     def after(self, finished: Step, statuses: Mapping[str, str]) -> list[Step]:
         """What may start now that `finished` has: the other backends still queued once
-        the reference is done, and the comparison once every backend has finished. Two
-        backends finishing together may both be told to compare: executors that run
-        steps at once claim the comparison (`claim_comparison` in app/data/runs.py)."""
+        the reference that feeds them is done, and the comparison once every backend has
+        finished. Two backends finishing together may both be told to compare: executors
+        that run steps at once claim the comparison (`claim_comparison` in
+        app/data/runs.py)."""
         if finished.is_comparison:
             return []
         if self.feeds and finished.backend == self.reference:

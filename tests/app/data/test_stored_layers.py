@@ -21,8 +21,8 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def test_reads_are_the_stored_values_and_what_is_kept_stays_under_budget(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    # Three layers of 24 MiB each: two fit in the budget, the third evicts the oldest.
-    side = int(np.sqrt(24 * 2**20 / 4))
+    # Three layers of 6 MiB each: two fit in the budget, the third evicts the oldest.
+    side = int(np.sqrt(6 * 2**20 / 4))
     arrays = {name: rng.standard_normal((side, side), dtype=np.float32) for name in "abc"}
     arrays["dense/1"] = rng.standard_normal((3, 4), dtype=np.float32)
     path = tmp_path / "keras-cpu.npz"

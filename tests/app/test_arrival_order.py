@@ -1,0 +1,55 @@
+"""Without the isolated mode a run's backends start at once, so the reference can be
+stored after others: it then compares them, every pair once, each diagnosed (the
+reference's outputs feed every diagnosis), through a real server and its job processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.service_process import LiveServer
+from driftbench.client import wait_for
+from tests.support import hold, release, wait_until_held
+
+
+def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
+    example: Any, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
+    with server, server.client() as client:
+        hold(gate, "numpy-f64")
+        try:
+            run_id = client.queue_run(
+                example("regression").path,
+                ["tfjs-cpu", "tfjs-wasm", "keras-cpu"],
+                batch=4,
+                compare_against=["tfjs-cpu"],
+            )["id"]
+            wait_until_held(gate, run_id, "numpy-f64")
+
+            def browser_done() -> bool:
+                backends = client.get_run(run_id)["backend_runs"]
+                return all(
+                    b["status"] == "done" for b in backends if b["backend"].startswith("tfjs-")
+                )
+
+            # The browser's jobs did not wait for the held reference, nor compare without
+            # it (the second of them against the target tfjs-cpu, undiagnosed).
+            wait_for(browser_done, 120, "the TF.js jobs to finish while the reference is held")
+            for against in ("numpy-f64", "tfjs-cpu"):
+                assert client.divergence(run_id, against=against)["rows"] == [], against
+        finally:
+            release(gate, "numpy-f64")
+        run = client.wait_for_run(run_id)
+        assert run["status"] == "done", run
+        layers = ["dense_1", "dense_2", "dense_3"]
+        for against, backends in [
+            ("numpy-f64", ["keras-cpu", "tfjs-cpu", "tfjs-wasm"]),
+            ("tfjs-cpu", ["keras-cpu", "numpy-f64", "tfjs-wasm"]),
+        ]:
+            rows = client.divergence(run_id, against=against)["rows"]
+            assert [(r["backend"], r["layer"]) for r in rows] == [
+                (backend, layer) for backend in backends for layer in layers
+            ], against
+            assert all(r["local_verdict"] is not None for r in rows), rows
