@@ -105,9 +105,9 @@ def _common_samples(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a[:samples], b[:samples]
 
 
-# Values of the layers measured in one batch: a small model's layers all at once (numpy's
-# cost per call, not the arithmetic, dominated them one at a time), a big model's still a
-# few at a time, as they are read from disk.
+# Values of the layers measured in one batch: a small model's layers all at once (one
+# numpy call per metric instead of one per layer), a big model's still a few at a time,
+# as they are read from disk.
 BATCH_VALUES = 2**20
 
 

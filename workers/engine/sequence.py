@@ -55,7 +55,7 @@ class RunOrder:
         """The reference alone when it feeds the others; otherwise every backend, the
         reference first: a small model's browser jobs no longer wait for it (a tenth of
         a dense10x50 run)."""
-        return [Step(b) for b in (self.backends if not self.feeds else [self.reference])]
+        return [Step(b) for b in ([self.reference] if self.feeds else self.backends)]
 
     def after(self, finished: Step, statuses: Mapping[str, str]) -> list[Step]:
         """What may start now that `finished` has: the other backends still queued once
@@ -81,10 +81,9 @@ def run_in_order(
     lane: Callable[[Step], str] | None = None,
 ) -> None:
     """Every step of a run in waves (the reference when it feeds the others, the others,
-    the comparison). Within
-    a wave, steps of one lane run one after the other and the lanes run at once: the
-    embedded executor gives each capability its lane, so the browser's jobs overlap the
-    CPU's. Without `lane` (the CLI), one step at a time."""
+    the comparison). Within a wave, steps of one lane run one after the other and the
+    lanes run at once: the embedded executor gives each capability its lane, so the
+    browser's jobs overlap the CPU's. Without `lane` (the CLI), one step at a time."""
     pending = order.first()
     while pending:
         lanes: dict[str, list[Step]] = {}
