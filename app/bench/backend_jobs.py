@@ -1,4 +1,5 @@
-"""Backend jobs against bare Keras: keras-cpu vs `model.predict`, numpy vs keras-cpu.
+"""Backend jobs against bare Keras: keras-cpu vs `model.predict` and vs its compiled
+function on each batch, numpy vs keras-cpu.
 
 A backend job is measured the way a warm worker runs it (`run_backend` with the
 pool's warm runner: the run, the dtype checks); the baseline is the same
@@ -51,28 +52,40 @@ def backend_job(
 
 
 def bare_predict(
-    artifact: ModelArtifact, inputs: dict[str, Any], options: EngineOptions
+    artifact: ModelArtifact, inputs: dict[str, Any], options: EngineOptions, *, per_batch: bool
 ) -> Callable[[], None]:
-    """`predict` on a model whose outputs are every layer: what a user would write."""
+    """Every layer's output from a model whose outputs are every layer, as a user would
+    ask for them: `predict` (its tf.data pipeline built on every call), or, `per_batch`,
+    `predict_on_batch` on each batch (the compiled function alone: the warm floor)."""
     keras = import_keras(options.onednn)
     model = keras.saving.load_model(artifact.path, compile=False)
     capture = capture_model(keras, model).model
     feed = [inputs[layer.name] for layer in artifact.graph.inputs]
+    size = options.keras_batch_size
 
     def predict() -> None:
-        outputs = capture.predict(
-            feed if len(feed) > 1 else feed[0], batch_size=options.keras_batch_size, verbose=0
-        )
+        outputs = capture.predict(feed if len(feed) > 1 else feed[0], batch_size=size, verbose=0)
         np.asarray(outputs[-1])
 
-    return predict
+    def predict_batches() -> None:
+        for start in range(0, len(feed[0]), size):
+            batch = [x[start : start + size] for x in feed]
+            outputs = capture.predict_on_batch(batch if len(batch) > 1 else batch[0])
+            np.asarray(outputs[-1])
+
+    return predict_batches if per_batch else predict
 
 
-def keras_vs_predict(directory: Path, repeats: int, pool: RunnerPool) -> Figure:
+def keras_vs_predict(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
     artifact, inputs = example_job("cifar_cnn", 256, directory, pool.options)
     job = backend_job(pool, "keras-cpu", artifact, inputs)
-    measured, baseline = interleaved(job, bare_predict(artifact, inputs, pool.options), repeats)
-    return ratio("keras-cpu job vs model.predict (cifar_cnn, batch 256)", measured, baseline, 1.2)
+    figures = []
+    for per_batch, floor in ((False, "model.predict"), (True, "predict_on_batch per batch")):
+        bare = bare_predict(artifact, inputs, pool.options, per_batch=per_batch)
+        measured, baseline = interleaved(job, bare, repeats)
+        label = f"keras-cpu job vs {floor} (cifar_cnn, batch 256)"
+        figures.append(ratio(label, measured, baseline, 1.2))
+    return figures
 
 
 def numpy_vs_keras(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:

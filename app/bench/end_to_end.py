@@ -1,8 +1,9 @@
 """End to end: `POST /api/runs` until "done" on every CPU backend, embedded mode (each
 job in its supervised job process), against the sum of each backend's warm floor
-(Keras predict of the all-layers model, our numpy port's own forward pass, the warm
-TF.js page predicting and reading every output); the sum of the old cold baselines
-(a fresh TF.js page per browser backend) is reported beside it."""
+(the all-layers model's compiled predict function on each batch, our numpy port's own
+forward pass, the warm TF.js page predicting and reading every output); the sum of
+the old cold baselines (Keras `predict`, a fresh TF.js page per browser backend) is
+reported beside it."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def bare_backend(
     """The least work that gives every layer of one backend for these inputs; with
     `warm` False, a TF.js backend's old cold baseline (a fresh page)."""
     if backend == "keras-cpu":
-        return bare_predict(artifact, inputs, pool.options)
+        return bare_predict(artifact, inputs, pool.options, per_batch=warm)
     if backend.startswith("tfjs-"):
         runner = tfjs_runner(pool, backend)
         if warm:

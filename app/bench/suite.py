@@ -84,7 +84,7 @@ def run_bench(
     ):
         directory = Path(scratch)
         steps: dict[str, Callable[[], list[Figure]]] = {
-            "keras": lambda: [keras_vs_predict(directory, repeats, pool)],
+            "keras": lambda: keras_vs_predict(directory, repeats, pool),
             "numpy": lambda: numpy_vs_keras(directory, repeats, pool),
             "tfjs": lambda: (
                 tfjs_figures(directory, repeats, "dense10x50", 256, pool)

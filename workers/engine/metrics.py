@@ -142,11 +142,14 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _rank_values(rows: np.ndarray, ranks: list[int]) -> np.ndarray:
-    """Each row's values at these ranks of its sorted order, by selection in place: the
-    ranks an exact percentile or median reads, without sorting (np.partition is 3 to 8
-    times faster than np.sort on 12,800 to 7 million values on an AMD EPYC)."""
-    wanted = sorted(set(ranks))
-    rows.partition(wanted, axis=1)
+    """Each row's values at these ranks of its sorted order, by selection in place, one
+    rank at a time in what lies above the rank before: numpy selects a single rank far
+    faster than several at once (nine rows of 12,800 values, six ranks: 0.63 instead of
+    2.2 ms; two rows of 2 million: 20 instead of 68 ms, on an AMD EPYC)."""
+    start = 0
+    for rank in sorted(set(ranks)):
+        rows[:, start:].partition(rank - start, axis=1)
+        start = rank + 1
     return rows[:, ranks]
 
 
@@ -176,14 +179,19 @@ def _histograms(errors: np.ndarray, bins: int, bounds: np.ndarray) -> tuple[np.n
     safe = np.where(bounds == 0.0, 1.0, bounds)
     edges = np.linspace(-safe, safe, bins + 1, axis=1)
     first, width = edges[:, :1], (safe - -safe)[:, None]
+    # Each row's edges and bins as one flat array each: a flat `take` costs a third of
+    # `take_along_axis`, which builds an index for every axis.
+    flat_edges = edges.ravel()
+    edge_offsets = (np.arange(rows) * (bins + 1))[:, None]
     offsets = (np.arange(rows) * bins)[:, None]
     counts = np.zeros(rows * bins, np.intp)
     for start in range(0, errors.shape[1], HISTOGRAM_BLOCK):
         block = errors[:, start : start + HISTOGRAM_BLOCK]
         indices = (((block - first) / width) * bins).astype(np.intp)
         indices[indices == bins] -= 1
-        indices -= block < np.take_along_axis(edges, indices, axis=1)
-        indices += (block >= np.take_along_axis(edges, indices + 1, axis=1)) & (indices != bins - 1)
+        indices -= block < flat_edges.take(indices + edge_offsets)
+        above = block >= flat_edges.take(indices + (edge_offsets + 1))
+        indices += above & (indices != bins - 1)
         indices += offsets
         counts += np.bincount(indices.ravel(), minlength=rows * bins)
     return edges, counts.reshape(rows, bins)
@@ -242,25 +250,30 @@ def _finite_metrics(
     edges, counts = _histograms(errors, histogram_bins, max_abs)
     percentiles = _percentiles(abs_errors, [50, 90, 99])
     median_ulp = _rank_values(ulps, [(size - 1) // 2, size // 2]).mean(axis=1)
+    # Plain floats and ints once per array: indexing numpy scalars row by row cost more
+    # than the metrics of a small layer.
+    lists = [
+        a.tolist() for a in (n_diff, max_abs, mean_abs, max_rel, max_ulp, median_ulp, percentiles)
+    ]
+    norms = zip(norm_err.tolist(), norm_ref.tolist(), norm_cand.tolist(), dot.tolist(), strict=True)
     rows = []
-    for i in range(count):
-        bound = float(max_abs[i])
-        e, r, c = float(norm_err[i]), float(norm_ref[i]), float(norm_cand[i])
+    for i, (e, r, c, d) in enumerate(norms):
+        diff, bound, mean, rel, ulp, median, ranks = (values[i] for values in lists)
         rows.append(
             {
-                "n_diff": int(n_diff[i]),
+                "n_diff": diff,
                 "max_abs": bound,
-                "mean_abs": float(mean_abs[i]),
+                "mean_abs": mean,
                 "rmse": e / math.sqrt(size),
                 "rel_l2": _ratio(e, r),
-                "max_rel": float(max_rel[i]),
-                "max_ulp": int(max_ulp[i]),
-                "median_ulp": float(median_ulp[i]),
-                "cosine": _cosine(float(dot[i]), c, r),
+                "max_rel": rel,
+                "max_ulp": ulp,
+                "median_ulp": median,
+                "cosine": _cosine(d, c, r),
                 "sqnr_db": _sqnr_db(e, r),
-                "p50_abs": float(percentiles[i, 0]),
-                "p90_abs": float(percentiles[i, 1]),
-                "p99_abs": float(percentiles[i, 2]),
+                "p50_abs": ranks[0],
+                "p90_abs": ranks[1],
+                "p99_abs": ranks[2],
                 "hist_edges": [-0.0, 0.0] if bound == 0.0 else edges[i].tolist(),
                 "hist_counts": [size] if bound == 0.0 else counts[i].tolist(),
             }

@@ -103,6 +103,12 @@ class JobProcess:
     """One warm child process of one capability, running one job at a time."""
 
     def __init__(self, capability: str, worker: JobWorker) -> None:
+        # One BLAS thread in a job process (one set in the environment stands): numpy's
+        # OpenBLAS otherwise keeps a thread per core spinning after every matrix product,
+        # where the lanes' processes already share the cores (on 2 cores, 150 of the cpu
+        # job process's 320 core-ms a dense10x50 run; the numpy port on cifar_cnn at
+        # batch 64 took 124 core-ms on two threads for 60 ms, 73 on one for 71).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         context = multiprocessing.get_context("spawn")
         self.connection, child_end = context.Pipe()
         self.process: BaseProcess = context.Process(
@@ -115,7 +121,10 @@ class JobProcess:
         child_end.close()
         self.pid: int = self.process.pid  # type: ignore[assignment]
         # What the process started, as last seen: killed with it, even once re-parented.
+        # Read at most once a TREE_REFRESH_S, across jobs too: a scan of /proc takes 5 ms
+        # of the server's CPU, where a small model's job takes tens.
         self._tree: dict[int, str] = {}
+        self._tree_read = 0.0
         try:
             ready = self.connection.poll(START_TIMEOUT_S) and self.connection.recv()
         except (EOFError, OSError):
@@ -139,14 +148,14 @@ class JobProcess:
         started = time.monotonic()
         try:
             self.connection.send(job)
-            tree_read = shared_read = 0.0
+            shared_read = 0.0
             shared = 0  # resident bytes counted more than once, as last measured
             while not self.connection.poll(WATCH_INTERVAL_S):
                 now = time.monotonic()
                 if not self.process.is_alive():
                     break
-                if now - tree_read > TREE_REFRESH_S:
-                    self._tree, tree_read = identities(descendants(self.pid)), now
+                if now - self._tree_read > TREE_REFRESH_S:
+                    self._tree, self._tree_read = identities(descendants(self.pid)), now
                 pids = [self.pid, *self._tree]
                 resident = sum(map(resident_bytes, pids))
                 # Past the limit summed, the shared part is measured again each second,

@@ -1,0 +1,59 @@
+"""A job process runs numpy's BLAS on one thread unless the environment says otherwise:
+OpenBLAS's extra threads spin on after every matrix product, taking a core from the
+other lane's jobs while the job process itself waits."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from workers.processes.child import JobWorker
+from workers.processes.supervisor import JobLimits, JobProcesses
+
+IDLE_S = 0.3
+
+
+def multiply_then_idle(_: object) -> tuple[str | None, float]:
+    """Matrix products, then a wait: the environment's setting and the CPU seconds the
+    process burnt while it waited."""
+    a = np.random.default_rng(0).standard_normal((512, 512))
+    for _ in range(5):
+        a = a @ a.T / 512
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(IDLE_S)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    burnt = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return os.environ.get("OPENBLAS_NUM_THREADS"), burnt
+
+
+def nothing(_: object = None) -> None:
+    """No warm-up, nothing to shut down."""
+
+
+@pytest.fixture
+def processes() -> Iterator[JobProcesses]:
+    supervised = JobProcesses(JobLimits(2**31, 60), JobWorker(multiply_then_idle, nothing, nothing))
+    yield supervised
+    supervised.close()
+
+
+def test_a_job_process_burns_no_cpu_while_it_waits_after_matrix_products(
+    processes: JobProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    setting, burnt = processes.run("test", "multiply", "blas").result
+    assert setting == "1"
+    assert burnt < 0.1 * IDLE_S, f"{burnt * 1000:.0f} ms of CPU while the job waited"
+
+
+def test_a_blas_thread_count_set_in_the_environment_stands(
+    processes: JobProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    setting, _ = processes.run("test", "multiply", "blas").result
+    assert setting == "2"
