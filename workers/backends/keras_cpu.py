@@ -58,9 +58,13 @@ def predict_in_batches(model: Any, feed: list[np.ndarray], batch_size: int) -> l
         batch = [x[start : start + batch_size] for x in feed]
         outputs = model.predict_on_batch(batch if len(batch) > 1 else batch[0])
         per_batch.append(outputs if isinstance(outputs, list) else [outputs])
-    if len(per_batch) == 1:  # as predict: one batch's outputs as they are, scalars included
+    if len(per_batch) == 1:  # as predict: one batch's outputs as they are
         return per_batch[0]
-    return [np.concatenate(parts) for parts in zip(*per_batch, strict=True)]
+    # As predict joins them: a scalar per batch stacked, the rest along the samples.
+    return [
+        np.stack(parts) if parts[0].ndim == 0 else np.concatenate(parts)
+        for parts in zip(*per_batch, strict=True)
+    ]
 
 
 class KerasCpuRunner(Runner):

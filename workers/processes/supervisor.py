@@ -103,12 +103,6 @@ class JobProcess:
     """One warm child process of one capability, running one job at a time."""
 
     def __init__(self, capability: str, worker: JobWorker) -> None:
-        # One BLAS thread in a job process (one set in the environment stands): numpy's
-        # OpenBLAS otherwise keeps a thread per core spinning after every matrix product,
-        # where the lanes' processes already share the cores (on 2 cores, 150 of the cpu
-        # job process's 320 core-ms a dense10x50 run; the numpy port on cifar_cnn at
-        # batch 64 took 124 core-ms on two threads for 60 ms, 73 on one for 71).
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         context = multiprocessing.get_context("spawn")
         self.connection, child_end = context.Pipe()
         self.process: BaseProcess = context.Process(
