@@ -252,13 +252,11 @@ def _finite_metrics(
     median_ulp = _rank_values(ulps, [(size - 1) // 2, size // 2]).mean(axis=1)
     # Plain floats and ints once per array: indexing numpy scalars row by row cost more
     # than the metrics of a small layer.
-    lists = [
-        a.tolist() for a in (n_diff, max_abs, mean_abs, max_rel, max_ulp, median_ulp, percentiles)
-    ]
-    norms = zip(norm_err.tolist(), norm_ref.tolist(), norm_cand.tolist(), dot.tolist(), strict=True)
+    arrays = (n_diff, max_abs, mean_abs, max_rel, max_ulp, median_ulp, percentiles)
+    norms = (norm_err, norm_ref, norm_cand, dot)
+    columns = zip(*(array.tolist() for array in (*arrays, *norms)), strict=True)
     rows = []
-    for i, (e, r, c, d) in enumerate(norms):
-        diff, bound, mean, rel, ulp, median, ranks = (values[i] for values in lists)
+    for i, (diff, bound, mean, rel, ulp, median, ranks, e, r, c, d) in enumerate(columns):
         rows.append(
             {
                 "n_diff": diff,
