@@ -10,9 +10,9 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium redis-server cc demo test lint zoo bench clean
+.PHONY: install chromium redis-server cc kernels demo test lint zoo bench clean
 
-install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server cc
+install: $(STAMP) $(HARNESS_STAMP) $(WEB_STAMP) chromium redis-server cc kernels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ redis-server:
 cc:
 	@command -v cc >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev; }
+
+# The comparison's numba kernels, compiled into their cache once (3 s), not by a first job.
+kernels: $(STAMP)
+	$(BIN)/python -c "from workers.engine.metrics import load_kernels; load_kernels()"
 
 demo: install
 	$(BIN)/driftbench demo

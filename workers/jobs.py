@@ -31,6 +31,7 @@ from workers.engine.compare import Diagnoser, compare
 from workers.engine.explanations import LayerDiagnosis
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
+from workers.engine.metrics import load_kernels
 from workers.engine.options import EngineOptions
 from workers.engine.results import BackendResult, LayerInputs, Mode, layer_inputs_from
 from workers.engine.sequence import COMPARISON, Step, run_in_order
@@ -71,7 +72,9 @@ def shut_down() -> None:
 
 
 def warm_up(capability: str) -> None:
-    """Pay the imports before a job process's first job, so it costs what later ones do."""
+    """Pay the imports before a job process's first job, so it costs what later ones do:
+    every job process compares (on arrival)."""
+    load_kernels()
     if capability == "cpu":
         import_keras(settings.onednn)
 

@@ -86,32 +86,6 @@ METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS)
 AGGREGATE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if f.metadata["aggregate"])
 
 
-def ulp_distance(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Distance in float32 units of least precision (reference rounded to float32), in
-    int64 (it exceeds int32: up to 2**32 - 2**24); the arrays broadcast like any numpy
-    operands, 0-d ones included.
-
-    Read as int32, the bits of two floats of one sign are as many integers apart as the
-    floats are ULPs apart (positive floats ascend with their bits, negative ones descend),
-    so the distance is the absolute difference of the bits; across signs, it is the sum of
-    their magnitudes' bits, which makes -0.0 and +0.0 the same point. Only the few values
-    whose signs differ need that second sum: one pass for most values instead of one per
-    step of a sign-folding map (34 -> 13 ms on 7 million values).
-    """
-    bits_c, bits_r = np.broadcast_arrays(
-        np.asarray(candidate, dtype=np.float32).view(np.int32),
-        np.asarray(reference, dtype=np.float32).view(np.int32),
-    )
-    distance = np.subtract(bits_c, bits_r, out=np.empty(bits_c.shape, np.int64))
-    np.abs(distance, out=distance)
-    crossing = np.bitwise_xor(bits_c, bits_r) < 0
-    if crossing.any():
-        magnitude_c = bits_c[crossing] & 0x7FFFFFFF
-        magnitude_r = bits_r[crossing] & 0x7FFFFFFF
-        distance[crossing] = np.add(magnitude_c, magnitude_r, dtype=np.int64)
-    return distance
-
-
 def bit_identical(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Elementwise 'same value', comparing at the candidate's precision; NaN equals NaN."""
     if candidate.dtype == np.float32 or reference.dtype == np.float32:
@@ -142,15 +116,14 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _rank_values(rows: np.ndarray, ranks: list[int]) -> np.ndarray:
-    """Each row's values at these ranks of its sorted order, by selection in place, one
-    rank at a time in what lies above the rank before: numpy selects a single rank far
-    faster than several at once (nine rows of 12,800 values, six ranks: 0.63 instead of
-    2.2 ms; two rows of 2 million: 20 instead of 68 ms, on an AMD EPYC)."""
-    start = 0
-    for rank in sorted(set(ranks)):
-        rows[:, start:].partition(rank - start, axis=1)
-        start = rank + 1
-    return rows[:, ranks]
+    """Each row's values at these ranks of its sorted order; reorders `rows` (a C-ordered
+    array the caller owns)."""
+    from workers.engine import metric_kernels as kernels  # numba: only where comparing
+
+    wanted = sorted(set(ranks))
+    found = np.empty((rows.shape[0], len(wanted)), rows.dtype)
+    kernels.rank_values(rows, np.array(wanted, np.int64), found)
+    return found[:, [wanted.index(rank) for rank in ranks]]
 
 
 def _percentiles(rows: np.ndarray, percents: list[float]) -> np.ndarray:
@@ -167,42 +140,6 @@ def _percentiles(rows: np.ndarray, percents: list[float]) -> np.ndarray:
     return np.where(gamma >= 0.5, upper - span * (1 - gamma), lower + span * gamma)
 
 
-# Columns binned at once, as np.histogram does: its temporaries stay small on big layers.
-HISTOGRAM_BLOCK = 65_536
-
-
-def _histograms(errors: np.ndarray, bins: int, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.histogram(row, bins, range=(-bound, bound))` of each row, as numpy bins them
-    (its index arithmetic and its corrections at the edges), for all rows at once; rows
-    whose bound is 0 are the caller's (their values here are meaningless)."""
-    rows = errors.shape[0]
-    safe = np.where(bounds == 0.0, 1.0, bounds)
-    edges = np.linspace(-safe, safe, bins + 1, axis=1)
-    first, width = edges[:, :1], (safe - -safe)[:, None]
-    # Each row's edges and bins as one flat array each: a flat `take` costs a third of
-    # `take_along_axis`, which builds an index for every axis.
-    flat_edges = edges.ravel()
-    edge_offsets = (np.arange(rows) * (bins + 1))[:, None]
-    offsets = (np.arange(rows) * bins)[:, None]
-    counts = np.zeros(rows * bins, np.intp)
-    for start in range(0, errors.shape[1], HISTOGRAM_BLOCK):
-        block = errors[:, start : start + HISTOGRAM_BLOCK]
-        indices = (((block - first) / width) * bins).astype(np.intp)
-        indices[indices == bins] -= 1
-        indices -= block < flat_edges.take(indices + edge_offsets)
-        above = block >= flat_edges.take(indices + (edge_offsets + 1))
-        indices += above & (indices != bins - 1)
-        indices += offsets
-        counts += np.bincount(indices.ravel(), minlength=rows * bins)
-    return edges, counts.reshape(rows, bins)
-
-
-def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Each row's float64 dot product outside BLAS: OpenBLAS's threads spin against the
-    other jobs on a busy machine, 0.7 ms a call on 12,800 values where this takes 10 µs."""
-    return np.einsum("ij,ij->i", a, b)
-
-
 def _argmax_agreement(candidate: np.ndarray, reference: np.ndarray) -> list[float | None]:
     """Per layer (the first axis), the share of its rows whose largest value sits at the
     same index of the last axis."""
@@ -214,42 +151,47 @@ def _argmax_agreement(candidate: np.ndarray, reference: np.ndarray) -> list[floa
     return (rows_c == rows_r).mean(axis=1).tolist()
 
 
+def _float32_bits(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+
+
 def _finite_metrics(
     candidate: np.ndarray, reference: np.ndarray, *, histogram_bins: int
 ) -> list[dict[str, Any]]:
-    """The measured metrics of each row of finite values (rows of one length), in one
-    numpy call per metric for all of them (a small model's layers one at a time paid
-    numpy's cost per call on each; with selection instead of sorting, ten 256x50 layers
-    took 9.7 ms instead of 12.1 on an AMD EPYC)."""
+    """The measured metrics of each row of finite values (rows of one length), for all
+    rows at once by the compiled passes and rank selection of
+    workers/engine/metric_kernels.py (ten 256x50 layers: 5.3 ms, where numpy's one call
+    per metric took 11, on an AMD EPYC with AVX-512)."""
     count, size = candidate.shape
     if size == 0:
         return [_empty_metrics() for _ in range(count)]
-    c64 = candidate.astype(np.float64, copy=False)
-    r64 = reference.astype(np.float64, copy=False)
-    errors = c64 - r64
-    # Every pass over the errors that needs them in order first, then selection in place.
-    abs_errors = np.abs(errors)
-    mean_abs = abs_errors.mean(axis=1)
-    max_abs = abs_errors.max(axis=1)
-    relative = np.abs(r64)
-    np.maximum(relative, FLOAT32_TINY, out=relative)
-    np.divide(abs_errors, relative, out=relative)
-    max_rel = relative.max(axis=1)
-    del relative
-    ulps = ulp_distance(candidate, reference)
-    max_ulp = ulps.max(axis=1)
+    from workers.engine import metric_kernels as kernels  # numba: only where comparing
+
+    c64 = np.ascontiguousarray(candidate, dtype=np.float64)
+    r64 = np.ascontiguousarray(reference, dtype=np.float64)
+    abs_errors = np.empty((count, size))
+    ulps = np.empty((count, size), np.int64)
+    floats = np.empty((count, kernels.FLOAT_COLUMNS))
+    ints = np.empty((count, kernels.INT_COLUMNS), np.int64)
     # Compared at the candidate's precision: at float32, equal exactly where 0 ULPs apart.
-    if candidate.dtype == np.float32 or reference.dtype == np.float32:
-        n_diff = np.count_nonzero(ulps, axis=1)
-    else:
-        n_diff = np.count_nonzero(c64 != r64, axis=1)
-    norm_err = np.sqrt(_dots(errors, errors))
-    norm_ref = np.sqrt(_dots(r64, r64))
-    norm_cand = np.sqrt(_dots(c64, c64))
-    dot = _dots(c64, r64)
-    edges, counts = _histograms(errors, histogram_bins, max_abs)
+    at_float32 = candidate.dtype == np.float32 or reference.dtype == np.float32
+    bits_c, bits_r = _float32_bits(candidate), _float32_bits(reference)
+    kernels.row_passes(
+        c64, r64, bits_c, bits_r, at_float32, FLOAT32_TINY, abs_errors, ulps, floats, ints
+    )
+    max_abs = floats[:, kernels.MAX_ABS]
+    edges = np.linspace(-max_abs, max_abs, histogram_bins + 1, axis=1)
+    counts = np.zeros((count, histogram_bins), np.int64)
+    kernels.histograms(c64, r64, edges, counts)
+    mean_abs = floats[:, kernels.SUM_ABS] / size
+    norm_err, norm_ref, norm_cand = np.sqrt(
+        floats[:, [kernels.SQUARED_ERROR, kernels.SQUARED_REFERENCE, kernels.SQUARED_CANDIDATE]].T
+    )
+    dot = floats[:, kernels.DOT]
     percentiles = _percentiles(abs_errors, [50, 90, 99])
     median_ulp = _rank_values(ulps, [(size - 1) // 2, size // 2]).mean(axis=1)
+    n_diff, max_ulp = ints.T
+    max_rel = floats[:, kernels.MAX_REL]
     # Plain floats and ints once per array: indexing numpy scalars row by row cost more
     # than the metrics of a small layer.
     arrays = (n_diff, max_abs, mean_abs, max_rel, max_ulp, median_ulp, percentiles)
@@ -384,6 +326,13 @@ def _divergence(size: int, metrics: dict[str, Any], thresholds: VerdictThreshold
         verdict=classify(metrics["rel_l2"], n_diff, metrics["nonfinite_mismatch"], thresholds),
         **metrics,
     )
+
+
+def load_kernels() -> None:
+    """Compile the comparison's kernels, or load them from numba's cache next to their
+    module (3 s compiling, 0.4 s loading): `make install` and every job process's
+    warm-up call it, so no comparison pays for it."""
+    divergences([(np.zeros(3, np.float32), np.arange(3.0))])
 
 
 def divergence(
