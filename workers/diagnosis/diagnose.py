@@ -106,14 +106,24 @@ def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[f
     output = variant.output
     if output.shape != case.candidate.shape:
         return float("inf"), False
-    errors, agree = _finite_pair(case.candidate, output)
-    finite = np.isfinite(case.candidate) & np.isfinite(output)
-    reference = max(_norm(output[finite]), FLOAT32_TINY)
-    error = _norm(errors)
-    change, same_nonfinite = _finite_pair(output, case.exact)
-    # Changing which values overflow is a change too (float16 turning a value into Inf).
-    distinct = not same_nonfinite or _norm(change) > DISTINCT * case.tolerance_norm
-    allowed = _norm((case.tolerance + variant.slack + storage)[finite])
+    slack = variant.slack + storage
+    if case.finite and np.isfinite(output).all():
+        # Every value finite (the usual case): no masks, and the envelope's norm kept.
+        error = _norm(case.candidate - output)
+        reference = max(_norm(output), FLOAT32_TINY)
+        distinct = _norm(output - case.exact) > DISTINCT * case.tolerance_norm
+        plain = isinstance(slack, float) and slack == 0.0
+        allowed = case.tolerance_norm if plain else _norm(case.tolerance + slack)
+        agree = True
+    else:
+        errors, agree = _finite_pair(case.candidate, output)
+        finite = np.isfinite(case.candidate) & np.isfinite(output)
+        reference = max(_norm(output[finite]), FLOAT32_TINY)
+        error = _norm(errors)
+        change, same_nonfinite = _finite_pair(output, case.exact)
+        # Changing which values overflow is a change too (float16 turning a value into Inf).
+        distinct = not same_nonfinite or _norm(change) > DISTINCT * case.tolerance_norm
+        allowed = _norm((case.tolerance + slack)[finite])
     # ...and it must fit the candidate better than Keras's own layer does: a cause whose
     # slack is wide (an int8 step) must not take credit for an unrelated error.
     closer = not variant.must_beat_exact or error < case.unexplained_norm

@@ -55,6 +55,12 @@ class Case:
         return float(np.linalg.norm(self.tolerance))
 
     @cached_property
+    def finite(self) -> bool:
+        """Whether the candidate's and Keras's values are all finite: then a variant's
+        judge needs no masks."""
+        return bool(np.isfinite(self.candidate).all() and np.isfinite(self.exact).all())
+
+    @cached_property
     def unexplained_norm(self) -> float:
         """||candidate - exact|| where both are finite; infinite when their NaN and Inf
         sit in different places (then any cause that puts them right fits better)."""
