@@ -60,7 +60,9 @@ class Budget:
 
 
 def _norm(x: np.ndarray) -> float:
-    return float(np.linalg.norm(x))
+    """In C order whatever the array's layout (a transposed variant's output): the same
+    sum, to the last bit, whether or not a mask flattened it first."""
+    return float(np.linalg.norm(np.ravel(x)))
 
 
 def _finite_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -109,9 +111,10 @@ def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[f
     slack = variant.slack + storage
     if case.finite and np.isfinite(output).all():
         # Every value finite (the usual case): no masks, and the envelope's norm kept.
-        error = _norm(case.candidate - output)
+        error = _norm(np.subtract(case.candidate, output, order="C"))
         reference = max(_norm(output), FLOAT32_TINY)
-        distinct = _norm(output - case.exact) > DISTINCT * case.tolerance_norm
+        change = _norm(np.subtract(output, case.exact, order="C"))
+        distinct = change > DISTINCT * case.tolerance_norm
         plain = isinstance(slack, float) and slack == 0.0
         allowed = case.tolerance_norm if plain else _norm(case.tolerance + slack)
         agree = True

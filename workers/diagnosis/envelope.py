@@ -63,6 +63,8 @@ TRANSCENDENTAL = frozenset(
 )
 
 Config = dict[str, Any]
+# The least normal float32: magnitudes summed in float32 below it may have lost terms.
+FLOAT32_NORMAL = float(np.finfo(np.float32).tiny)
 Weights = dict[str, np.ndarray]
 
 
@@ -240,19 +242,23 @@ def function_of(layer: LayerSpec) -> str:
 def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     """The sum of magnitudes behind each element of the linear part: the layer on |x|
     with |weights|. A subtracted weight (a batch normalisation's moving mean) goes in
-    negated, so x - mean sums |x| + |mean|. Summed in float32: a bound needs no more
-    digits (a sum of positive terms off by 1e-7 relative, far inside the constants'
-    slack), and it costs half of float64's (cifar_cnn's convolutions on 8 samples: 25 of
-    a diagnosis's 70 ms in float64); in float64 where float32 overflows."""
+    negated, so x - mean sums |x| + |mean|. Summed in float32 where that is safe: a bound
+    needs few digits (a sum of K positive terms is off by at most K * 6e-8 relative,
+    inside the constants' slack), and float32 costs half of float64 (cifar_cnn's
+    convolutions on 8 samples: 25 of a diagnosis's 70 ms in float64). In float64 where
+    a value is not finite, where the sums overflow float32, or where they reach into its
+    subnormals (products that underflow to 0 would tighten the bound)."""
     absolute = {key: np.abs(value) for key, value in layer.weights.items()}
     if "moving_mean" in absolute:
         absolute["moving_mean"] = -absolute["moving_mean"]
     positive = [np.abs(x) for x in inputs]
-    with np.errstate(over="ignore"):
-        summed = pre_activation(layer, positive, weights=absolute, dtype=np.float32)
-    if not np.isfinite(summed).all():
-        summed = pre_activation(layer, positive, weights=absolute)
-    return np.abs(summed)
+    if all(np.isfinite(x).all() for x in positive):
+        with np.errstate(over="ignore", under="ignore"):
+            summed = np.abs(pre_activation(layer, positive, weights=absolute, dtype=np.float32))
+        nonzero = summed[summed > 0.0]
+        if np.isfinite(summed).all() and (nonzero.size == 0 or nonzero.min() >= FLOAT32_NORMAL):
+            return summed
+    return np.abs(pre_activation(layer, positive, weights=absolute))
 
 
 def through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -151,8 +151,15 @@ def _argmax_agreement(candidate: np.ndarray, reference: np.ndarray) -> list[floa
     return (rows_c == rows_r).mean(axis=1).tolist()
 
 
+def _kernel_array(values: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """`values` as the kernels take them: C-ordered, writable (numba compiles anew for
+    read-only arrays, as outputs read from a page's buffer are), of `dtype`."""
+    array = np.ascontiguousarray(values, dtype=dtype)
+    return array if array.flags.writeable else array.copy()
+
+
 def _float32_bits(values: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    return _kernel_array(values, np.float32).view(np.int32)
 
 
 def _finite_metrics(
@@ -167,8 +174,7 @@ def _finite_metrics(
         return [_empty_metrics() for _ in range(count)]
     from workers.engine import metric_kernels as kernels  # numba: only where comparing
 
-    c64 = np.ascontiguousarray(candidate, dtype=np.float64)
-    r64 = np.ascontiguousarray(reference, dtype=np.float64)
+    c64, r64 = _kernel_array(candidate, np.float64), _kernel_array(reference, np.float64)
     abs_errors = np.empty((count, size))
     ulps = np.empty((count, size), np.int64)
     floats = np.empty((count, kernels.FLOAT_COLUMNS))
@@ -179,10 +185,13 @@ def _finite_metrics(
     kernels.row_passes(
         c64, r64, bits_c, bits_r, at_float32, FLOAT32_TINY, abs_errors, ulps, floats, ints
     )
-    max_abs = floats[:, kernels.MAX_ABS]
-    edges = np.linspace(-max_abs, max_abs, histogram_bins + 1, axis=1)
+    max_abs = floats[:, kernels.MAX_ABS].copy()
+    # Each row's edges as np.histogram makes them, the same whatever rows share the
+    # call: np.linspace computes every row another way once one row's step is 0.
+    safe = np.where(max_abs == 0.0, 1.0, max_abs)
+    edges = np.ascontiguousarray(np.linspace(-safe, safe, histogram_bins + 1, axis=1))
     counts = np.zeros((count, histogram_bins), np.int64)
-    kernels.histograms(c64, r64, edges, counts)
+    kernels.histograms(c64, r64, max_abs, edges, counts)
     mean_abs = floats[:, kernels.SUM_ABS] / size
     norm_err, norm_ref, norm_cand = np.sqrt(
         floats[:, [kernels.SQUARED_ERROR, kernels.SQUARED_REFERENCE, kernels.SQUARED_CANDIDATE]].T

@@ -235,7 +235,7 @@ def test_layers_measured_together_agree_with_the_plain_formulas_one_by_one() -> 
     assert results[3].nonfinite_candidate == 1 and results[3].nonfinite_mismatch == 2
 
 
-@pytest.mark.parametrize("size", [300, 12_800, 100_001])
+@pytest.mark.parametrize("size", [33, 65, 300, 12_800, 100_001])
 @pytest.mark.parametrize("agreeing", [0.7, 1.0])
 def test_percentiles_where_one_value_fills_most_of_a_layer(size: int, agreeing: float) -> None:
     """Backends that agree give rows mostly of zeros (errors and ULPs), the input that
@@ -251,3 +251,24 @@ def test_percentiles_where_one_value_fills_most_of_a_layer(size: int, agreeing: 
     result = divergence(candidate, reference)
     for name in ("p50_abs", "p90_abs", "p99_abs", "median_ulp", "max_ulp", "n_diff"):
         assert getattr(result, name) == expected[name], name
+
+
+def test_a_layer_measures_the_same_whatever_layers_share_its_batch() -> None:
+    """Layers of one shape are measured together; an identical one among them (its
+    histogram's range is 0) must not move the others' edges or counts off numpy's, and
+    read-only arrays (outputs read from a page's buffer) measure as writable ones do."""
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((3, 64, 10))
+    candidate = (reference + rng.standard_normal(reference.shape) * 1e-4).astype(F32)
+    reference[1] = reference[1].astype(F32)
+    candidate[1] = reference[1]  # no error at all: a histogram range of 0
+    alone = [divergence(candidate[i], reference[i]) for i in (0, 2)]
+    frozen_c, frozen_r = candidate.copy(), reference.copy()
+    frozen_c.flags.writeable = frozen_r.flags.writeable = False
+    together = divergences([(frozen_c[i], frozen_r[i]) for i in range(3)])
+    for i, one in zip((0, 2), alone, strict=True):
+        expected = plain_divergence(candidate[i], reference[i])
+        assert together[i].hist_edges == one.hist_edges == expected["hist_edges"]
+        assert together[i].hist_counts == one.hist_counts == expected["hist_counts"]
+        assert together[i].p99_abs == one.p99_abs == expected["p99_abs"]
+    assert together[1].verdict == "identical" and together[1].hist_counts == [640]
