@@ -1,5 +1,6 @@
 # One image for the API and every worker pool; the command picks the role.
-# Installed editable from /app: migrations/ and js_harness/ are read from beside the code.
+# Installed editable from /app: migrations/ and js_harness/ are read from beside the code;
+# the comparison's numba kernels compiled into their cache there at build time.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -24,7 +25,8 @@ COPY workers workers
 COPY driftbench driftbench
 COPY migrations migrations
 COPY js_harness/harness.html js_harness/harness.js js_harness/
-RUN pip install -e .
+RUN pip install -e . \
+    && python -c "from workers.engine.metrics import load_kernels; load_kernels()"
 
 VOLUME /data
 EXPOSE 8000
