@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,7 @@ from workers.backends.numpy.port import LAYERS
 from workers.backends.registry import Precision
 from workers.diagnosis.envelope import rounding_envelope
 from workers.diagnosis.formats import UNIT_ROUNDOFF, to_float16
-from workers.diagnosis.hypotheses import HYPOTHESES, Case, Variant
+from workers.diagnosis.hypotheses import HYPOTHESES, Case, Hypothesis, Variant
 from workers.diagnosis.precision import REDUCED, precision_envelope
 from workers.engine.explanations import Explanation, LayerDiagnosis
 from workers.engine.graph import LayerSpec, ModelGraph
@@ -136,6 +136,42 @@ def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[f
     return error / reference, explains
 
 
+def _best(
+    case: Case, variants: Iterable[Variant], allowance: np.ndarray | float, hypothesis: str
+) -> Explanation | None:
+    """The variant that explains the layer best (else the one closest to it)."""
+    best: Explanation | None = None
+    for variant in variants:
+        rel_l2, explains = _judge(case, variant, allowance)
+        if best is None or (explains, -rel_l2) > (best.explains, -best.rel_l2):
+            best = Explanation(hypothesis, rel_l2, explains, variant.label)
+    return best
+
+
+# Samples a screened hypothesis's variants are first computed on.
+SCREEN_SAMPLES = 1
+
+
+def _screen(case: Case, hypothesis: Hypothesis, allowance: np.ndarray | float) -> set[str] | None:
+    """The labels of the variants that may still explain the layer: a variant's error on
+    the first sample alone is at most its error on all, so one already beyond what the
+    whole layer allows (the judge's bound, the variant adding no slack) cannot. None when
+    screening cannot tell (a value not finite, too few samples)."""
+    if not case.finite or len(case.candidate) <= SCREEN_SAMPLES:
+        return None
+    head = case.head(SCREEN_SAMPLES)
+    allowed = _norm(case.tolerance + allowance)
+    kept = set()
+    for variant in hypothesis.variants(head):
+        zero_slack = isinstance(variant.slack, float) and variant.slack == 0.0
+        fits = variant.output.shape == head.candidate.shape and (
+            _norm(np.subtract(head.candidate, variant.output, order="C")) <= allowed
+        )
+        if fits or not zero_slack:
+            kept.add(variant.label)
+    return kept
+
+
 def explain(
     case: Case, budget: Budget, precision: Precision = "float32"
 ) -> tuple[Explanation, ...]:
@@ -143,7 +179,9 @@ def explain(
     first, among them the backend's own declared precision (an int8 backend's output
     also fits float16's wider rounding, but int8 is what it computes in), then by
     rel_l2. A hypothesis that cannot be computed for this layer's config is left out
-    (logged), and none starts once the budget is spent."""
+    (logged), and none starts once the budget is spent. A screened hypothesis computes
+    on all samples only the variants its first sample left; where none of those
+    explains, all of them, so that the closest is the same as unscreened."""
     own = PRECISION_CAUSES.get(precision, frozenset())
     found = []
     # A candidate that stores float16 values (float16 textures, a port saving halves) is
@@ -156,15 +194,15 @@ def explain(
     for hypothesis in HYPOTHESES:
         if budget.spent:
             break
-        best: Explanation | None = None
+        allowance = 0.0 if hypothesis.precision else storage
         try:
             if not hypothesis.applies(case.layer):
                 continue
-            for variant in hypothesis.variants(case):
-                allowance = 0.0 if hypothesis.precision else storage
-                rel_l2, explains = _judge(case, variant, allowance)
-                if best is None or (explains, -rel_l2) > (best.explains, -best.rel_l2):
-                    best = Explanation(hypothesis.id, rel_l2, explains, variant.label)
+            kept = _screen(case, hypothesis, allowance) if hypothesis.screened else None
+            variants = hypothesis.variants(case, *([] if kept is None else [kept]))
+            best = _best(case, variants, allowance, hypothesis.id)
+            if kept is not None and (best is None or not best.explains):
+                best = _best(case, hypothesis.variants(case), allowance, hypothesis.id)
         except Exception:  # one cause's failure must not cost the layer its others
             log.warning("%s on layer %s failed", hypothesis.id, case.layer.name, exc_info=True)
             continue

@@ -8,7 +8,7 @@ an int8 step). The ids are stable: the API, the CSV and the dashboards show them
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -69,6 +69,18 @@ class Case:
             return float("inf")
         return float(np.linalg.norm((self.candidate - self.exact)[finite_c]))
 
+    def head(self, samples: int) -> Case:
+        """The same layer over its first samples only."""
+        return Case(
+            self.graph,
+            self.layer,
+            [x[:samples] for x in self.inputs],
+            self.candidate[:samples],
+            self.exact[:samples],
+            self.tolerance[:samples],
+            self.grid,
+        )
+
     def envelope_at(self, unit: float) -> np.ndarray:
         """The rounding envelope at another format's unit roundoff (it is linear in u)."""
         return self.tolerance * (unit / UNIT_ROUNDOFF["float32"])
@@ -92,10 +104,15 @@ class Variant:
 class Hypothesis:
     id: str
     applies: Callable[[LayerSpec], bool]
-    variants: Callable[[Case], Iterator[Variant]]
+    # The variants of a case; a screened hypothesis's also take the labels to compute.
+    variants: Callable[..., Iterator[Variant]]
     # A number format: it models the candidate's rounding itself, with no allowance for
     # the candidate's storage.
     precision: bool = False
+    # Many variants, each of no slack of its own: they are computed on the first sample
+    # first, and only those that may still explain the layer on all (workers/diagnosis/
+    # diagnose.py, `_screen`).
+    screened: bool = False
 
 
 CONVOLUTIONS = frozenset({"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D"})
@@ -153,12 +170,19 @@ def _layouts(kernel: np.ndarray) -> list[tuple[str, np.ndarray]]:
 STACKED_OUTPUT_BYTES = 256 * 1024 * 1024
 
 
-def _conv_kernel_layout(case: Case) -> Iterator[Variant]:
-    """Every other layout of the kernel. A plain convolution is linear in its kernel, so
-    the layouts run as one convolution over the kernels stacked along the filters (in
-    chunks of bounded size); grouped, depthwise and separable ones run one by one."""
+def _conv_kernel_layout(case: Case, only: Collection[str] | None = None) -> Iterator[Variant]:
+    """Every other layout of the kernel (those labelled in `only`, when given). A plain
+    convolution is linear in its kernel, so the layouts run as one convolution over the
+    kernels stacked along the filters (in chunks of bounded size); grouped, depthwise and
+    separable ones run one by one."""
     layer, key = case.layer, _kernel_key(case.layer)
-    layouts = _layouts(layer.weights[key])
+    layouts = [
+        (label, value)
+        for label, value in _layouts(layer.weights[key])
+        if only is None or label in only
+    ]
+    if not layouts:
+        return
     stackable = (
         layer.class_name in ("Conv1D", "Conv2D", "Conv3D")
         and int(layer.config.get("groups", 1)) == 1
@@ -585,7 +609,7 @@ def _function_is(name: str) -> Callable[[LayerSpec], bool]:
 HYPOTHESES: tuple[Hypothesis, ...] = (
     # Layout: the right numbers in the wrong places.
     Hypothesis("kernel-transposed", _classes("Dense"), _kernel_transposed),
-    Hypothesis("conv-kernel-layout", _convolution, _conv_kernel_layout),
+    Hypothesis("conv-kernel-layout", _convolution, _conv_kernel_layout, screened=True),
     Hypothesis("channels-first-output", _spatial_output, _channels_first_output),
     Hypothesis("flatten-order", _applies_flatten_order, _flatten_order),
     Hypothesis("kernel-flipped", _convolution, _kernel_flipped),

@@ -10,6 +10,7 @@ must pin the cause on that layer and on no other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from tests.support import randomize_weights
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
+from workers.diagnosis import diagnose as diagnose_module
 from workers.diagnosis.diagnose import Budget, diagnose_outputs
 from workers.diagnosis.hypotheses import HYPOTHESIS_IDS
 from workers.engine.explanations import LayerDiagnosis
@@ -536,3 +538,27 @@ def test_a_missing_bias_below_the_fixed_threshold_is_flagged_and_explained(
     assert found.local_rel_l2 > 3 * found.local_bound
     assert found.local_verdict == "reduced-precision"
     assert found.explained_by == "bias-missing" and found.diagnosis[0].explains
+
+
+@pytest.mark.parametrize("corrupt", ["layout", "noise"])
+def test_screening_a_hypothesis_on_one_sample_changes_no_diagnosis(
+    corrupt: str, tf: Any, built: Callable[[str], Built], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conv-kernel-layout's 44 kernels are first tried on one sample: the diagnosis must
+    be the one computing every layout on every sample gives, with a layout that explains
+    the layer and with none (noise: the closest layout is reported all the same)."""
+    model = built("conv-same")
+    [layout] = [c for c in CAUSES if c.id == "conv-kernel-layout-hwio-read-as-oihw"]
+    rng = np.random.default_rng(12)
+
+    def noisy(tf: Any, keras_layer: Any, x: Any) -> Any:
+        y = np.asarray(keras_layer(x))
+        return y + 0.2 * np.sqrt(np.mean(y**2)) * rng.normal(size=y.shape)
+
+    candidate = keras_pass(tf, model, "c2", layout.corrupt if corrupt == "layout" else noisy)
+    screened = diagnose(model, candidate)["c2"].diagnosis
+    unscreened = tuple(dataclasses.replace(h, screened=False) for h in diagnose_module.HYPOTHESES)
+    monkeypatch.setattr(diagnose_module, "HYPOTHESES", unscreened)
+    assert diagnose(model, candidate)["c2"].diagnosis == screened
+    by_id = {e.hypothesis: e for e in screened}
+    assert by_id["conv-kernel-layout"].explains == (corrupt == "layout")
