@@ -239,24 +239,30 @@ def function_of(layer: LayerSpec) -> str:
     return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
 
 
+def _smallest(arrays: list[np.ndarray]) -> float:
+    """The smallest nonzero magnitude among the arrays' values (1 where all are zero)."""
+    nonzero = [np.abs(a[a != 0]) for a in arrays]
+    return min((float(a.min()) for a in nonzero if a.size), default=1.0)
+
+
 def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     """The sum of magnitudes behind each element of the linear part: the layer on |x|
     with |weights|. A subtracted weight (a batch normalisation's moving mean) goes in
-    negated, so x - mean sums |x| + |mean|. Summed in float32 where that is safe: a bound
-    needs few digits (a sum of K positive terms is off by at most K * 6e-8 relative,
-    inside the constants' slack), and float32 costs half of float64 (cifar_cnn's
-    convolutions on 8 samples: 25 of a diagnosis's 70 ms in float64). In float64 where
-    a value is not finite, where the sums overflow float32, or where they reach into its
-    subnormals (products that underflow to 0 would tighten the bound)."""
+    negated, so x - mean sums |x| + |mean|. Summed in float32 where that loses nothing a
+    bound needs: a sum of K positive terms is off by at most K * 6e-8 relative, inside
+    the constants' slack, and float32 costs half of float64 (cifar_cnn's convolutions on
+    8 samples: 25 of a diagnosis's 70 ms in float64). In float64 where a value is not
+    finite, where a product of an input and a weight could fall below float32's normal
+    range (terms lost would tighten the bound), or where the sums overflow float32."""
     absolute = {key: np.abs(value) for key, value in layer.weights.items()}
     if "moving_mean" in absolute:
         absolute["moving_mean"] = -absolute["moving_mean"]
     positive = [np.abs(x) for x in inputs]
-    if all(np.isfinite(x).all() for x in positive):
-        with np.errstate(over="ignore", under="ignore"):
+    finite = all(np.isfinite(x).all() for x in positive)
+    if finite and _smallest(positive) * _smallest(list(absolute.values())) >= FLOAT32_NORMAL:
+        with np.errstate(over="ignore"):
             summed = np.abs(pre_activation(layer, positive, weights=absolute, dtype=np.float32))
-        nonzero = summed[summed > 0.0]
-        if np.isfinite(summed).all() and (nonzero.size == 0 or nonzero.min() >= FLOAT32_NORMAL):
+        if np.isfinite(summed).all():
             return summed
     return np.abs(pre_activation(layer, positive, weights=absolute))
 

@@ -26,12 +26,12 @@ N_DIFF, MAX_ULP = range(2)
 INT_COLUMNS = 2
 
 
-# The rows are finite (the caller measures NaN and Inf apart), so the sums and extremes
-# may be vectorised: reassociated, no NaN handled, a zero's sign ignored. Not "no Inf":
-# a square or a quotient of finite values may still overflow. No contraction into fused
-# multiply-adds and no approximate division: each element's error and relative error
-# are computed as numpy computes them.
-REDUCTIONS = {"nnan", "nsz", "reassoc"}
+# The sums may be vectorised: reassociated, a zero's sign ignored. Not "no NaN" or "no
+# Inf": the rows are finite (the caller measures NaN and Inf apart), but a square, a
+# product or a difference of finite values may still overflow, and Inf - Inf is NaN. No
+# contraction into fused multiply-adds and no approximate division: each element's
+# error and relative error are computed as numpy computes them.
+REDUCTIONS = {"nsz", "reassoc"}
 
 
 @njit(cache=True, nogil=True, fastmath=REDUCTIONS)
@@ -117,7 +117,9 @@ def histograms(
                 index -= 1
             if error >= edges[row, index + 1] and index != bins - 1:
                 index += 1
-            counts[row, index] += 1
+            # Never written outside the counts (numba checks no bounds), whatever the
+            # caller passed.
+            counts[row, min(max(index, 0), bins - 1)] += 1
 
 
 # Values drawn from a row's range to bracket the rank wanted; the bracket is this many

@@ -186,10 +186,11 @@ def _finite_metrics(
         c64, r64, bits_c, bits_r, at_float32, FLOAT32_TINY, abs_errors, ulps, floats, ints
     )
     max_abs = floats[:, kernels.MAX_ABS].copy()
-    # Each row's edges as np.histogram makes them, the same whatever rows share the
-    # call: np.linspace computes every row another way once one row's step is 0.
-    safe = np.where(max_abs == 0.0, 1.0, max_abs)
-    edges = np.ascontiguousarray(np.linspace(-safe, safe, histogram_bins + 1, axis=1))
+    if not np.isfinite(max_abs).all():
+        raise ValueError("an error overflows float64: values beyond 1e307 on both sides")
+    # Each row's edges as np.histogram makes them, one np.linspace a row: over several
+    # rows at once it computes every row another way once one row's step is 0.
+    edges = np.array([np.linspace(-b, b, histogram_bins + 1) for b in max_abs.tolist()])
     counts = np.zeros((count, histogram_bins), np.int64)
     kernels.histograms(c64, r64, max_abs, edges, counts)
     mean_abs = floats[:, kernels.SUM_ABS] / size

@@ -544,7 +544,7 @@ def test_a_missing_bias_below_the_fixed_threshold_is_flagged_and_explained(
 def test_screening_a_hypothesis_on_one_sample_changes_no_diagnosis(
     corrupt: str, tf: Any, built: Callable[[str], Built], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """conv-kernel-layout's 44 kernels are first tried on one sample: the diagnosis must
+    """conv-kernel-layout's layouts are first tried on one sample: the diagnosis must
     be the one computing every layout on every sample gives, with a layout that explains
     the layer and with none (noise: the closest layout is reported all the same)."""
     model = built("conv-same")
