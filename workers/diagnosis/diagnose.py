@@ -65,6 +65,20 @@ def _norm(x: np.ndarray) -> float:
     return float(np.linalg.norm(np.ravel(x)))
 
 
+def _apart(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| over every value, in C order (as a mask would flatten it)."""
+    return _norm(np.subtract(a, b, order="C"))
+
+
+def _no_slack(slack: np.ndarray | float) -> bool:
+    return isinstance(slack, float) and slack == 0.0
+
+
+def _allowed(case: Case, slack: np.ndarray | float) -> float:
+    """||tolerance + slack|| over every value: the judge's bound when all are finite."""
+    return case.tolerance_norm if _no_slack(slack) else _norm(case.tolerance + slack)
+
+
 def _finite_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     """a - b over the positions both are finite, and whether their non-finite positions
     agree: the same positions, whatever the kind (float16 textures turn an overflow into
@@ -111,12 +125,10 @@ def _judge(case: Case, variant: Variant, storage: np.ndarray | float) -> tuple[f
     slack = variant.slack + storage
     if case.finite and np.isfinite(output).all():
         # Every value finite (the usual case): no masks, and the envelope's norm kept.
-        error = _norm(np.subtract(case.candidate, output, order="C"))
+        error = _apart(case.candidate, output)
         reference = max(_norm(output), FLOAT32_TINY)
-        change = _norm(np.subtract(output, case.exact, order="C"))
-        distinct = change > DISTINCT * case.tolerance_norm
-        plain = isinstance(slack, float) and slack == 0.0
-        allowed = case.tolerance_norm if plain else _norm(case.tolerance + slack)
+        distinct = _apart(output, case.exact) > DISTINCT * case.tolerance_norm
+        allowed = _allowed(case, slack)
         agree = True
     else:
         errors, agree = _finite_pair(case.candidate, output)
@@ -163,14 +175,13 @@ def _screen(case: Case, hypothesis: Hypothesis, allowance: np.ndarray | float) -
     if not case.finite or len(case.candidate) <= SCREEN_SAMPLES:
         return None
     head = case.head(SCREEN_SAMPLES)
-    allowed = _norm(case.tolerance + allowance) * SCREEN_MARGIN
+    allowed = _allowed(case, allowance) * SCREEN_MARGIN
     kept = set()
     for variant in hypothesis.variants(head):
-        zero_slack = isinstance(variant.slack, float) and variant.slack == 0.0
         fits = variant.output.shape == head.candidate.shape and (
-            _norm(np.subtract(head.candidate, variant.output, order="C")) <= allowed
+            _apart(head.candidate, variant.output) <= allowed
         )
-        if fits or not zero_slack:
+        if fits or not _no_slack(variant.slack):
             kept.add(variant.label)
     return kept
 

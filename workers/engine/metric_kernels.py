@@ -3,15 +3,16 @@ extremes, ULP distances and differing count, one more for the histogram once its
 is known, and the percentiles' rank selection. In numpy each metric was its own pass
 over the row with its own temporaries, and numpy's partition slows down 20 to 40 times
 on rows that one value fills (zeros where backends agree): ten 256x50 layers took
-11 ms, and diagnosing cifar_cnn spent 400 of its 600 ms in partition.
+11 ms, and comparing and diagnosing keras-cpu on cifar_cnn spent 134 of its 200 ms in
+partition.
 
 Only processes that compare import this (numba's import costs 0.25 s); the compiled code
 is cached on disk (`cache=True`: next to this module, or in a per-user folder where this
 one is read-only, or in NUMBA_CACHE_DIR), so a process loads it instead of compiling it
 again. Every array passed in is C-ordered and writable: numba compiles a kernel anew
 for each layout and for read-only arrays.
-Sums run left to right, not pairwise as numpy's do: they can differ from numpy's in the
-last digits (about 1e-14 relative on 100,000 values).
+Sums are vectorised (reassociated), not pairwise as numpy's are: they can differ from
+numpy's in the last digits (about 1e-14 relative on 100,000 values).
 """
 
 from __future__ import annotations
