@@ -52,11 +52,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Job:
     """What a job process is sent: one step of a run, or (`against` given) a comparison
-    asked for after the run."""
+    asked for after the run. With `hand_on`, a backend's job that has something to
+    compare on arrival hands that comparison on as a step instead (its lane runs no
+    comparisons: the executor queues it in the CPU's lane)."""
 
     run_id: int
     step: Step = COMPARISON
     against: str | None = None
+    hand_on: bool = False
 
 
 @cache
@@ -115,10 +118,14 @@ def _store_outputs(
     return outputs, path, note
 
 
-def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
+def run_backend_job(
+    run_id: int, backend: str, *, hand_on: bool = False
+) -> BackendStatus | Step | None:
     """One backend of one run, compared on arrival; returns its final status (None if
     the run is gone). The backend is recorded finished once its comparison has ended, so
-    the run's last step never starts while one is still being compared."""
+    the run's last step never starts while one is still being compared. With `hand_on`,
+    a backend with something to compare is recorded stored, not finished, and the step
+    that compares it is returned instead (`compare_handed_on`)."""
     plan = runs.load_plan(run_id)
     if plan is None:
         return None
@@ -147,15 +154,35 @@ def run_backend_job(run_id: int, backend: str) -> BackendStatus | None:
     earlier = None
     if result.status == BackendStatus.DONE and path is not None:
         earlier = runs.record_stored(run_id, backend, path, result.environment)
+    if earlier and hand_on and arrival_pairs(plan, backend, earlier):
+        runs.record_result(run_id, result, outputs_path=path, note=note, finished=False)
+        return Step(backend, earlier=tuple(earlier))
     if earlier:
         started = time.perf_counter()
         try:
-            compare_on_arrival(plan, replace(result, outputs=outputs), inputs, earlier)
+            compare_on_arrival(plan, backend, inputs, earlier, replace(result, outputs=outputs))
         except Exception:  # the run's last step compares what is left uncompared
             log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
         else:
             result.timings["compare"] = time.perf_counter() - started
     return runs.record_result(run_id, result, outputs_path=path, note=note)
+
+
+def compare_handed_on(run_id: int, backend: str, earlier: Collection[str]) -> BackendStatus | None:
+    """The comparison on arrival a backend's job handed on, from the outputs it stored;
+    then the backend is recorded finished (None if the run is gone)."""
+    plan = runs.load_plan(run_id)
+    if plan is None:
+        return None
+    started = time.perf_counter()
+    compare_s = None
+    try:
+        compare_on_arrival(plan, backend, storage.load_inputs(plan.inputs_sha256), earlier)
+    except Exception:  # the run's last step compares what is left uncompared
+        log.warning("comparing %s of run %s on arrival failed", backend, run_id, exc_info=True)
+    else:
+        compare_s = time.perf_counter() - started
+    return runs.record_compared(run_id, backend, compare_s)
 
 
 def _reusing(fresh: Diagnoser, run_id: int, reference: str) -> Diagnoser:
@@ -254,7 +281,11 @@ def arrival_pairs(plan: RunPlan, backend: str, earlier: Collection[str]) -> dict
 
 
 def compare_on_arrival(
-    plan: RunPlan, arrived: BackendResult, inputs: dict[str, np.ndarray], earlier: Collection[str]
+    plan: RunPlan,
+    backend: str,
+    inputs: dict[str, np.ndarray],
+    earlier: Collection[str],
+    arrived: BackendResult | None = None,
 ) -> None:
     """A backend against the run's reference and each `compare_against` target among the
     backends stored `earlier` (a target itself: against every one of them), in the job
@@ -263,14 +294,15 @@ def compare_on_arrival(
     behind the last of them, and each pair is compared by whichever of its two backends
     and the reference was stored last (`runs.record_stored`, `arrival_pairs`). Each
     backend is diagnosed with an equal share of the run's budget, by whichever job
-    compares it with the reference."""
-    pairs = arrival_pairs(plan, arrived.backend, earlier)
+    compares it with the reference. `arrived`: the backend's outputs as its job holds
+    them (None: read back from where they were stored)."""
+    pairs = arrival_pairs(plan, backend, earlier)
     if not pairs:
         return
     options = settings.engine_options()
     reference = plan.order.reference
     # The reference stored after others diagnoses each of them; any other, itself.
-    diagnosed = len(pairs.get(reference, [])) if arrived.backend == reference else 1
+    diagnosed = len(pairs.get(reference, [])) if backend == reference else 1
     share = options.diagnosis_budget_s * diagnosed / len(plan.order.others)
     _compare_pairs(plan, pairs, replace(options, diagnosis_budget_s=share), inputs, arrived)
 
@@ -301,10 +333,13 @@ def compare_run(run_id: int, against: str | None = None) -> bool:
     return _compare_pairs(plan, pairs, settings.engine_options(), inputs)
 
 
-def perform(job: Job) -> BackendStatus | None:
-    """Runs in a job process: the step's final status (None if its run is gone)."""
+def perform(job: Job) -> BackendStatus | Step | None:
+    """Runs in a job process: the step's final status (None if its run is gone), or the
+    step a backend's job hands on."""
+    if job.step.backend is not None and job.step.earlier is not None:
+        return compare_handed_on(job.run_id, job.step.backend, job.step.earlier)
     if job.step.backend is not None:
-        return run_backend_job(job.run_id, job.step.backend)
+        return run_backend_job(job.run_id, job.step.backend, hand_on=job.hand_on)
     if compare_run(job.run_id, job.against) and job.against is None:
         runs.finish_run(job.run_id)
     return BackendStatus.DONE
@@ -335,22 +370,31 @@ def steps_after(run_id: int, finished: Step) -> list[Step]:
 
 
 def capability_of(step: Step) -> str:
-    """The kind of job process a step runs in: its backend's queue; a comparison is CPU work."""
-    return "cpu" if step.backend is None else backend_entry(step.backend).queue
+    """The kind of job process a step runs in: its backend's queue; a comparison is CPU
+    work, unless a lane that handed one on runs it itself (no CPU lane in its wave)."""
+    if step.backend is None:
+        return "cpu"
+    if step.compares_arrival:
+        return step.lane or "cpu"
+    return backend_entry(step.backend).queue
 
 
-def supervised_step(processes: JobProcesses, run_id: int, step: Step) -> None:
-    """One step in a job process of its capability. A failure becomes the backend's
-    reason (a process that would not start too) or the run's, so the run goes on;
-    only a shutdown passes through."""
+def supervised_step(
+    processes: JobProcesses, run_id: int, step: Step, *, hand_on: bool = False
+) -> Step | None:
+    """One step in a job process of its capability; the step it hands on (`Job.hand_on`).
+    A failure becomes the backend's reason (a process that would not start too) or the
+    run's, so the run goes on; only a shutdown passes through."""
     label = f"comparison of run {run_id}" if step.backend is None else step.backend
     try:
-        processes.run(capability_of(step), Job(run_id, step), label)
+        answer = processes.run(capability_of(step), Job(run_id, step, hand_on=hand_on), label)
     except (JobFailed, JobProcessDied) as error:
         if step.backend is None:
             runs.fail_run(run_id, str(error))
         else:
             runs.record_failure(run_id, step.backend, str(error))
+        return None
+    return answer.result if isinstance(answer.result, Step) else None
 
 
 def compare_on_request(processes: JobProcesses, run_id: int, against: str) -> None:
@@ -372,9 +416,11 @@ def execute_run(run_id: int, processes: JobProcesses) -> None:
         if plan is None:
             return
 
-        def run_step(step: Step) -> None:
-            if not step.is_comparison or runs.claim_comparison(run_id):
-                supervised_step(processes, run_id, step)
+        def run_step(step: Step) -> Step | None:
+            if step.is_comparison and not runs.claim_comparison(run_id):
+                return None
+            # A lane that runs no comparisons hands its backends' on to the CPU's.
+            return supervised_step(processes, run_id, step, hand_on=capability_of(step) != "cpu")
 
         run_in_order(
             plan.order, run_step, lambda: runs.backend_statuses(run_id), lane=capability_of

@@ -222,12 +222,18 @@ def record_stored(
 
 
 def record_result(
-    run_id: int, result: BackendResult, *, outputs_path: Path | None, note: str | None
+    run_id: int,
+    result: BackendResult,
+    *,
+    outputs_path: Path | None,
+    note: str | None,
+    finished: bool = True,
 ) -> BackendStatus:
+    """Record what the backend's job produced; with `finished` False (its comparison on
+    arrival handed on, `record_compared` ends it), everything but its final status."""
     with session_scope() as session:
         backend_run = _backend_run(session, run_id, result.backend)
         assert backend_run is not None
-        backend_run.status = result.status
         backend_run.reason = "; ".join(filter(None, (result.reason, note))) or None
         backend_run.environment = jsonable(result.environment)
         backend_run.timings = result.timings
@@ -235,8 +241,27 @@ def record_result(
         backend_run.repeat_spread = result.repeat_spread
         backend_run.outputs_path = str(outputs_path) if outputs_path else None
         backend_run.outputs_expired_at = None  # a re-run stores them anew
-        backend_run.finished_at = utcnow()
+        if finished:
+            backend_run.status = result.status
+            backend_run.finished_at = utcnow()
     return result.status
+
+
+def record_compared(run_id: int, backend: str, compare_s: float | None) -> BackendStatus | None:
+    """A backend whose comparison on arrival was handed on, recorded finished once it has
+    been compared (`compare_s`: what comparing took; None when it failed). One that
+    failed meanwhile keeps that status; None when the run is gone."""
+    with session_scope() as session:
+        backend_run = _backend_run(session, run_id, backend)
+        if backend_run is None:
+            return None
+        if BackendStatus(backend_run.status) != BackendStatus.RUNNING:
+            return BackendStatus(backend_run.status)
+        backend_run.status = BackendStatus.DONE
+        backend_run.finished_at = utcnow()
+        if compare_s is not None:
+            backend_run.timings = {**backend_run.timings, "compare": compare_s}
+        return BackendStatus.DONE
 
 
 def _forget_comparisons(session: Session, run: Run, backend: str) -> None:

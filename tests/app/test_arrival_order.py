@@ -53,3 +53,53 @@ def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
                 (backend, layer) for backend in backends for layer in layers
             ], against
             assert all(r["local_verdict"] is not None for r in rows), rows
+
+
+def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(
+    example: Any, tmp_path: Path
+) -> None:
+    """With the CPU's lane held on numpy, both TF.js jobs run and store their outputs
+    (their timings recorded), yet neither is finished: each handed its comparison on to
+    the CPU's lane instead of comparing before the next page. Released, the CPU's lane
+    compares them: every pair once, diagnosed, each with what comparing took."""
+    gate = tmp_path / "gate"
+    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
+    with server, server.client() as client:
+        hold(gate, "numpy")
+        try:
+            run_id = client.queue_run(
+                example("regression").path,
+                ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm"],
+                batch=4,
+                compare_against=["keras-cpu"],
+            )["id"]
+            wait_until_held(gate, run_id, "numpy")
+
+            def browser_stored() -> list[dict[str, Any]]:
+                backends = client.get_run(run_id)["backend_runs"]
+                return [
+                    b
+                    for b in backends
+                    if b["backend"].startswith("tfjs-") and "accumulated" in b["timings"]
+                ]
+
+            wait_for(lambda: len(browser_stored()) == 2, 120, "both TF.js jobs to store")
+            assert [b["status"] for b in browser_stored()] == ["running", "running"]
+        finally:
+            release(gate, "numpy")
+        run = client.wait_for_run(run_id)
+        assert run["status"] == "done", run
+        for backend_run in run["backend_runs"]:
+            if backend_run["backend"].startswith("tfjs-"):
+                assert backend_run["status"] == "done", backend_run
+                assert backend_run["timings"]["compare"] > 0, backend_run
+        layers = ["dense_1", "dense_2", "dense_3"]
+        for against, backends in [
+            ("numpy-f64", ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm"]),
+            ("keras-cpu", ["numpy", "numpy-f64", "tfjs-cpu", "tfjs-wasm"]),
+        ]:
+            rows = client.divergence(run_id, against=against)["rows"]
+            assert [(r["backend"], r["layer"]) for r in rows] == [
+                (backend, layer) for backend in backends for layer in layers
+            ], against
+            assert all(r["local_verdict"] is not None for r in rows), rows

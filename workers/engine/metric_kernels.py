@@ -1,10 +1,7 @@
 """The per-element work of a comparison, compiled (numba): one pass per row for the sums,
-extremes, ULP distances and differing count, one more for the histogram once its range
-is known, and the percentiles' rank selection. In numpy each metric was its own pass
-over the row with its own temporaries, and numpy's partition slows down 20 to 40 times
-on rows that one value fills (zeros where backends agree): ten 256x50 layers took
-11 ms, and comparing and diagnosing keras-cpu on cifar_cnn spent 134 of its 200 ms in
-partition.
+extremes, ULP distances and differing count, and one more for the histogram once its
+range is known. In numpy each metric was its own pass over the row with its own
+temporaries (the percentiles' ranks come from numpy's sort, workers/engine/metrics.py).
 
 Only processes that compare import this (numba's import costs 0.25 s); the compiled code
 is cached on disk (`cache=True`: next to this module, or in a per-user folder where this
@@ -121,96 +118,3 @@ def histograms(
             # Never written outside the counts (numba checks no bounds), whatever the
             # caller passed.
             counts[row, min(max(index, 0), bins - 1)] += 1
-
-
-# Values drawn from a row's range to bracket the rank wanted; the bracket is this many
-# draws either side of where the rank falls among them.
-SAMPLE = 64
-BRACKET = 6
-# A range this short is sorted instead.
-SHORT = 32
-
-
-@njit(cache=True, nogil=True)
-def _insertion_sort(values: np.ndarray, low: int, high: int) -> None:
-    """values[low:high] sorted in place: for the few values left (numba compiles its own
-    np.sort for 3 s per dtype; this takes 0.1 s)."""
-    for i in range(low + 1, high):
-        value = values[i]
-        j = i - 1
-        while j >= low and values[j] > value:
-            values[j + 1] = values[j]
-            j -= 1
-        values[j + 1] = value
-
-
-@njit(cache=True, nogil=True)
-def _select(values: np.ndarray, low: int, high: int, rank: int) -> None:
-    """Reorders values[low:high] (ranks low to high - 1 of the row) so that values[rank]
-    holds that rank, by Floyd and Rivest's idea: a sorted sample's values either side
-    of the rank split the range into below, between and above, in one pass, and only
-    the part holding the rank goes on. A pass that leaves all of the range between (few
-    distinct values) is followed by one split at a single sampled value, which always
-    leaves less. One value filling much of the row (zeros where backends agree) ends it
-    early: numpy's partition slows down 20 to 40 times on such rows. Pseudo-random
-    draws from a fixed seed: the same input, the same work."""
-    state = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(high - low)
-    sample = np.empty(SAMPLE, values.dtype)
-    narrow = False
-    while high - low > SHORT:
-        span = high - low
-        for k in range(SAMPLE):
-            state = state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
-            sample[k] = values[low + np.int64((state >> np.uint64(33)) % np.uint64(span))]
-        _insertion_sort(sample, 0, SAMPLE)
-        at = (rank - low) * SAMPLE // span
-        bracket = 0 if narrow else BRACKET
-        below = sample[max(at - bracket, 0)]
-        above = sample[min(at + bracket, SAMPLE - 1)]
-        start, i, end = low, low, high
-        while i < end:
-            value = values[i]
-            if value < below:
-                values[i] = values[start]
-                values[start] = value
-                start += 1
-                i += 1
-            elif value > above:
-                end -= 1
-                values[i] = values[end]
-                values[end] = value
-            else:
-                i += 1
-        narrow = False
-        if rank < start:
-            high = start
-        elif rank >= end:
-            low = end
-        elif below == above:
-            return
-        else:
-            narrow = start == low and end == high
-            low, high = start, end
-    _insertion_sort(values, low, high)
-
-
-@njit(cache=True, nogil=True)
-def rank_values(rows: np.ndarray, ranks: np.ndarray, found: np.ndarray) -> None:
-    """Each row's values at `ranks` (ascending, distinct) of its sorted order into
-    `found`, reordering `rows`. A rank just above one selected is the least of what lies
-    above it: a minimum, not another selection (a percentile lies between two ranks)."""
-    count, size = rows.shape
-    for row in range(count):
-        values = rows[row]
-        low = 0  # what lies before `low` is below every rank left
-        for j in range(ranks.size):
-            rank = ranks[j]
-            if rank == low and low > 0:
-                least = values[low]
-                for i in range(low + 1, size):
-                    least = min(least, values[i])
-                found[row, j] = least
-                continue
-            _select(values, low, size, rank)
-            found[row, j] = values[rank]
-            low = rank + 1

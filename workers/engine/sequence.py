@@ -8,13 +8,17 @@ others'). Each backend's job compares it with the reference, and the reference e
 backend stored before it, as it arrives (workers/jobs.py); the comparison step comes
 last, once every backend has finished, and compares what is left. Each executor asks
 `RunOrder.after` what may start when a step has finished, and runs those steps its own
-way.
+way. A step may hand on a step of its own (a backend's comparison on arrival, from a
+lane that runs no comparisons): `run_in_order` queues it in its lane, or runs it next
+in the lane that handed it on when its own is not in the wave.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from workers.engine.status import BackendStatus
@@ -22,13 +26,22 @@ from workers.engine.status import BackendStatus
 
 @dataclass(frozen=True)
 class Step:
-    """One backend of a run, or (`backend` None) the comparison of all of them."""
+    """One backend of a run, or (`backend` None) the comparison of all of them, or
+    (`earlier` given) the comparison on arrival of a backend already stored, after the
+    backends in `earlier`: handed on by the job that ran it, in `lane` when run by the
+    lane that handed it on."""
 
     backend: str | None = None
+    earlier: tuple[str, ...] | None = None
+    lane: str | None = None
 
     @property
     def is_comparison(self) -> bool:
         return self.backend is None
+
+    @property
+    def compares_arrival(self) -> bool:
+        return self.earlier is not None
 
 
 COMPARISON = Step()
@@ -74,31 +87,93 @@ class RunOrder:
         return []
 
 
+# What running a step gives: a step it hands on, or None.
+StepRunner = Callable[[Step], Step | None]
+
+
+class _Lanes:
+    """One wave's lanes: a thread and a queue each; a lane thread that has run its queue
+    waits for steps handed on to it until every lane is idle."""
+
+    def __init__(self, run_step: StepRunner, lane: Callable[[Step], str]) -> None:
+        self.run_step = run_step
+        self.lane = lane
+        self.queues: dict[str, deque[Step]] = {}
+        self.running: set[str] = set()
+        self.errors: list[BaseException] = []
+        self.changed = threading.Condition()
+
+    def run(self, steps: list[Step]) -> None:
+        for step in steps:
+            self.queues.setdefault(self.lane(step), deque()).append(step)
+        threads = [
+            threading.Thread(target=self._work, args=(name,), name=f"driftbench-lane-{name}")
+            for name in self.queues
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _finished(self) -> bool:
+        return bool(self.errors) or not (self.running or any(self.queues.values()))
+
+    def _work(self, name: str) -> None:
+        queue = self.queues[name]
+        while True:
+            with self.changed:
+                while not queue and not self._finished():
+                    self.changed.wait()
+                if not queue or self.errors:
+                    return
+                step: Step | None = queue.popleft()
+                self.running.add(name)
+            try:
+                while step is not None:
+                    step = self._hand_on(name, self.run_step(step))
+            except BaseException as error:  # ends the wave; run_in_order raises it
+                with self.changed:
+                    self.errors.append(error)
+            finally:
+                with self.changed:
+                    self.running.discard(name)
+                    self.changed.notify_all()
+
+    def _hand_on(self, name: str, step: Step | None) -> Step | None:
+        """None when `step` went to its own lane's queue; otherwise (its lane is this
+        one, or not in this wave) the step to run next in this lane, marked so."""
+        if step is None:
+            return None
+        target = self.lane(step)
+        if target != name and target in self.queues:
+            with self.changed:
+                self.queues[target].append(step)
+                self.changed.notify_all()
+            return None
+        return dataclasses.replace(step, lane=name)
+
+
 def run_in_order(
     order: RunOrder,
-    run_step: Callable[[Step], object],
+    run_step: StepRunner,
     statuses: Callable[[], Mapping[str, str]],
     lane: Callable[[Step], str] | None = None,
 ) -> None:
     """Every step of a run in waves (the reference when it feeds the others, the others,
     the comparison). Within a wave, steps of one lane run one after the other and the
     lanes run at once: the embedded executor gives each capability its lane, so the
-    browser's jobs overlap the CPU's. Without `lane` (the CLI), one step at a time."""
+    browser's jobs overlap the CPU's, and a step handed on is queued in its lane. Without
+    `lane` (the CLI), one step at a time, a step handed on next."""
     pending = order.first()
     while pending:
-        lanes: dict[str, list[Step]] = {}
-        for step in pending:
-            lanes.setdefault("" if lane is None else lane(step), []).append(step)
-
-        def run_lane(steps: list[Step]) -> None:
-            for step in steps:
-                run_step(step)
-
-        if len(lanes) == 1:
-            run_lane(pending)
+        if lane is None:
+            for step in pending:
+                handed: Step | None = step
+                while handed is not None:
+                    handed = run_step(handed)
         else:
-            with ThreadPoolExecutor(len(lanes), thread_name_prefix="driftbench-lane") as pool:
-                for done in [pool.submit(run_lane, steps) for steps in lanes.values()]:
-                    done.result()
+            _Lanes(run_step, lane).run(pending)
         now = statuses()
         pending = list(dict.fromkeys(s for step in pending for s in order.after(step, now)))

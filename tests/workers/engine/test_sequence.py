@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+import pytest
 
 from workers.engine.sequence import COMPARISON, RunOrder, Step, run_in_order
 
@@ -109,3 +112,90 @@ def test_without_a_feed_the_browser_lane_does_not_wait_for_the_reference() -> No
     run_in_order(order, run_step, lambda: statuses, lane=lane)
     assert walked[-1] == COMPARISON and walked.count(COMPARISON) == 1
     assert walked.index(Step("numpy-f64")) < walked.index(Step("keras-cpu"))
+
+
+def _handing_on(statuses: dict[str, str], walked: list[tuple[str, Step]]) -> Any:
+    """A step runner whose browser steps hand their comparison on; each handed-on step
+    finishes its backend, as the executor's do."""
+
+    def run_step(step: Step) -> Step | None:
+        walked.append((threading.current_thread().name, step))
+        if step.backend is None:
+            return None
+        if step.backend.startswith("tfjs-") and not step.compares_arrival:
+            return Step(step.backend, earlier=("numpy-f64",))
+        statuses[step.backend] = "done"
+        return None
+
+    return run_step
+
+
+def browser_or_cpu(step: Step) -> str:
+    if step.compares_arrival:
+        return step.lane or "cpu"
+    return "browser" if (step.backend or "").startswith("tfjs-") else "cpu"
+
+
+def test_a_handed_on_comparison_queues_in_its_lane_and_the_last_step_waits_for_it() -> None:
+    """tfjs-cpu hands on while the CPU's lane is held at a barrier by numpy: the browser
+    lane goes on to tfjs-wasm, and the CPU's lane runs both comparisons after its own
+    steps, in the order handed on; the run's comparison comes last, once."""
+    order = RunOrder.of("numpy-f64", ["numpy", "tfjs-cpu", "tfjs-wasm"], feeds=False)
+    statuses = dict.fromkeys(order.backends, "queued")
+    walked: list[tuple[str, Step]] = []
+    handing_on = _handing_on(statuses, walked)
+    wasm_ran = threading.Event()
+
+    def run_step(step: Step) -> Step | None:
+        if step == Step("numpy"):
+            assert wasm_ran.wait(10), "the browser lane waited for a comparison"
+        if step == Step("tfjs-wasm"):
+            wasm_ran.set()
+        return handing_on(step)
+
+    run_in_order(order, run_step, lambda: statuses, lane=browser_or_cpu)
+    threads = {step: name for name, step in walked}
+    compared = [step for _, step in walked if step.compares_arrival]
+    assert compared == [
+        Step("tfjs-cpu", earlier=("numpy-f64",)),
+        Step("tfjs-wasm", earlier=("numpy-f64",)),
+    ]
+    assert {threads[step] for step in compared} == {threads[Step("numpy")]}
+    cpu_lane = [step for name, step in walked if name == threads[Step("numpy")]]
+    assert cpu_lane[:2] == [Step("numpy-f64"), Step("numpy")]
+    assert walked[-1][1] == COMPARISON and [s for _, s in walked].count(COMPARISON) == 1
+    assert all(status == "done" for status in statuses.values())
+
+
+def test_without_its_lane_in_the_wave_a_handed_on_step_runs_next_where_it_was_handed() -> None:
+    """In the isolated mode the reference runs alone first; a wave of TF.js backends
+    alone has no CPU lane, so each comparison runs in the browser's lane, marked so,
+    before the next backend. Without lanes (the CLI), it runs next too."""
+    order = RunOrder.of("numpy-f64", ["tfjs-cpu", "tfjs-wasm"])
+    for lane in (browser_or_cpu, None):
+        statuses = dict.fromkeys(order.backends, "queued")
+        walked: list[tuple[str, Step]] = []
+        run_in_order(order, _handing_on(statuses, walked), statuses.copy, lane=lane)
+        marked = "browser" if lane else None
+        assert [step for _, step in walked] == [
+            Step("numpy-f64"),
+            Step("tfjs-cpu"),
+            Step("tfjs-cpu", earlier=("numpy-f64",), lane=marked),
+            Step("tfjs-wasm"),
+            Step("tfjs-wasm", earlier=("numpy-f64",), lane=marked),
+            COMPARISON,
+        ]
+
+
+def test_a_failing_step_ends_the_wave_and_is_raised() -> None:
+    order = RunOrder.of("numpy-f64", ["numpy", "tfjs-cpu"], feeds=False)
+    statuses = dict.fromkeys(order.backends, "queued")
+
+    def run_step(step: Step) -> Step | None:
+        if step == Step("tfjs-cpu"):
+            raise RuntimeError("the browser went away")
+        statuses[step.backend or ""] = "done"
+        return None
+
+    with pytest.raises(RuntimeError, match="the browser went away"):
+        run_in_order(order, run_step, lambda: statuses, lane=browser_or_cpu)
