@@ -185,12 +185,15 @@ def compare_handed_on(run_id: int, backend: str, earlier: Collection[str]) -> Ba
     return runs.record_compared(run_id, backend, compare_s)
 
 
-def _reusing(fresh: Diagnoser, run_id: int, reference: str) -> Diagnoser:
+def _reusing(fresh: Diagnoser, run_id: int, reference: str, replaced: Collection[str]) -> Diagnoser:
     """`fresh`, except for a backend and mode whose every row against the reference is
-    diagnosed: the diagnoses those rows hold."""
+    diagnosed: the diagnoses those rows hold. Rows this comparison replaces (of the
+    backends in `replaced`) are not read back."""
     kept: dict[str, dict[str, dict[str, LayerDiagnosis]]] = {}
 
     def diagnose(backend: str, mode: Mode) -> Mapping[str, LayerDiagnosis]:
+        if backend in replaced:
+            return fresh(backend, mode)
         if backend not in kept:
             kept[backend] = divergences.stored_diagnoses(run_id, backend, reference)
         reused = kept[backend].get(mode)
@@ -238,8 +241,12 @@ def _compare_pairs(
         options=options,
     )
     # Rows against the reference that this call replaces are not read back.
-    reuse = fresh is not None and pairs.get(stored.reference, ()) is not None
-    diagnose = _reusing(fresh, plan.run_id, stored.reference) if reuse else fresh
+    replaced = pairs.get(stored.reference, ())
+    diagnose = (
+        _reusing(fresh, plan.run_id, stored.reference, replaced)
+        if fresh is not None and replaced is not None
+        else fresh
+    )
     comparisons = [
         comparison
         for target, candidates in pairs.items()
@@ -307,30 +314,41 @@ def compare_on_arrival(
     _compare_pairs(plan, pairs, replace(options, diagnosis_budget_s=share), inputs, arrived)
 
 
+def _pairs_left(plan: RunPlan) -> dict[str, Collection[str] | None]:
+    """The pairs of the run's targets (its reference, its `compare_against`) and finished
+    backends that have no rows yet: what the run's last step compares."""
+    run_id = plan.run_id
+    statuses = runs.backend_statuses(run_id)
+    done = [b for b in plan.order.backends if statuses.get(b) == BackendStatus.DONE]
+    pairs: dict[str, Collection[str] | None] = {}
+    for target in dict.fromkeys([plan.order.reference, *plan.compare_against]):
+        if target in done:
+            compared = divergences.compared_backends(run_id, target)
+            left = [b for b in done if b != target and b not in compared]
+            if left:
+                pairs[target] = left
+    return pairs
+
+
 def compare_run(run_id: int, against: str | None = None) -> bool:
     """Compare the run's finished backends, from their stored outputs, with `against`
-    (all of them anew), or (None: the run's own last step) the pairs of the run's
-    targets (its reference, its `compare_against`) and backends that have no rows yet;
-    False when the run is gone."""
+    (all of them anew), or (None: the run's own last step) the pairs left uncompared
+    (`_pairs_left`); False when the run is gone."""
     plan = runs.load_plan(run_id)
     if plan is None:
         return False
-    pairs: dict[str, Collection[str] | None] = {}
-    if against is not None:
-        pairs[against] = None
-    else:
-        statuses = runs.backend_statuses(run_id)
-        done = [b for b in plan.order.backends if statuses.get(b) == BackendStatus.DONE]
-        for target in dict.fromkeys([plan.order.reference, *plan.compare_against]):
-            if target in done:
-                compared = divergences.compared_backends(run_id, target)
-                left = [b for b in done if b != target and b not in compared]
-                if left:
-                    pairs[target] = left
-        if not pairs:
-            return True
+    pairs = {against: None} if against is not None else _pairs_left(plan)
+    if not pairs:
+        return True
     inputs = storage.load_inputs(plan.inputs_sha256)
     return _compare_pairs(plan, pairs, settings.engine_options(), inputs)
+
+
+def nothing_left_to_compare(run_id: int) -> bool:
+    """True when the run's last step has no pair to compare (each was compared on
+    arrival): its executor then ends the run itself instead of sending a job."""
+    plan = runs.load_plan(run_id)
+    return plan is not None and not _pairs_left(plan)
 
 
 def perform(job: Job) -> BackendStatus | Step | None:
@@ -386,6 +404,9 @@ def supervised_step(
     A failure becomes the backend's reason (a process that would not start too) or the
     run's, so the run goes on; only a shutdown passes through."""
     label = f"comparison of run {run_id}" if step.backend is None else step.backend
+    if step.is_comparison and nothing_left_to_compare(run_id):
+        runs.finish_run(run_id)
+        return None
     try:
         answer = processes.run(capability_of(step), Job(run_id, step, hand_on=hand_on), label)
     except (JobFailed, JobProcessDied) as error:

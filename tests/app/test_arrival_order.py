@@ -55,9 +55,7 @@ def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
             assert all(r["local_verdict"] is not None for r in rows), rows
 
 
-def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(
-    example: Any, tmp_path: Path
-) -> None:
+def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_path: Path) -> None:
     """With the CPU's lane held on numpy, both TF.js jobs run and store their outputs
     (their timings recorded), yet neither is finished: each handed its comparison on to
     the CPU's lane instead of comparing before the next page. Released, the CPU's lane
