@@ -8,6 +8,7 @@ from job to job; a native crash or an out-of-memory kill ends only this process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -42,6 +43,26 @@ def one_blas_thread() -> None:
         threadpool_limits(1, user_api="blas")
 
 
+# glibc's mallopt parameters, and the values a job process sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_FROM_BYTES = 4 * 2**20
+TRIM_FROM_BYTES = 64 * 2**20
+
+
+def keep_freed_memory() -> None:
+    """Blocks under 4 MB from the heap, and freed heap kept up to 64 MB: glibc maps a
+    block of 128 KB or more afresh for every allocation of the size last freed, so each
+    of a comparison's temporaries (a 256x50x10 layer stack in float64 is 1 MB) faulted
+    its pages in again: ten such layers compared in 3.2 ms, 2.3 ms with this. Bigger
+    blocks (a big model's layers) are still mapped and handed back when freed."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc: its allocator's own habits stand
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
+    mallopt(M_TRIM_THRESHOLD, TRIM_FROM_BYTES)
+
+
 @dataclass(frozen=True)
 class JobWorker:
     """What a job process runs: `warm_up(capability)` once, `perform(job)` for each job,
@@ -62,6 +83,7 @@ def serve(connection: Connection, capability: str, worker: JobWorker, parent_pid
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     offer_to_the_oom_killer()
     one_blas_thread()
+    keep_freed_memory()
     worker.warm_up(capability)
 
     connection.send({"ready": os.getpid()})
