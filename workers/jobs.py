@@ -153,9 +153,10 @@ def run_backend_job(
     outputs, path, note = _store_outputs(run_id, result)
     earlier = None
     if result.status == BackendStatus.DONE and path is not None:
-        earlier = runs.record_stored(run_id, backend, path, result.environment)
+        earlier = runs.record_stored(
+            run_id, backend, path, result.environment, result=result, note=note
+        )
     if earlier and hand_on and arrival_pairs(plan, backend, earlier):
-        runs.record_result(run_id, result, outputs_path=path, note=note, finished=False)
         return Step(backend, earlier=tuple(earlier))
     if earlier:
         started = time.perf_counter()
@@ -317,14 +318,13 @@ def compare_on_arrival(
 def _pairs_left(plan: RunPlan) -> dict[str, Collection[str] | None]:
     """The pairs of the run's targets (its reference, its `compare_against`) and finished
     backends that have no rows yet: what the run's last step compares."""
-    run_id = plan.run_id
-    statuses = runs.backend_statuses(run_id)
+    statuses = runs.backend_statuses(plan.run_id)
     done = [b for b in plan.order.backends if statuses.get(b) == BackendStatus.DONE]
+    compared = divergences.compared_pairs(plan.run_id)
     pairs: dict[str, Collection[str] | None] = {}
     for target in dict.fromkeys([plan.order.reference, *plan.compare_against]):
         if target in done:
-            compared = divergences.compared_backends(run_id, target)
-            left = [b for b in done if b != target and b not in compared]
+            left = [b for b in done if b != target and (target, b) not in compared]
             if left:
                 pairs[target] = left
     return pairs

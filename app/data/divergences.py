@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import settings
 from app.core.db import session_scope
@@ -82,7 +82,7 @@ def replace_divergences(
     outputs were stored, then its job died) is dropped: `runs.record_failure` takes the
     same locks before it deletes such rows, so one of the two always sees the other."""
     with session_scope() as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_id, options=[joinedload(Run.model)])
         if run is None:
             return
         drift_cache.hold(session, run.model_id, run.model.architecture)
@@ -166,7 +166,8 @@ class StoredRun:
 def stored_run(run_id: int, backends: Collection[str] | None = None) -> StoredRun | None:
     """The run as a comparison reads it; with `backends`, only those backends' outputs."""
     with session_scope() as session:
-        run = session.get(Run, run_id)
+        loaded = [joinedload(Run.model), selectinload(Run.backend_runs)]
+        run = session.get(Run, run_id, options=loaded)
         if run is None:
             return None
         return StoredRun(
@@ -233,11 +234,11 @@ def has_mode(session: Session, run_id: int, mode: str) -> bool:
     return session.scalar(query) is not None
 
 
-def compared_backends(run_id: int, against: str) -> set[str]:
-    """The backends of the run with rows against `against`: those compared on arrival."""
+def compared_pairs(run_id: int) -> set[tuple[str, str]]:
+    """The (target, backend) pairs of the run with rows: those compared on arrival."""
     with session_scope() as session:
-        query = select(LayerDivergence.backend).filter_by(run_id=run_id, against=against)
-        return set(session.scalars(query.distinct()))
+        query = select(LayerDivergence.against, LayerDivergence.backend).filter_by(run_id=run_id)
+        return {(against, backend) for against, backend in session.execute(query.distinct())}
 
 
 def stored_diagnoses(
