@@ -403,7 +403,12 @@ def supervised_step(
     """One step in a job process of its capability; the step it hands on (`Job.hand_on`).
     A failure becomes the backend's reason (a process that would not start too) or the
     run's, so the run goes on; only a shutdown passes through."""
-    label = f"comparison of run {run_id}" if step.backend is None else step.backend
+    if step.backend is None:
+        label = f"comparison of run {run_id}"
+    elif step.compares_arrival:
+        label = f"comparing {step.backend} on arrival"
+    else:
+        label = step.backend
     if step.is_comparison and nothing_left_to_compare(run_id):
         runs.finish_run(run_id)
         return None
