@@ -96,17 +96,25 @@ def local_verdict(
     thresholds: VerdictThresholds,
 ) -> tuple[float, float, str]:
     """The layer's local rel_l2, the rel_l2 its rounding envelope allows, and its local
-    verdict: 'rounding' within the envelope, else by the usual rel_l2 thresholds."""
+    verdict: 'rounding' within the envelope, else by the usual rel_l2 thresholds. Where
+    every value is finite the arrays are measured whole (a mask would flatten them to the
+    same values in the same order), each norm once."""
     errors, agree = _finite_pair(candidate, exact)
-    finite = np.isfinite(exact) & np.isfinite(candidate)
-    reference = max(_norm(exact[finite]), FLOAT32_TINY)
-    rel_l2 = _norm(errors) / reference
-    bound = _norm(tolerance[finite]) / reference
+    whole = errors.size == exact.size
+    if whole:
+        kept_exact, kept_tolerance = exact, tolerance
+    else:
+        finite = np.isfinite(exact) & np.isfinite(candidate)
+        kept_exact, kept_tolerance = exact[finite], tolerance[finite]
+    reference = max(_norm(kept_exact), FLOAT32_TINY)
+    error_norm, tolerance_norm = _norm(errors), _norm(kept_tolerance)
+    rel_l2 = error_norm / reference
+    bound = tolerance_norm / reference
     if not agree:
         verdict = "nonfinite"
-    elif np.array_equal(candidate, exact.astype(np.float32).astype(np.float64), equal_nan=True):
+    elif np.array_equal(candidate, exact.astype(np.float32), equal_nan=not whole):
         verdict = "identical"
-    elif _norm(errors) <= _norm(tolerance[finite]):
+    elif error_norm <= tolerance_norm:
         verdict = "rounding"
     elif rel_l2 <= thresholds.reduced_precision:
         verdict = "reduced-precision"

@@ -240,9 +240,13 @@ def function_of(layer: LayerSpec) -> str:
 
 
 def _smallest(arrays: list[np.ndarray]) -> float:
-    """The smallest nonzero magnitude among the arrays' values (1 where all are zero)."""
-    nonzero = [np.abs(a[a != 0]) for a in arrays]
-    return min((float(a.min()) for a in nonzero if a.size), default=1.0)
+    """The smallest nonzero magnitude among the arrays' values (1 where all are zero),
+    without copying the nonzero values out."""
+    least = min(
+        (float(np.min(np.abs(a), where=a != 0, initial=np.inf)) for a in arrays if a.size),
+        default=np.inf,
+    )
+    return 1.0 if least == np.inf else least
 
 
 def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
@@ -289,8 +293,9 @@ def rounding_envelope(
     name = activation_of(layer)
     z = pre_activation(layer, inputs)
     y = activate(layer, z, name)
-    finite = np.abs(y[np.isfinite(y)])
-    scale = float(finite.max()) if finite.size else 0.0
+    finite = np.isfinite(y)
+    # The largest finite magnitude, without copying the finite values out.
+    scale = float(np.max(np.abs(y), where=finite, initial=0.0))
     factor = C_FUNCTION if function_of(layer) in TRANSCENDENTAL else 1.0
     result = factor * unit * (C_OUT * np.abs(y) + C_ABS * scale)
     if layer.class_name in LINEAR_PART:
@@ -299,5 +304,5 @@ def rounding_envelope(
         return y, result + through_activation(name, z, y, t)
     if layer.class_name in POINTWISE:
         return y, result
-    rms = float(np.sqrt(np.mean(np.square(y[np.isfinite(y)])))) if finite.size else 0.0
+    rms = float(np.sqrt(np.mean(np.square(y[finite])))) if finite.any() else 0.0
     return y, np.full(y.shape, fixed_rel_l2 * rms)
