@@ -239,14 +239,24 @@ def function_of(layer: LayerSpec) -> str:
     return LAYER_FUNCTION.get(layer.class_name, activation_of(layer))
 
 
+NO_NONZERO = np.iinfo(np.uint64).max
+
+
 def _smallest(arrays: list[np.ndarray]) -> float:
-    """The smallest nonzero magnitude among the arrays' values (1 where all are zero),
-    without copying the nonzero values out."""
-    least = min(
-        (float(np.min(np.abs(a), where=a != 0, initial=np.inf)) for a in arrays if a.size),
-        default=np.inf,
-    )
-    return 1.0 if least == np.inf else least
+    """The smallest nonzero magnitude among the arrays' values (1 where all are zero), by
+    their float64 bits: a magnitude's bits order as its value does, and zero's bits less
+    one wrap to the largest unsigned value, so a plain minimum skips the zeros (a
+    quarter of the time of copying the nonzero values out, and a masked minimum is
+    slower still). NaN's bits come after every number's: a NaN counts as no value."""
+    least = NO_NONZERO
+    for array in arrays:
+        if array.size:
+            bits = np.abs(array, dtype=np.float64).view(np.uint64)
+            bits -= np.uint64(1)
+            least = min(least, int(bits.min()))
+    if least == NO_NONZERO:
+        return 1.0
+    return float(np.uint64(least + 1).view(np.float64))
 
 
 def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
@@ -262,13 +272,27 @@ def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     if "moving_mean" in absolute:
         absolute["moving_mean"] = -absolute["moving_mean"]
     positive = [np.abs(x) for x in inputs]
-    finite = all(np.isfinite(x).all() for x in positive)
+    finite = all(_all_finite(x) for x in positive)
     if finite and _smallest(positive) * _smallest(list(absolute.values())) >= FLOAT32_NORMAL:
         with np.errstate(over="ignore"):
             summed = np.abs(pre_activation(layer, positive, weights=absolute, dtype=np.float32))
-        if np.isfinite(summed).all():
+        if _all_finite(summed):
             return summed
     return np.abs(pre_activation(layer, positive, weights=absolute))
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, from the extremes alone: NaN and Inf reach them
+    (two reductions, without the array of flags np.isfinite makes)."""
+    return not values.size or bool(np.isfinite(values.max()) and np.isfinite(values.min()))
+
+
+def _largest_finite(values: np.ndarray) -> float:
+    """The largest finite magnitude among the values (0 where there is none)."""
+    if _all_finite(values):
+        return float(max(abs(values.max()), abs(values.min()))) if values.size else 0.0
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size else 0.0
 
 
 def through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -279,10 +303,15 @@ def through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -
         spread = 2.0 * np.max(t, axis=-1, keepdims=True)
         return spread * np.abs(y) if name == "softmax" else spread
     function = get_activation(name)
+    # In place on the fresh arrays the activations return (one is their input, z +- t):
+    # the same values as the one-line form, in two temporaries instead of eight.
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.nan_to_num(
-            np.maximum(np.abs(function(z + t) - y), np.abs(function(z - t) - y)), posinf=np.inf
-        )
+        above, below = function(z + t), function(z - t)
+        for moved in (above, below):
+            np.subtract(moved, y, out=moved)
+            np.abs(moved, out=moved)
+        np.maximum(above, below, out=above)
+        return np.nan_to_num(above, copy=False, posinf=np.inf)
 
 
 def rounding_envelope(
@@ -293,16 +322,21 @@ def rounding_envelope(
     name = activation_of(layer)
     z = pre_activation(layer, inputs)
     y = activate(layer, z, name)
-    finite = np.isfinite(y)
-    # The largest finite magnitude, without copying the finite values out.
-    scale = float(np.max(np.abs(y), where=finite, initial=0.0))
+    scale = _largest_finite(y)
     factor = C_FUNCTION if function_of(layer) in TRANSCENDENTAL else 1.0
-    result = factor * unit * (C_OUT * np.abs(y) + C_ABS * scale)
+    # factor * unit * (C_OUT * |y| + C_ABS * scale), the same operations in place.
+    result = np.abs(y)
+    result *= C_OUT
+    result += C_ABS * scale
+    result *= factor * unit
     if layer.class_name in LINEAR_PART:
         k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)
-        t = C_ACC * math.sqrt(k) * unit * _magnitudes(layer, inputs)
-        return y, result + through_activation(name, z, y, t)
+        t = _magnitudes(layer, inputs)
+        t *= C_ACC * math.sqrt(k) * unit
+        result += through_activation(name, z, y, t)
+        return y, result
     if layer.class_name in POINTWISE:
         return y, result
+    finite = np.isfinite(y)
     rms = float(np.sqrt(np.mean(np.square(y[finite])))) if finite.any() else 0.0
     return y, np.full(y.shape, fixed_rel_l2 * rms)
