@@ -249,4 +249,4 @@ async function runJob(spec) {
   };
 }
 
-window.driftbench = {runJob};
+window.driftbench = {runJob, activateBackend};

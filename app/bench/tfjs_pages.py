@@ -45,9 +45,11 @@ PREDICT_ONCE = """async (spec) => {
 
 
 # The job's own inputs, placed once as tensors (untimed) as a job places them
-# (harness.js's tensorsAt): the floor computes the numbers the job does. A floor placed
+# (harness.js's tensorsAt), on the backend the job runs on (a page no job has run in yet
+# is on TF.js's default): the floor computes the numbers the job does. A floor placed
 # before in this page is disposed.
 WARM_CAPTURE = """async (spec) => {
+  await window.driftbench.activateBackend(spec.backend, spec.flags);
   if (window.benchFloor !== undefined) {
     window.benchFloor.loaded.dispose();
     tf.dispose(window.benchFloor.inputs);
@@ -133,6 +135,8 @@ def warm_page(
     tensors = [inputs[layer.name] for layer in artifact.graph.inputs]
     joined = b"".join(np.ascontiguousarray(t, "<f4").tobytes() for t in tensors)
     spec = {
+        "backend": runner.TFJS_BACKEND,
+        "flags": runner.FLAGS,
         "modelUrl": runner.model_url(artifact),
         "layers": [names[layer.name] for layer in runner.computed_layers(artifact.graph)],
         "inputsBase64": base64.b64encode(joined).decode(),

@@ -15,6 +15,7 @@ from workers.backends.pool import RunnerPool
 from workers.backends.registry import runner_class
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
+from workers.engine.options import EngineOptions
 
 
 def _inputs(artifact: ModelArtifact, batch: int) -> dict[str, np.ndarray]:
@@ -32,6 +33,23 @@ def test_tfjs_floor_hands_python_the_jobs_every_output_bit_for_bit(
     assert len(delivered) == len(job) > 5
     for (name, expected), got in zip(job.items(), delivered, strict=True):
         assert got.shape == expected.shape, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_a_tfjs_floor_in_a_page_no_job_ran_in_runs_on_the_jobs_backend(
+    example: Callable[[str], ModelArtifact], engine_options: EngineOptions
+) -> None:
+    """A fresh page is on TF.js's default backend until something activates another: a
+    tfjs-wasm floor placed there first would have timed another backend's numbers (as
+    `bench --only e2e` and `--only big` did), not what a wasm job needs."""
+    artifact = example("regression")
+    inputs = _inputs(artifact, 5)
+    with RunnerPool(engine_options) as fresh:
+        runner = tfjs_runner(fresh, "tfjs-wasm")
+        delivered = warm_page(runner, artifact, inputs).delivered()
+        job = runner.run(artifact, inputs)
+    assert runner.environment()["backend"] == "wasm"
+    for (name, expected), got in zip(job.items(), delivered, strict=True):
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
