@@ -1,23 +1,46 @@
 """Without the isolated mode a run's backends start at once, so the reference can be
 stored after others: it then compares them, every pair once, each diagnosed (the
-reference's outputs feed every diagnosis), through a real server and its job processes."""
+reference's outputs feed every diagnosis); a browser job hands its comparison to the
+CPU's lane. Through a real server and its job processes."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from app.service_process import LiveServer
-from driftbench.client import wait_for
+from driftbench.client import Client, wait_for
 from tests.support import hold, release, wait_until_held
+
+
+@contextlib.contextmanager
+def gated_server(tmp_path: Path) -> Iterator[tuple[Client, Path]]:
+    """A live server whose jobs wait while their backend is held in the gate folder."""
+    gate = tmp_path / "gate"
+    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
+    with server, server.client() as client:
+        yield client, gate
+
+
+def assert_every_pair_diagnosed(
+    client: Client, run_id: int, compared: dict[str, list[str]]
+) -> None:
+    """Against each target, a diagnosed row of each of its backends' three layers, once."""
+    layers = ["dense_1", "dense_2", "dense_3"]
+    for against, backends in compared.items():
+        rows = client.divergence(run_id, against=against)["rows"]
+        assert [(r["backend"], r["layer"]) for r in rows] == [
+            (backend, layer) for backend in backends for layer in layers
+        ], against
+        assert all(r["local_verdict"] is not None for r in rows), rows
 
 
 def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
     example: Any, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "gate"
-    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
-    with server, server.client() as client:
+    with gated_server(tmp_path) as (client, gate):
         hold(gate, "numpy-f64")
         try:
             run_id = client.queue_run(
@@ -43,16 +66,14 @@ def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
             release(gate, "numpy-f64")
         run = client.wait_for_run(run_id)
         assert run["status"] == "done", run
-        layers = ["dense_1", "dense_2", "dense_3"]
-        for against, backends in [
-            ("numpy-f64", ["keras-cpu", "tfjs-cpu", "tfjs-wasm"]),
-            ("tfjs-cpu", ["keras-cpu", "numpy-f64", "tfjs-wasm"]),
-        ]:
-            rows = client.divergence(run_id, against=against)["rows"]
-            assert [(r["backend"], r["layer"]) for r in rows] == [
-                (backend, layer) for backend in backends for layer in layers
-            ], against
-            assert all(r["local_verdict"] is not None for r in rows), rows
+        assert_every_pair_diagnosed(
+            client,
+            run_id,
+            {
+                "numpy-f64": ["keras-cpu", "tfjs-cpu", "tfjs-wasm"],
+                "tfjs-cpu": ["keras-cpu", "numpy-f64", "tfjs-wasm"],
+            },
+        )
 
 
 def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_path: Path) -> None:
@@ -60,9 +81,7 @@ def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_p
     (their timings recorded), yet neither is finished: each handed its comparison on to
     the CPU's lane instead of comparing before the next page. Released, the CPU's lane
     compares them: every pair once, diagnosed, each with what comparing took."""
-    gate = tmp_path / "gate"
-    server = LiveServer(tmp_path / "data", None, test_job_gate_dir=str(gate))
-    with server, server.client() as client:
+    with gated_server(tmp_path) as (client, gate):
         hold(gate, "numpy")
         try:
             run_id = client.queue_run(
@@ -91,13 +110,11 @@ def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_p
             if backend_run["backend"].startswith("tfjs-"):
                 assert backend_run["status"] == "done", backend_run
                 assert backend_run["timings"]["compare"] > 0, backend_run
-        layers = ["dense_1", "dense_2", "dense_3"]
-        for against, backends in [
-            ("numpy-f64", ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm"]),
-            ("keras-cpu", ["numpy", "numpy-f64", "tfjs-cpu", "tfjs-wasm"]),
-        ]:
-            rows = client.divergence(run_id, against=against)["rows"]
-            assert [(r["backend"], r["layer"]) for r in rows] == [
-                (backend, layer) for backend in backends for layer in layers
-            ], against
-            assert all(r["local_verdict"] is not None for r in rows), rows
+        assert_every_pair_diagnosed(
+            client,
+            run_id,
+            {
+                "numpy-f64": ["keras-cpu", "numpy", "tfjs-cpu", "tfjs-wasm"],
+                "keras-cpu": ["numpy", "numpy-f64", "tfjs-cpu", "tfjs-wasm"],
+            },
+        )
