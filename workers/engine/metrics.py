@@ -116,13 +116,12 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def _sort_rows(rows: np.ndarray) -> None:
-    """Sorts each row in place, non-negative values (absolute errors, ULP distances) by
-    their bits: for those, the bits as int64 order as the values do, and numpy sorts
-    int64 several times faster than float64 (0.08 against 0.47 ms for ten 12,800-value
-    rows here). A sort, not a partition: numpy's partition (x86-simd-sort's quickselect)
-    slows down 20 to 40 times on rows that one value fills, as rows of errors are (zeros
-    where backends agree); its sort does not."""
-    (rows.view(np.int64) if rows.dtype == np.float64 else rows).sort(axis=1)
+    """Sorts each row in place. A sort, not a partition: numpy's partition
+    (x86-simd-sort's quickselect) slows down 20 to 40 times on rows that one value
+    fills, as rows of errors are (zeros where backends agree); its sort does not, and
+    sorting ten 12,800-value rows of errors takes 0.45 ms where the compiled selection
+    of their ranks took 2.3."""
+    rows.sort(axis=1)
 
 
 def _percentiles(rows: np.ndarray, percents: list[float]) -> np.ndarray:
