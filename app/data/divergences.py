@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.core.config import settings
@@ -40,7 +40,9 @@ LOCAL_COLUMNS = (
 CSV_COLUMNS = (*ROW_KEY, *METRIC_NAMES, "verdict", *LOCAL_COLUMNS)
 
 
-def _rows_of(run: Run, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+def _rows_of(
+    run_id: int, model_id: int, architecture: str, comparisons: list[Comparison]
+) -> list[dict[str, Any]]:
     """Plain column dicts, inserted in one executemany: ORM objects took about 100 ms of
     a 7-backend dense10x50 comparison's 360 (30 ms this way)."""
     rows = []
@@ -53,9 +55,9 @@ def _rows_of(run: Run, comparisons: list[Comparison]) -> list[dict[str, Any]]:
             metrics["diagnosis"] = jsonable(metrics["diagnosis"])
             rows.append(
                 {
-                    "run_id": run.id,
-                    "model_id": run.model_id,
-                    "architecture": run.model.architecture,
+                    "run_id": run_id,
+                    "model_id": model_id,
+                    "architecture": architecture,
                     "backend": comparison.backend,
                     "against": comparison.against,
                     "mode": comparison.mode,
@@ -81,28 +83,37 @@ def replace_divergences(
     arrival names itself). A comparison with a backend that has failed meanwhile (its
     outputs were stored, then its job died) is dropped: `runs.record_failure` takes the
     same locks before it deletes such rows, so one of the two always sees the other."""
+    # Read as two columns and deleted in one statement: the ORM's run with its model and
+    # a delete per target took 1.6 of a comparison's 6.8 ms of storing, now 0.8.
     with session_scope() as session:
-        run = session.get(Run, run_id, options=[joinedload(Run.model)])
-        if run is None:
+        scope = session.execute(
+            select(Run.model_id, StoredModel.architecture)
+            .join(StoredModel, Run.model_id == StoredModel.id)
+            .where(Run.id == run_id)
+        ).one_or_none()
+        if scope is None:
             return
-        drift_cache.hold(session, run.model_id, run.model.architecture)
+        model_id, architecture = scope
+        drift_cache.hold(session, model_id, architecture)
         failed = set(
             session.scalars(
                 select(BackendRun.backend).filter_by(run_id=run_id, status=BackendStatus.FAILED)
             )
         )
         comparisons = [c for c in comparisons if not {c.backend, c.against} & failed]
-        removed = 0
-        for against, backends in replaced.items():
-            rows = delete(LayerDivergence).where(
-                LayerDivergence.run_id == run_id, LayerDivergence.against == against
-            )
-            if backends is not None:
-                rows = rows.where(LayerDivergence.backend.in_(backends))
-            removed += session.execute(rows).rowcount
-        if removed:
-            drift_cache.bump(session, run.model_id, run.model.architecture)
-        rows = _rows_of(run, comparisons)
+        superseded = [
+            LayerDivergence.against == against
+            if backends is None
+            else and_(LayerDivergence.against == against, LayerDivergence.backend.in_(backends))
+            for against, backends in replaced.items()
+        ]
+        if superseded:
+            removed = session.execute(
+                delete(LayerDivergence).where(LayerDivergence.run_id == run_id, or_(*superseded))
+            ).rowcount
+            if removed:
+                drift_cache.bump(session, model_id, architecture)
+        rows = _rows_of(run_id, model_id, architecture, comparisons)
         if rows:
             session.execute(insert(LayerDivergence), rows)
 

