@@ -50,6 +50,12 @@ from workers.processes.supervisor import (
 log = logging.getLogger(__name__)
 
 
+# A handed-on comparison of outputs up to this size may run in any lane's job process
+# (`Step.portable`): one of a big model's (ResNet50's 105 MB a backend) stays in the CPU's,
+# whose memory is sized for it, not in a browser's next to its Chromium.
+PORTABLE_OUTPUTS_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Job:
     """What a job process is sent: one step of a run, or (`against` given) a comparison
@@ -162,7 +168,8 @@ def run_backend_job(
             run_id, backend, path, result.environment, result=result, note=note
         )
     if earlier and hand_on and arrival_pairs(plan, backend, earlier):
-        return Step(backend, earlier=tuple(earlier))
+        portable = path is not None and path.stat().st_size <= PORTABLE_OUTPUTS_BYTES
+        return Step(backend, earlier=tuple(earlier), portable=portable)
     if earlier:
         comparing = time.perf_counter()
         try:

@@ -1,12 +1,14 @@
 """Without the isolated mode a run's backends start at once, so the reference can be
 stored after others: it then compares them, every pair once, each diagnosed (the
 reference's outputs feed every diagnosis); a browser job hands its comparison to the
-CPU's lane. Through a real server and its job processes."""
+CPU's lane, and takes it back once its pages are done. Through a real server and its
+job processes."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +78,14 @@ def test_a_reference_stored_last_compares_and_diagnoses_every_pair(
         )
 
 
-def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_path: Path) -> None:
-    """With the CPU's lane held on numpy, both TF.js jobs run and store their outputs
-    (their timings recorded), yet neither is finished: each handed its comparison on to
-    the CPU's lane instead of comparing before the next page. Released, the CPU's lane
-    compares them: every pair once, diagnosed, each with what comparing took."""
+def test_browser_jobs_hand_their_comparisons_on_and_take_them_back_when_idle(
+    example: Any, tmp_path: Path
+) -> None:
+    """With the CPU's lane held on numpy, the first TF.js job hands its comparison on to
+    the CPU's lane instead of comparing before the next page: it finishes only after the
+    second page has started. Its pages done, the browser's lane takes both comparisons
+    back from the CPU's queue (small outputs, portable): both backends finish, compared
+    and diagnosed against the reference and keras-cpu, while numpy is still held."""
     with gated_server(tmp_path) as (client, gate):
         hold(gate, "numpy")
         try:
@@ -92,27 +97,30 @@ def test_browser_jobs_hand_their_comparisons_to_the_cpu_lane(example: Any, tmp_p
             )["id"]
             wait_until_held(gate, run_id, "numpy")
 
-            def browser_stored() -> list[dict[str, Any]]:
+            def browser_done() -> list[dict[str, Any]]:
                 backends = client.get_run(run_id)["backend_runs"]
                 return [
                     b
                     for b in backends
-                    if b["backend"].startswith("tfjs-") and "accumulated" in b["timings"]
+                    if b["backend"].startswith("tfjs-") and b["status"] == "done"
                 ]
 
-            wait_for(lambda: len(browser_stored()) == 2, 120, "both TF.js jobs to store")
-            stored = browser_stored()
-            assert [b["status"] for b in stored] == ["running", "running"]
-            # What each job took until its outputs were stored: its page and more.
-            assert all(b["timings"]["job"] >= b["timings"]["accumulated"] for b in stored)
+            wait_for(lambda: len(browser_done()) == 2, 120, "the TF.js backends to finish")
+            first, second = sorted(browser_done(), key=lambda b: b["started_at"])
+            assert datetime.fromisoformat(first["finished_at"]) > datetime.fromisoformat(
+                second["started_at"]
+            ), (first, second)
+            for backend_run in (first, second):
+                timings = backend_run["timings"]
+                # What each job took until its outputs were stored: its page and more.
+                assert timings["job"] >= timings["accumulated"], backend_run
+                assert timings["compare"] > 0, backend_run
+            statuses = {b["backend"]: b["status"] for b in client.get_run(run_id)["backend_runs"]}
+            assert statuses["numpy"] == "running", statuses
         finally:
             release(gate, "numpy")
         run = client.wait_for_run(run_id)
         assert run["status"] == "done", run
-        for backend_run in run["backend_runs"]:
-            if backend_run["backend"].startswith("tfjs-"):
-                assert backend_run["status"] == "done", backend_run
-                assert backend_run["timings"]["compare"] > 0, backend_run
         assert_every_pair_diagnosed(
             client,
             run_id,

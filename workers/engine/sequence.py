@@ -10,7 +10,8 @@ last, once every backend has finished, and compares what is left. Each executor 
 `RunOrder.after` what may start when a step has finished, and runs those steps its own
 way. A step may hand on a step of its own (a backend's comparison on arrival, from a
 lane that runs no comparisons): `run_in_order` queues it in its lane, or runs it next
-in the lane that handed it on when its own is not in the wave.
+in the lane that handed it on when its own is not in the wave; a lane with nothing left
+to run takes a portable one from another lane's queue.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Step:
     backend: str | None = None
     earlier: tuple[str, ...] | None = None
     lane: str | None = None
+    # A comparison on arrival that any lane's job process may run (its outputs are small):
+    # a lane left with nothing to run takes it from the lane it was queued in.
+    portable: bool = False
 
     @property
     def is_comparison(self) -> bool:
@@ -120,15 +124,29 @@ class _Lanes:
     def _finished(self) -> bool:
         return bool(self.errors) or not (self.running or any(self.queues.values()))
 
+    def _next(self, name: str) -> Step | None:
+        """This lane's next step; with its queue run, the first portable comparison
+        waiting in another lane's, to run here: the browser's lane, its pages done,
+        compares the last TF.js backend while the CPU's lane still compares the one
+        before."""
+        if self.queues[name]:
+            return self.queues[name].popleft()
+        for other, queue in self.queues.items():
+            taken = next((s for s in queue if s.portable and s.compares_arrival), None)
+            if other != name and taken is not None:
+                queue.remove(taken)
+                return dataclasses.replace(taken, lane=name)
+        return None
+
     def _work(self, name: str) -> None:
-        queue = self.queues[name]
         while True:
             with self.changed:
-                while not queue and not self._finished():
+                step: Step | None = self._next(name)
+                while step is None and not self._finished():
                     self.changed.wait()
-                if not queue or self.errors:
+                    step = self._next(name)
+                if step is None or self.errors:
                     return
-                step: Step | None = queue.popleft()
                 self.running.add(name)
             try:
                 while step is not None:

@@ -167,6 +167,39 @@ def test_a_handed_on_comparison_queues_in_its_lane_and_the_last_step_waits_for_i
     assert all(status == "done" for status in statuses.values())
 
 
+def test_a_lane_with_nothing_left_takes_a_portable_comparison_from_another() -> None:
+    """The CPU's lane is held by numpy until a comparison has run in the browser's lane:
+    that lane, its pages done, takes tfjs-cpu's portable comparison from the CPU's queue
+    (marked as run there), while tfjs-wasm's, not portable, waits for the CPU's lane."""
+    order = RunOrder.of("numpy-f64", ["numpy", "tfjs-cpu", "tfjs-wasm"], feeds=False)
+    statuses = dict.fromkeys(order.backends, "queued")
+    walked: list[tuple[str, Step]] = []
+    taken = threading.Event()
+
+    def run_step(step: Step) -> Step | None:
+        walked.append((threading.current_thread().name, step))
+        if step == Step("numpy"):
+            assert taken.wait(10), "no lane took the portable comparison"
+        if step.compares_arrival and step.lane == "browser":
+            taken.set()
+        if step.backend is None:
+            return None
+        if step.backend.startswith("tfjs-") and not step.compares_arrival:
+            portable = step.backend == "tfjs-cpu"
+            return Step(step.backend, earlier=("numpy-f64",), portable=portable)
+        statuses[step.backend] = "done"
+        return None
+
+    run_in_order(order, run_step, lambda: statuses, lane=browser_or_cpu)
+    threads = {step.backend: name for name, step in walked if not step.compares_arrival}
+    compared = {step.backend: (name, step.lane) for name, step in walked if step.compares_arrival}
+    assert compared == {
+        "tfjs-cpu": (threads["tfjs-wasm"], "browser"),
+        "tfjs-wasm": (threads["numpy"], None),
+    }
+    assert walked[-1][1] == COMPARISON and all(s == "done" for s in statuses.values())
+
+
 def test_without_its_lane_in_the_wave_a_handed_on_step_runs_next_where_it_was_handed() -> None:
     """In the isolated mode the reference runs alone first; a wave of TF.js backends
     alone has no CPU lane, so each comparison runs in the browser's lane, marked so,
