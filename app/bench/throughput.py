@@ -73,7 +73,9 @@ def _queue_seconds(run: dict[str, Any], hands_on: bool) -> dict[str, float]:
     """Seconds each queue spent on the run's backends, from their stored start and end
     times (a backend is recorded finished once its comparison on arrival has ended).
     With `hands_on` (the embedded executor) a browser or GPU backend's comparison ran in
-    the CPU's lane: its own queue spent its job (`timings.job`), the CPU's the comparing."""
+    the CPU's lane, or in its own once that had nothing left to run (the run does not
+    record which): its own queue is charged its job (`timings.job`), the CPU's the
+    comparing."""
     spent: dict[str, float] = {}
     for b in run["backend_runs"]:
         queue = backend_entry(b["backend"]).queue
