@@ -83,8 +83,9 @@ def replace_divergences(
     arrival names itself). A comparison with a backend that has failed meanwhile (its
     outputs were stored, then its job died) is dropped: `runs.record_failure` takes the
     same locks before it deletes such rows, so one of the two always sees the other."""
-    # Read as two columns and deleted in one statement: the ORM's run with its model and
-    # a delete per target took 1.6 of a comparison's 6.8 ms of storing, now 0.8.
+    # The run's scope read as two columns, not the ORM's run with its model, and the rows
+    # replaced deleted in one statement, not one a target: about 0.3 of the 5.5 ms that
+    # storing a TF.js backend's comparison (20 rows) takes.
     with session_scope() as session:
         scope = session.execute(
             select(Run.model_id, StoredModel.architecture)

@@ -2,7 +2,7 @@
 
 A job's supervisor walks every /proc/<pid>/stat while the job runs (its tree, once a
 second), so the files are read with plain os calls: through pathlib a walk of 83
-processes took 4.5 ms of the server's time, this way 1.7."""
+processes took 4.5 ms of the server's time, this way 1.2."""
 
 from __future__ import annotations
 
