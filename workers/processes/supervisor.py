@@ -21,7 +21,6 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from workers.processes.child import JobWorker, serve
@@ -77,10 +76,10 @@ def proportional_bytes(pid: int) -> int:
     resident summed). Reading it walks the page tables, so it is read only past the
     limit; where it cannot be read, the resident size stands."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        for line in (proc_file(pid, "smaps_rollup") or "").splitlines():
             if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
+    except (IndexError, ValueError):
         pass
     return resident_bytes(pid)
 
