@@ -45,9 +45,11 @@ cc:
 	@command -v cc >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc libc6-dev; }
 
-# The comparison's numba kernels, compiled into their cache once (3 s), not by a first job.
+# The comparison's and the diagnosis's numba kernels, compiled into their cache once (4 s),
+# not by a first job.
 kernels: $(STAMP)
 	$(BIN)/python -c "from workers.engine.metrics import load_kernels; load_kernels()"
+	$(BIN)/python -c "from workers.diagnosis.envelope import load_kernels; load_kernels()"
 
 demo: install
 	$(BIN)/driftbench demo

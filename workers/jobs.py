@@ -27,6 +27,7 @@ from app.data.runs import RunPlan
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import backend_entry, backend_precision
+from workers.diagnosis.envelope import load_kernels as load_envelope_kernels
 from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import Diagnoser, compare
 from workers.engine.explanations import LayerDiagnosis
@@ -83,8 +84,9 @@ def shut_down() -> None:
 
 def warm_up(capability: str) -> None:
     """Pay the imports before a job process's first job, so it costs what later ones do:
-    every job process compares (on arrival)."""
+    every job process compares (on arrival) and diagnoses what it compares."""
     load_kernels()
+    load_envelope_kernels()
     if capability == "cpu":
         import_keras(settings.onednn)
 

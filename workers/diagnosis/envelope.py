@@ -242,18 +242,30 @@ def function_of(layer: LayerSpec) -> str:
 NO_NONZERO = np.iinfo(np.uint64).max
 
 
+def _least_bits(array: np.ndarray) -> int:
+    """The smallest nonzero magnitude's float64 bits less one (NO_NONZERO where all are
+    zero). A float32 array is read as 32-bit integers, its least widened after: float32
+    converts to float64 exactly and in order (widening dense_1's kernel of cifar_cnn
+    first took 2.3 ms a diagnosis)."""
+    if array.dtype != np.float32:
+        bits = np.abs(array, dtype=np.float64).view(np.uint64)
+        bits -= np.uint64(1)
+        return int(bits.min())
+    narrow = np.abs(array).view(np.uint32)
+    narrow -= np.uint32(1)
+    least = narrow.min()
+    if least == np.iinfo(np.uint32).max:
+        return NO_NONZERO
+    return int(np.float64((least + np.uint32(1)).view(np.float32)).view(np.uint64)) - 1
+
+
 def _smallest(arrays: list[np.ndarray]) -> float:
     """The smallest nonzero magnitude among the arrays' values (1 where all are zero), by
-    their float64 bits: a magnitude's bits order as its value does, and zero's bits less
-    one wrap to the largest unsigned value, so a plain minimum skips the zeros (a
-    quarter of the time of copying the nonzero values out, and a masked minimum is
-    slower still). NaN's bits come after every number's: a NaN counts as no value."""
-    least = NO_NONZERO
-    for array in arrays:
-        if array.size:
-            bits = np.abs(array, dtype=np.float64).view(np.uint64)
-            bits -= np.uint64(1)
-            least = min(least, int(bits.min()))
+    their bits: a magnitude's bits order as its value does, and zero's bits less one wrap
+    to the largest unsigned value, so a plain minimum skips the zeros (a quarter of the
+    time of copying the nonzero values out, and a masked minimum is slower still). NaN's
+    bits come after every number's: a NaN counts as no value."""
+    least = min((_least_bits(array) for array in arrays if array.size), default=NO_NONZERO)
     if least == NO_NONZERO:
         return 1.0
     return float(np.uint64(least + 1).view(np.float64))
@@ -272,16 +284,16 @@ def _magnitudes(layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
     if "moving_mean" in absolute:
         absolute["moving_mean"] = -absolute["moving_mean"]
     positive = [np.abs(x) for x in inputs]
-    finite = all(_all_finite(x) for x in positive)
+    finite = all(all_finite(x) for x in positive)
     if finite and _smallest(positive) * _smallest(list(absolute.values())) >= FLOAT32_NORMAL:
         with np.errstate(over="ignore"):
             summed = np.abs(pre_activation(layer, positive, weights=absolute, dtype=np.float32))
-        if _all_finite(summed):
+        if all_finite(summed):
             return summed
     return np.abs(pre_activation(layer, positive, weights=absolute))
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite, from the extremes alone: NaN and Inf reach them
     (two reductions, without the array of flags np.isfinite makes)."""
     return not values.size or bool(np.isfinite(values.max()) and np.isfinite(values.min()))
@@ -289,7 +301,7 @@ def _all_finite(values: np.ndarray) -> bool:
 
 def _largest_finite(values: np.ndarray) -> float:
     """The largest finite magnitude among the values (0 where there is none)."""
-    if _all_finite(values):
+    if all_finite(values):
         return float(max(abs(values.max()), abs(values.min()))) if values.size else 0.0
     finite = np.abs(values[np.isfinite(values)])
     return float(finite.max()) if finite.size else 0.0
@@ -314,6 +326,55 @@ def through_activation(name: str, z: np.ndarray, y: np.ndarray, t: np.ndarray) -
         return np.nan_to_num(above, copy=False, posinf=np.inf)
 
 
+# The activations after a linear part whose envelope is computed by the compiled kernels.
+COMPILED_ACTIVATIONS = frozenset({"linear", "relu"})
+
+
+def _linear_part_bound(layer: LayerSpec, inputs: list[np.ndarray], unit: float) -> np.ndarray:
+    """C_ACC * sqrt(K) * u * M: the bound on the linear part's rounding."""
+    k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)
+    t = _magnitudes(layer, inputs)
+    t *= C_ACC * math.sqrt(k) * unit
+    return t
+
+
+def _compiled_envelope(
+    layer: LayerSpec, inputs: list[np.ndarray], z: np.ndarray, relu: bool, unit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """What rounding_envelope computes for a linear part with no activation or a ReLU (an
+    activation that is not transcendental), in two compiled passes."""
+    from workers.diagnosis import envelope_kernels as kernels  # numba: only where diagnosing
+
+    z = np.require(z, np.float64, ["C_CONTIGUOUS", "WRITEABLE"])
+    y = np.empty_like(z)
+    scale = kernels.activated(z.reshape(-1), relu, y.reshape(-1))
+    t = _linear_part_bound(layer, inputs, unit)
+    tau = np.empty_like(z)
+    kernels.envelope(
+        z.reshape(-1),
+        y.reshape(-1),
+        t.reshape(-1),
+        relu,
+        C_OUT,
+        C_ABS * scale,
+        unit,
+        tau.reshape(-1),
+    )
+    return y, tau
+
+
+def load_kernels() -> None:
+    """Compile the envelope's kernels (for float32 and float64 magnitudes), or load them
+    from numba's cache, as workers/engine/metrics.py's load_kernels does the
+    comparison's: `make install` and every job process's warm-up call both."""
+    from workers.diagnosis import envelope_kernels as kernels
+
+    z = np.zeros(1)
+    kernels.activated(z, True, np.empty(1))
+    for dtype in (np.float32, np.float64):
+        kernels.envelope(z, z, np.zeros(1, dtype), True, C_OUT, 0.0, 1.0, np.empty(1))
+
+
 def rounding_envelope(
     layer: LayerSpec, inputs: list[np.ndarray], unit: float, fixed_rel_l2: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -321,6 +382,8 @@ def rounding_envelope(
     rounding at unit roundoff `unit` can put on it (see the module docstring)."""
     name = activation_of(layer)
     z = pre_activation(layer, inputs)
+    if layer.class_name in LINEAR_PART and name in COMPILED_ACTIVATIONS:
+        return _compiled_envelope(layer, inputs, z, name == "relu", unit)
     y = activate(layer, z, name)
     scale = _largest_finite(y)
     factor = C_FUNCTION if function_of(layer) in TRANSCENDENTAL else 1.0
@@ -330,10 +393,7 @@ def rounding_envelope(
     result += C_ABS * scale
     result *= factor * unit
     if layer.class_name in LINEAR_PART:
-        k = max(LINEAR_PART[layer.class_name](layer, inputs), 1)
-        t = _magnitudes(layer, inputs)
-        t *= C_ACC * math.sqrt(k) * unit
-        result += through_activation(name, z, y, t)
+        result += through_activation(name, z, y, _linear_part_bound(layer, inputs, unit))
         return y, result
     if layer.class_name in POINTWISE:
         return y, result

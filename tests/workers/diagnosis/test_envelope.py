@@ -1,8 +1,12 @@
 """The rounding envelope: correct backends raise no alarm, on the examples and on a dot
-product whose rounding error a fixed rel_l2 threshold would take for a bug."""
+product whose rounding error a fixed rel_l2 threshold would take for a bug; a dense
+layer's envelope is the documented formula, worked by hand; the compiled kernels give
+numpy's arithmetic to the last bit."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +15,11 @@ import pytest
 
 from workers.backends.execution import run_locally
 from workers.backends.pool import RunnerPool
+from workers.diagnosis import envelope
 from workers.diagnosis.diagnose import Budget, diagnose_outputs
+from workers.diagnosis.envelope import rounding_envelope
 from workers.engine.examples import EXAMPLES
+from workers.engine.graph import LayerSpec
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
 from workers.engine.metrics import DEFAULT_THRESHOLDS
@@ -81,3 +88,120 @@ def test_a_cancelling_dot_product_is_rounding_not_a_bug(
     assert found.local_rel_l2 > 10 * DEFAULT_THRESHOLDS.rounding
     assert found.local_verdict == "rounding"
     assert found.explained_by is None
+
+
+def _dense(activation: str, kernel: np.ndarray, bias: np.ndarray) -> LayerSpec:
+    config = {"units": kernel.shape[1], "activation": activation, "use_bias": True}
+    weights = {"kernel": kernel, "bias": bias}
+    return LayerSpec("dense", "Dense", config, weights, ["x"], (None, kernel.shape[1]))
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_a_dense_layers_envelope_is_the_documented_formula(activation: str) -> None:
+    """Worked element by element in Python floats from envelope.py's docstring: tau =
+    sqrt(K) u M carried through the activation, plus 4 u |y| and 2 u max|y| (max over
+    the finite values); a row with a NaN input is NaN and leaves the others' scale
+    alone. The second row's first output is exactly 0, where ReLU's kink lets the whole
+    bound through."""
+    x = np.array([[1.5, -2.0], [1.0, 1.0], [0.25, np.nan]])
+    kernel = np.array([[0.5, -1.0, 0.75], [-0.5, 2.0, -3.0]], np.float32)
+    bias = np.array([0.0, -0.25, 0.125], np.float32)
+    unit = 2.0**-24
+    y, tau = rounding_envelope(_dense(activation, kernel, bias), [x], unit, 1e-5)
+
+    def relu(value: float) -> float:
+        return value if value >= 0.0 or math.isnan(value) else 0.0
+
+    act = relu if activation == "relu" else (lambda value: value)
+    rows, units = len(x), kernel.shape[1]
+    z = [
+        [
+            sum(x[i, k] * float(kernel[k, j]) for k in range(2)) + float(bias[j])
+            for j in range(units)
+        ]
+        for i in range(rows)
+    ]
+    m = [
+        [
+            sum(abs(x[i, k]) * abs(float(kernel[k, j])) for k in range(2)) + abs(float(bias[j]))
+            for j in range(units)
+        ]
+        for i in range(rows)
+    ]
+    expected_y = [[act(z[i][j]) for j in range(units)] for i in range(rows)]
+    scale = max(abs(v) for row in expected_y for v in row if math.isfinite(v))
+    expected = np.empty((rows, units))
+    for i in range(rows):
+        for j in range(units):
+            t = math.sqrt(2) * unit * m[i][j]
+            if activation == "relu":
+                moved = [abs(relu(z[i][j] + s * t) - expected_y[i][j]) for s in (1, -1)]
+                t = 0.0 if any(map(math.isnan, moved)) else max(moved)
+            expected[i, j] = (4 * abs(expected_y[i][j]) + 2 * scale) * unit + t
+    assert expected_y[1][0] == 0.0 and z[1][0] == 0.0
+    np.testing.assert_allclose(y, expected_y, rtol=1e-15, equal_nan=True)
+    np.testing.assert_allclose(tau, expected, rtol=1e-6, equal_nan=True)
+    assert np.isnan(tau[2]).all() and np.isfinite(tau[:2]).all()
+
+
+def test_the_compiled_envelope_is_numpys_to_the_last_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled kernels against the numpy arithmetic they replace (still used for
+    every other activation), on a convolution and a dense layer, with NaN, infinities,
+    values near float64's overflow and float32's underflow among the inputs."""
+    rng = np.random.default_rng(11)
+    conv = LayerSpec(
+        "conv",
+        "Conv2D",
+        {
+            "filters": 4,
+            "kernel_size": [3, 3],
+            "strides": [1, 1],
+            "padding": "same",
+            "dilation_rate": [1, 1],
+            "data_format": "channels_last",
+            "groups": 1,
+            "use_bias": True,
+            "activation": "relu",
+        },
+        {
+            "kernel": rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
+            "bias": rng.normal(size=4).astype(np.float32),
+        },
+        ["x"],
+        (None, 6, 6, 4),
+    )
+    dense = _dense(
+        "relu", rng.normal(size=(5, 7)).astype(np.float32), rng.normal(size=7).astype(np.float32)
+    )
+    odd = rng.normal(size=(16, 5))
+    odd[0, 0], odd[1, 1], odd[2, 2], odd[3], odd[4], odd[5] = (
+        np.nan,
+        np.inf,
+        -np.inf,
+        1e300,
+        0,
+        1e-40,
+    )
+    cases = [
+        (conv, [rng.normal(size=(2, 6, 6, 3))]),
+        (dense, [rng.normal(size=(16, 5))]),
+        (dense, [odd]),
+    ]
+    for layer, inputs in cases:
+        for activation in ("relu", "linear"):
+            spec = dataclasses.replace(layer, config={**layer.config, "activation": activation})
+            with np.errstate(all="ignore"):
+                compiled = rounding_envelope(spec, inputs, 2.0**-24, 1e-5)
+                monkeypatch.setattr(envelope, "COMPILED_ACTIVATIONS", frozenset())
+                plain = rounding_envelope(spec, inputs, 2.0**-24, 1e-5)
+                monkeypatch.undo()
+            for ours, numpys in zip(compiled, plain, strict=True):
+                assert ours.shape == numpys.shape
+                assert np.array_equal(ours, numpys, equal_nan=True), (spec.class_name, activation)
+                same_bits = np.ascontiguousarray(numpys).view(np.uint64) == ours.view(np.uint64)
+                assert (same_bits | np.isnan(ours) | (ours == 0)).all(), (
+                    spec.class_name,
+                    activation,
+                )

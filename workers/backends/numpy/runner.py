@@ -56,7 +56,11 @@ class NumpyRunner(Runner):
         ]
 
     def _apply(self, layer: LayerSpec, inputs: list[np.ndarray]) -> np.ndarray:
-        weights = {key: value.astype(self.OUTPUT_DTYPE) for key, value in layer.weights.items()}
+        """The layer at the runner's precision; weights already in it are used as they are
+        (no layer writes to its weights; copying cifar_cnn's took 1.5 of 50 ms a job)."""
+        weights = {
+            key: value.astype(self.OUTPUT_DTYPE, copy=False) for key, value in layer.weights.items()
+        }
         try:
             out = LAYERS[layer.class_name](inputs, layer.config, weights)
         except LayerConfigUnsupported as error:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import randomize_weights
 from workers.backends.execution import run_locally
+from workers.backends.numpy import layers
 from workers.backends.numpy.activations import ACTIVATIONS, gelu
 from workers.backends.numpy.layers import LayerConfigUnsupported
 from workers.backends.numpy.port import LAYERS, SUPPORTED_LAYERS
@@ -488,6 +489,46 @@ def test_layer_within_rounding_of_float64(
     case: str, keras: Any, save_model: Any, runner_pool: RunnerPool
 ) -> None:
     _, artifact = saved_case(CASES, case, keras, save_model)
+    inputs = recipe_inputs(artifact, InputRecipe("uniform", batch=3, seed=7))
+    assert_within_rounding(layer_verdicts(runner_pool, artifact, inputs))
+
+
+# Convolutions, each finished differently: grouped, depthwise, channels_first (finished
+# after its layout is restored), 1-D and 3-D, and a softmax across the filters of each
+# block's rows.
+IN_BLOCKS: dict[str, Builder] = {
+    **{
+        name: CASES[name]
+        for name in (
+            "Conv1D-groups",
+            "Conv2D-groups",
+            "Conv3D-channels-first",
+            "Conv3D-dilated-groups",
+            "DepthwiseConv2D-multiplier-stride",
+            "SeparableConv2D-multiplier-stride",
+        )
+    },
+    "Conv2D-softmax": single(
+        (5, 6, 3), lambda L: L.Conv2D(4, 3, padding="same", activation="softmax")
+    ),
+}
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300])
+@pytest.mark.parametrize("case", sorted(IN_BLOCKS))
+def test_convolutions_copied_out_in_blocks_stay_within_rounding(
+    case: str,
+    block_bytes: int,
+    keras: Any,
+    save_model: Any,
+    runner_pool: RunnerPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receptive fields copied out a line at a time, and a few lines at a time (blocks
+    that end inside a sample and straddle two): keras-cpu must stay within rounding of
+    the float64 port computed so, and the float32 port too."""
+    monkeypatch.setattr(layers, "FIELDS_BLOCK_BYTES", block_bytes)
+    _, artifact = saved_case(IN_BLOCKS, case, keras, save_model)
     inputs = recipe_inputs(artifact, InputRecipe("uniform", batch=3, seed=7))
     assert_within_rounding(layer_verdicts(runner_pool, artifact, inputs))
 
