@@ -345,6 +345,7 @@ def _compiled_envelope(
     activation that is not transcendental), in two compiled passes."""
     from workers.diagnosis import envelope_kernels as kernels  # numba: only where diagnosing
 
+    # Writable too: numba compiles another kernel for a read-only array.
     z = np.require(z, np.float64, ["C_CONTIGUOUS", "WRITEABLE"])
     y = np.empty_like(z)
     scale = kernels.activated(z.reshape(-1), relu, y.reshape(-1))
@@ -364,15 +365,16 @@ def _compiled_envelope(
 
 
 def load_kernels() -> None:
-    """Compile the envelope's kernels (for float32 and float64 magnitudes), or load them
-    from numba's cache, as workers/engine/metrics.py's load_kernels does the
-    comparison's: `make install` and every job process's warm-up call both."""
+    """Compile the envelope's kernels, or load them from numba's cache, as
+    workers/engine/metrics.py's load_kernels does the comparison's: `make install` and
+    every job process's warm-up call both. Every array they are given is float64 (what
+    apply_layer returns), C-ordered and writable, as here: numba would compile anew at
+    run time for another dtype or layout."""
     from workers.diagnosis import envelope_kernels as kernels
 
     z = np.zeros(1)
     kernels.activated(z, True, np.empty(1))
-    for dtype in (np.float32, np.float64):
-        kernels.envelope(z, z, np.zeros(1, dtype), True, C_OUT, 0.0, 1.0, np.empty(1))
+    kernels.envelope(z, z, np.zeros(1), True, C_OUT, 0.0, 1.0, np.empty(1))
 
 
 def rounding_envelope(

@@ -18,8 +18,9 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def _relu(value: float) -> float:
-    """np.maximum(value, 0.0): the value where it is at least zero (-0.0 included) or NaN."""
-    return value if value >= 0.0 or np.isnan(value) else 0.0
+    """np.maximum(value, 0.0): the value where it is above zero or NaN, else +0.0 (numpy
+    gives +0.0 for -0.0 too)."""
+    return value if value > 0.0 or np.isnan(value) else 0.0
 
 
 @njit(cache=True, nogil=True)
