@@ -1,6 +1,7 @@
 # One image for the API and every worker pool; the command picks the role.
 # Installed editable from /app: migrations/ and js_harness/ are read from beside the code;
-# the comparison's numba kernels compiled into their cache there at build time.
+# the comparison's and the diagnosis's numba kernels compiled into their cache there at
+# build time.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -26,7 +27,8 @@ COPY driftbench driftbench
 COPY migrations migrations
 COPY js_harness/harness.html js_harness/harness.js js_harness/
 RUN pip install -e . \
-    && python -c "from workers.engine.metrics import load_kernels; load_kernels()"
+    && python -c "from workers.engine.metrics import load_kernels; load_kernels()" \
+    && python -c "from workers.diagnosis.envelope import load_kernels; load_kernels()"
 
 VOLUME /data
 EXPOSE 8000
