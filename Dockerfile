@@ -27,8 +27,7 @@ COPY driftbench driftbench
 COPY migrations migrations
 COPY js_harness/harness.html js_harness/harness.js js_harness/
 RUN pip install -e . \
-    && python -c "from workers.engine.metrics import load_kernels; load_kernels()" \
-    && python -c "from workers.diagnosis.envelope import load_kernels; load_kernels()"
+    && python -c "from workers.kernels import load_kernels; load_kernels()"
 
 VOLUME /data
 EXPOSE 8000

@@ -48,8 +48,7 @@ cc:
 # The comparison's and the diagnosis's numba kernels, compiled into their cache once (4 s),
 # not by a first job.
 kernels: $(STAMP)
-	$(BIN)/python -c "from workers.engine.metrics import load_kernels; load_kernels()"
-	$(BIN)/python -c "from workers.diagnosis.envelope import load_kernels; load_kernels()"
+	$(BIN)/python -c "from workers.kernels import load_kernels; load_kernels()"
 
 demo: install
 	$(BIN)/driftbench demo

@@ -27,17 +27,16 @@ from app.data.runs import RunPlan
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import backend_entry, backend_precision
-from workers.diagnosis.envelope import load_kernels as load_envelope_kernels
 from workers.diagnosis.runs import run_diagnoser
 from workers.engine.compare import Diagnoser, compare
 from workers.engine.explanations import LayerDiagnosis
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import ModelArtifact, load_artifact
-from workers.engine.metrics import load_kernels
 from workers.engine.options import EngineOptions
 from workers.engine.results import BackendResult, LayerInputs, Mode, layer_inputs_from
 from workers.engine.sequence import COMPARISON, RunOrder, Step, run_in_order
 from workers.engine.status import BackendStatus
+from workers.kernels import load_kernels
 from workers.processes.child import JobWorker
 from workers.processes.gate import hold_job
 from workers.processes.supervisor import (
@@ -86,7 +85,6 @@ def warm_up(capability: str) -> None:
     """Pay the imports before a job process's first job, so it costs what later ones do:
     every job process compares (on arrival) and diagnoses what it compares."""
     load_kernels()
-    load_envelope_kernels()
     if capability == "cpu":
         import_keras(settings.onednn)
 

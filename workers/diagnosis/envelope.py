@@ -365,11 +365,10 @@ def _compiled_envelope(
 
 
 def load_kernels() -> None:
-    """Compile the envelope's kernels, or load them from numba's cache, as
-    workers/engine/metrics.py's load_kernels does the comparison's: `make install` and
-    every job process's warm-up call both. Every array they are given is float64 (what
-    apply_layer returns), C-ordered and writable, as here: numba would compile anew at
-    run time for another dtype or layout."""
+    """Compile the envelope's kernels, or load them from numba's cache (through
+    workers/kernels.py, with the comparison's). Every array they are given is float64
+    (what apply_layer returns), C-ordered and writable, as here: numba would compile
+    anew at run time for another dtype or layout."""
     from workers.diagnosis import envelope_kernels as kernels
 
     z = np.zeros(1)
