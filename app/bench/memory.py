@@ -10,14 +10,15 @@ from app.bench.end_to_end import cpu_backends, run_to_done, served
 from app.bench.figures import Figure
 from app.core.config import MiB, settings
 from workers.engine.options import EngineOptions
-from workers.processes.tree import descendants
+from workers.processes.tree import descendants, proc_file
 
 MODEL, BATCH = "cifar_cnn", 256
 
 
 def peak_rss_mib(pid: int) -> float:
-    """A process's high-water resident memory (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """A process's high-water resident memory (VmHWM), in MiB; read as every other /proc
+    file is (workers/processes/tree.py)."""
+    for line in (proc_file(pid, "status") or "").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
