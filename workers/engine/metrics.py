@@ -115,23 +115,27 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / max(denominator, FLOAT32_TINY)
 
 
-def _sort_rows(rows: np.ndarray) -> None:
-    """Sorts each row in place. A sort, not a partition: numpy's partition
-    (x86-simd-sort's quickselect) slows down 20 to 40 times on rows that one value
-    fills, as rows of errors are (zeros where backends agree); its sort does not, and
-    sorting ten 12,800-value rows of errors takes 0.45 ms where the compiled selection
-    of their ranks took 2.3."""
-    rows.sort(axis=1)
+def _at_ranks(rows: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """`np.sort(rows, axis=1)[:, ranks]` for rows of non-negative values, by the compiled
+    radix selection (workers/engine/metric_kernels.py `ranked`); float64 rows are read
+    as their int64 bits, which order as non-negative values do."""
+    from workers.engine import metric_kernels as kernels
+
+    wanted = np.unique(ranks)
+    out = np.empty((rows.shape[0], wanted.size), np.int64)
+    kernels.ranked(rows.view(np.int64), wanted, out)
+    return out.view(rows.dtype)[:, np.searchsorted(wanted, ranks)]
 
 
 def _percentiles(rows: np.ndarray, percents: list[float]) -> np.ndarray:
-    """`np.percentile(row, percents)` of each sorted row (its linear method, the same
-    arithmetic, between the two ranks each percentile lies between)."""
+    """`np.percentile(row, percents)` of each row (its linear method, the same arithmetic,
+    between the two ranks each percentile lies between)."""
     size = rows.shape[1]
     virtual = (size - 1) * np.true_divide(percents, 100)
     below = np.floor(virtual).astype(np.intp)
     above = np.minimum(below + 1, size - 1)
-    lower, upper = rows[:, below].astype(np.float64), rows[:, above].astype(np.float64)
+    values = _at_ranks(rows, np.concatenate([below, above])).astype(np.float64)
+    lower, upper = values[:, : len(percents)], values[:, len(percents) :]
     gamma = virtual - below
     span = upper - lower
     return np.where(gamma >= 0.5, upper - span * (1 - gamma), lower + span * gamma)
@@ -163,8 +167,8 @@ def _finite_metrics(
     candidate: np.ndarray, reference: np.ndarray, *, histogram_bins: int
 ) -> list[dict[str, Any]]:
     """The measured metrics of each row of finite values (rows of one length), for all
-    rows at once by the compiled passes of workers/engine/metric_kernels.py and one sort
-    of each row's errors and ULP distances."""
+    rows at once by the compiled passes of workers/engine/metric_kernels.py, the ranks of
+    each row's errors and ULP distances selected by its radix selection."""
     count, size = candidate.shape
     if size == 0:
         return [_empty_metrics() for _ in range(count)]
@@ -194,10 +198,8 @@ def _finite_metrics(
         floats[:, [kernels.SQUARED_ERROR, kernels.SQUARED_REFERENCE, kernels.SQUARED_CANDIDATE]].T
     )
     dot = floats[:, kernels.DOT]
-    _sort_rows(abs_errors)
-    _sort_rows(ulps)
     percentiles = _percentiles(abs_errors, [50, 90, 99])
-    median_ulp = ulps[:, [(size - 1) // 2, size // 2]].mean(axis=1)
+    median_ulp = _at_ranks(ulps, np.array([(size - 1) // 2, size // 2])).mean(axis=1)
     n_diff, max_ulp = ints.T
     max_rel = floats[:, kernels.MAX_REL]
     # Plain floats and ints once per array: indexing numpy scalars row by row cost more
