@@ -21,6 +21,7 @@ from app.bench.jax_jobs import jax_figures
 from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
+from app.bench.quiet import wait_until_idle
 from app.bench.tfjs_pages import tfjs_figures
 from app.bench.tflite_jobs import tflite_figures
 from app.bench.throughput import throughput_figures
@@ -75,6 +76,7 @@ def run_bench(
     """Run the chosen parts; write `out` (JSON) and return the figures."""
     figures: list[Figure] = []
     seconds: dict[str, float] = {}
+    waited: dict[str, float] = {}
     # One pool of warm runners for every part that runs backends in this process.
     options = settings.engine_options()
     import_keras(options.onednn)  # before an example model's build imports TensorFlow
@@ -105,6 +107,7 @@ def run_bench(
             "throughput": lambda: throughput_figures(directory, options, postgres_admin_url),
         }
         for part in parts:
+            waited[part] = wait_until_idle()
             started = time.perf_counter()
             new = steps[part]()
             seconds[part] = time.perf_counter() - started
@@ -116,6 +119,7 @@ def run_bench(
             "python": platform.python_version(),
         },
         "parts_s": seconds,
+        "idle_wait_s": waited,
         "figures": [figure.as_dict() for figure in figures],
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,11 +129,12 @@ _SORTED_BELOW = 32
 
 @njit(cache=True, nogil=True)
 def _bit_length(value: np.int64) -> int:
-    length = 0
-    while value:
-        value >>= 1
-        length += 1
-    return length
+    """Bits up to the highest set one of a non-negative key (64 for a negative one: a
+    loop that shifts it right would never end)."""
+    for length in range(64):
+        if value >> length == 0:
+            return length
+    return 64
 
 
 @njit(cache=True, nogil=True)
