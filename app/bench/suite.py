@@ -21,7 +21,7 @@ from app.bench.jax_jobs import jax_figures
 from app.bench.job_isolation import isolation_figures
 from app.bench.memory import memory_figures
 from app.bench.queries import query_figures
-from app.bench.quiet import wait_until_idle
+from app.bench.quiet import WINDOW_S, wait_until_idle
 from app.bench.tfjs_pages import tfjs_figures
 from app.bench.tflite_jobs import tflite_figures
 from app.bench.throughput import throughput_figures
@@ -108,6 +108,8 @@ def run_bench(
         }
         for part in parts:
             waited[part] = wait_until_idle()
+            if waited[part] > 2 * WINDOW_S:
+                progress(f"({part}: waited {waited[part]:.1f} s for the machine to be idle)")
             started = time.perf_counter()
             new = steps[part]()
             seconds[part] = time.perf_counter() - started

@@ -121,8 +121,8 @@ def histograms(
 
 
 # The ranks' selection splits keys on a digit of this many bits at a time.
-DIGIT_BITS = 11
-_DIGITS = 1 << DIGIT_BITS
+_DIGIT_BITS = 11
+_DIGITS = 1 << _DIGIT_BITS
 # A bucket this small is sorted instead of split again.
 _SORTED_BELOW = 32
 
@@ -147,7 +147,7 @@ def _shift(keys: np.ndarray, count: int) -> int:
         high = max(high, keys[i])
     if low == high:
         return -1
-    return max(_bit_length(low ^ high) - DIGIT_BITS, 0)
+    return max(_bit_length(low ^ high) - _DIGIT_BITS, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -176,9 +176,10 @@ def _select(keys: np.ndarray, count: int, rank: int, tally: np.ndarray) -> np.in
 
 @njit(cache=True, nogil=True)
 def _near_lowest(line: np.ndarray, ranks: np.ndarray, counts: np.ndarray, out: np.ndarray) -> bool:
-    """The ranks in one pass where each lies within `_DIGITS - 1` of the row's lowest key,
-    as ULP distances mostly do (a few far-off outliers would otherwise put the rest in
-    one bucket of the highest digit); False, `out` not written, where one does not."""
+    """The ranks from one tally where each lies less than `_DIGITS - 1` above the row's
+    lowest key, as ULP distances mostly do (a few far-off outliers would otherwise put
+    the rest in one bucket of the highest digit); False, `out` not written, where one
+    does not."""
     low = line.min()
     near = 0
     for i in range(line.shape[0]):  # vectorised: the tally below is not
@@ -193,8 +194,6 @@ def _near_lowest(line: np.ndarray, ranks: np.ndarray, counts: np.ndarray, out: n
         while ranks[j] >= before + counts[digit]:
             before += counts[digit]
             digit += 1
-        if digit == _DIGITS - 1:
-            return False
         out[j] = low + digit
     return True
 

@@ -3,7 +3,6 @@ must see the machine busy and wait until its limit, not measure on top of them."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,11 +13,18 @@ from app.bench.quiet import busy_share, wait_until_idle
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
 
 
+def _cpus_counted() -> int:
+    """The CPUs /proc/stat counts (the machine's, where a container's affinity may be
+    fewer): every one must spin for the machine to read busy."""
+    with open("/proc/stat") as stat:
+        return sum(1 for line in stat if line.startswith("cpu") and line[3].isdigit())
+
+
 @contextmanager
 def every_core_spinning(seconds: float) -> Iterator[None]:
     spinners = [
         subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)])
-        for _ in range(len(os.sched_getaffinity(0)))
+        for _ in range(_cpus_counted())
     ]
     try:
         yield

@@ -22,6 +22,9 @@ def _rows(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(np.array([7, 1 << 40], np.int64), (3, size))
     if kind == "small ints":
         return rng.integers(0, 4, (3, size), dtype=np.int64)
+    if kind == "last digit":  # keys that differ only in their lowest 11 bits, mostly 2047
+        low_bits = np.where(rng.random((3, size)) < 0.9, 2047, rng.integers(0, 2047, (3, size)))
+        return (np.int64(12_345) << 40) | low_bits
     if kind == "every bit":
         return rng.integers(0, np.iinfo(np.int64).max, (3, size), dtype=np.int64)
     raise AssertionError(kind)
@@ -34,6 +37,7 @@ KINDS = [
     "one binade",
     "two values",
     "small ints",
+    "last digit",
     "every bit",
 ]
 
