@@ -25,7 +25,7 @@ from workers.backends.registry import DEFAULT_REFERENCE, runner_class
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus, RunStatus
-from workers.processes.tree import command_name, descendants, stat_fields
+from workers.processes.tree import SYSTEM_TIME, USER_TIME, command_name, descendants, stat_fields
 
 MODEL, BATCH = "dense10x50", 256
 # Calls before a warm floor is timed: a fresh page's wasm is still being optimised over
@@ -85,10 +85,6 @@ def run_to_done(client: Client, body: dict[str, Any]) -> float:
     return elapsed
 
 
-# /proc/<pid>/stat fields after the command name: user and system time, in clock ticks.
-USER_TICKS, SYSTEM_TICKS = 11, 12
-
-
 def _role(pid: int, server: int) -> str:
     if pid == server:
         return "server"
@@ -106,7 +102,7 @@ def cpu_seconds_by_role(server: int) -> dict[str, float]:
     for pid in [server, *descendants(server)]:
         fields = stat_fields(pid)
         if fields is not None:
-            used = (int(fields[USER_TICKS]) + int(fields[SYSTEM_TICKS])) / ticks_per_s
+            used = (int(fields[USER_TIME]) + int(fields[SYSTEM_TIME])) / ticks_per_s
             role = _role(pid, server)
             seconds[role] = seconds.get(role, 0.0) + used
     return seconds

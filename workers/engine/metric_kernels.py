@@ -138,13 +138,19 @@ def _bit_length(value: np.int64) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _shift(keys: np.ndarray, count: int) -> int:
-    """Where to split `keys[:count]`: the digit just below the bits they all share, or -1
-    when they are all equal."""
+def _span(keys: np.ndarray, count: int) -> tuple[np.int64, np.int64]:
+    """The least and greatest of `keys[:count]`."""
     low = high = keys[0]
     for i in range(1, count):
         low = min(low, keys[i])
         high = max(high, keys[i])
+    return low, high
+
+
+@njit(cache=True, nogil=True)
+def _split_at(low: np.int64, high: np.int64) -> int:
+    """Where to split keys from `low` to `high`: the digit just below the bits they all
+    share, or -1 when they are all equal."""
     if low == high:
         return -1
     return max(_bit_length(low ^ high) - _DIGIT_BITS, 0)
@@ -156,7 +162,7 @@ def _select(keys: np.ndarray, count: int, rank: int, tally: np.ndarray) -> np.in
     digit the keys differ in, keep the rank's bucket (compacted in place), until one
     value is left or few enough to sort."""
     while count > _SORTED_BELOW:
-        shift = _shift(keys, count)
+        shift = _split_at(*_span(keys, count))
         if shift < 0:
             return keys[0]
         tally[:] = 0
@@ -175,12 +181,33 @@ def _select(keys: np.ndarray, count: int, rank: int, tally: np.ndarray) -> np.in
 
 
 @njit(cache=True, nogil=True)
-def _near_lowest(line: np.ndarray, ranks: np.ndarray, counts: np.ndarray, out: np.ndarray) -> bool:
+def _buckets_of(
+    counts: np.ndarray, ranks: np.ndarray, digits: np.ndarray, below: np.ndarray
+) -> None:
+    """Each ascending rank's bucket of `counts` into `digits`, and the keys in the
+    buckets before it into `below`."""
+    before, digit = 0, 0
+    for j in range(ranks.shape[0]):
+        while ranks[j] >= before + counts[digit]:
+            before += counts[digit]
+            digit += 1
+        digits[j], below[j] = digit, before
+
+
+@njit(cache=True, nogil=True)
+def _near_lowest(
+    line: np.ndarray,
+    low: np.int64,
+    ranks: np.ndarray,
+    counts: np.ndarray,
+    digits: np.ndarray,
+    below: np.ndarray,
+    out: np.ndarray,
+) -> bool:
     """The ranks from one tally where each lies less than `_DIGITS - 1` above the row's
-    lowest key, as ULP distances mostly do (a few far-off outliers would otherwise put
-    the rest in one bucket of the highest digit); False, `out` not written, where one
-    does not."""
-    low = line.min()
+    lowest key `low`, as ULP distances mostly do (a few far-off outliers would otherwise
+    put the rest in one bucket of the highest digit); False, `out` not written, where
+    one does not."""
     near = 0
     for i in range(line.shape[0]):  # vectorised: the tally below is not
         near += line[i] - low < _DIGITS - 1
@@ -189,12 +216,9 @@ def _near_lowest(line: np.ndarray, ranks: np.ndarray, counts: np.ndarray, out: n
     counts[:] = 0
     for i in range(line.shape[0]):
         counts[min(line[i] - low, _DIGITS - 1)] += 1
-    before, digit = 0, 0
+    _buckets_of(counts, ranks, digits, below)
     for j in range(ranks.shape[0]):
-        while ranks[j] >= before + counts[digit]:
-            before += counts[digit]
-            digit += 1
-        out[j] = low + digit
+        out[j] = low + digits[j]
     return True
 
 
@@ -214,37 +238,36 @@ def ranked(keys: np.ndarray, ranks: np.ndarray, out: np.ndarray) -> None:
     tally = np.zeros(_DIGITS, np.int64)
     counts = np.zeros(_DIGITS, np.int64)
     starts = np.empty(_DIGITS, np.int64)
+    ends = np.empty(_DIGITS, np.int64)
     buckets = np.empty(size, np.int64)
     scratch = np.empty(size, np.int64)
     digits = np.empty(ranks.shape[0], np.int64)
     below = np.empty(ranks.shape[0], np.int64)
     for row in range(rows):
         line = keys[row]
-        shift = _shift(line, size)
+        low, high = _span(line, size)
+        shift = _split_at(low, high)
         if shift < 0:
-            out[row, :] = line[0]
+            out[row, :] = low
             continue
-        if _near_lowest(line, ranks, counts, out[row]):
+        if _near_lowest(line, low, ranks, counts, digits, below, out[row]):
             continue
         counts[:] = 0
         for i in range(size):
             counts[(line[i] >> shift) & (_DIGITS - 1)] += 1
+        _buckets_of(counts, ranks, digits, below)
+        if shift == 0:  # the last digit: each bucket holds one value
+            for j in range(ranks.shape[0]):
+                out[row, j] = (low & ~np.int64(_DIGITS - 1)) | digits[j]
+            continue
         # Each rank's bucket gets a start in `buckets`, the others -1.
         starts[:] = -1
-        before, digit, filled = 0, 0, 0
-        for j in range(ranks.shape[0]):
-            while ranks[j] >= before + counts[digit]:
-                before += counts[digit]
-                digit += 1
-            digits[j], below[j] = digit, before
+        filled = 0
+        for digit in digits:
             if starts[digit] < 0:
                 starts[digit] = filled
                 filled += counts[digit]
-        if shift == 0:  # the last digit: each bucket holds one value
-            for j in range(ranks.shape[0]):
-                out[row, j] = (line[0] & ~np.int64(_DIGITS - 1)) | digits[j]
-            continue
-        ends = starts.copy()
+        ends[:] = starts
         for i in range(size):
             digit = (line[i] >> shift) & (_DIGITS - 1)
             if ends[digit] >= 0:
@@ -256,7 +279,7 @@ def ranked(keys: np.ndarray, ranks: np.ndarray, out: np.ndarray) -> None:
             if j and digits[j] == digits[j - 1] and uniform:
                 out[row, j] = out[row, j - 1]
                 continue
-            uniform = _shift(buckets[first : first + count], count) < 0
+            uniform = _split_at(*_span(buckets[first:], count)) < 0
             if uniform:
                 out[row, j] = buckets[first]
                 continue

@@ -10,8 +10,9 @@ import contextlib
 import os
 import signal
 
-# /proc/<pid>/stat fields after the command name: state is field 3, so index = field - 3.
-STATE, PARENT, START_TIME = 0, 1, 19
+# /proc/<pid>/stat fields after the command name: state is field 3, so index = field - 3
+# (user and system time in clock ticks).
+STATE, PARENT, USER_TIME, SYSTEM_TIME, START_TIME = 0, 1, 11, 12, 19
 
 
 def proc_file(pid: int | str, name: str) -> str | None:
