@@ -1,8 +1,9 @@
 """Database engine and sessions, from the one settings object.
 
 SQLite gets foreign keys switched on (it ignores them by default, and deleting a
-model must cascade to its runs and results) and a busy timeout, since the local
-worker pool writes from threads while the API reads.
+model must cascade to its runs and results), a busy timeout, and writers that take
+turns on a file lock (app/core/sqlite_writers.py), since the job processes and the
+server write at once while the API reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import settings
+from app.core.sqlite_writers import TurnTakingConnection
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": 30,
+                "factory": TurnTakingConnection,
+            },
             pool_size=POOL_SIZE,
             max_overflow=POOL_OVERFLOW,
         )

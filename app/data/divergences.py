@@ -95,13 +95,15 @@ def replace_divergences(
         if scope is None:
             return
         model_id, architecture = scope
+        # Made before the first write: the writer lock is held from there to the commit.
+        rows = _rows_of(run_id, model_id, architecture, comparisons)
         drift_cache.hold(session, model_id, architecture)
         failed = set(
             session.scalars(
                 select(BackendRun.backend).filter_by(run_id=run_id, status=BackendStatus.FAILED)
             )
         )
-        comparisons = [c for c in comparisons if not {c.backend, c.against} & failed]
+        rows = [row for row in rows if not {row["backend"], row["against"]} & failed]
         superseded = [
             LayerDivergence.against == against
             if backends is None
@@ -114,7 +116,6 @@ def replace_divergences(
             ).rowcount
             if removed:
                 drift_cache.bump(session, model_id, architecture)
-        rows = _rows_of(run_id, model_id, architecture, comparisons)
         if rows:
             session.execute(insert(LayerDivergence), rows)
 
