@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import settings
-from app.core.sqlite_writers import TurnTakingConnection
+from app.core.sqlite_writers import WAIT_S, TurnTakingConnection
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={
                 "check_same_thread": False,
-                "timeout": 30,
+                "timeout": WAIT_S,
                 "factory": TurnTakingConnection,
             },
             pool_size=POOL_SIZE,

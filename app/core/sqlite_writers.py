@@ -8,8 +8,9 @@ recorded, divergence rows), and the browser's job waited out those sleeps betwee
 pages: 3.5 sleeps a dense10x50 run, on the run's longest path. Here a connection takes
 an exclusive `flock` on a file beside the database before the statement that begins
 its write transaction and gives it back when the transaction ends; the kernel wakes
-the next writer at once. A writer that bypasses it (another program, DDL outside a
-transaction) still meets SQLite's own lock and busy handler, as before.
+the next writer at once (after WAIT_S it gives up, as SQLite's busy timeout would). A
+writer that bypasses it (another program, DDL outside a transaction) still meets
+SQLite's own lock and busy handler, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+# How long a writer waits for its turn before "database is locked", as long as the
+# busy timeout app/core/db.py gives SQLite: a transaction held that long is a fault to
+# report, not to wait out.
+WAIT_S = 30.0
 
 # Statements that begin a transaction in Python's sqlite3 (its legacy transaction
 # control opens one before these, and only these).
@@ -42,6 +48,30 @@ def _close_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+def _wait_for_turn(fd: int, timeout_s: float) -> bool:
+    """Wait for the lock on `fd` for up to `timeout_s`: True once it is held. The wait
+    blocks in a helper thread, so it ends the moment the lock is free and still has an
+    end; a helper that gets the lock after its caller gave up closes `fd`, unlocking."""
+    taken = threading.Event()
+    guard = threading.Lock()
+    abandoned = False
+
+    def take() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with guard:
+            if abandoned:
+                os.close(fd)
+            else:
+                taken.set()
+
+    threading.Thread(target=take, name="sqlite-writer-turn", daemon=True).start()
+    if taken.wait(timeout_s):
+        return True
+    with guard:
+        abandoned = not taken.is_set()
+        return not abandoned
 
 
 def lock_path(database: str | Path) -> Path:
@@ -89,7 +119,13 @@ class TurnTakingConnection(sqlite3.Connection):
             return
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not _wait_for_turn(fd, WAIT_S):
+                raise sqlite3.OperationalError(
+                    f"database is locked: no turn to write within {WAIT_S:g} s "
+                    f"({self._lock_path} held by another writer)"
+                ) from None
         except BaseException:
             os.close(fd)
             raise

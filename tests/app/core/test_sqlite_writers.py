@@ -10,12 +10,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.core import sqlite_writers
 from app.core.sqlite_writers import TurnTakingConnection, lock_path
 
 CHILD = """
@@ -152,3 +154,31 @@ def test_a_child_forked_during_a_write_does_not_keep_the_lock(
         os.write(hold, b"x")
         os.close(hold)
         os.waitpid(pid, 0)
+
+
+def test_a_writer_that_waits_too_long_gives_up_and_leaves_the_lock_free(
+    database: Path, writing: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writers, "WAIT_S", 0.2)
+    failed: list[BaseException] = []
+
+    def write() -> None:  # another thread, its own connection: another open lock file
+        waiting = connect(database)
+        try:
+            waiting.execute("INSERT INTO t VALUES (3)")
+        except sqlite3.OperationalError as error:
+            failed.append(error)
+        finally:
+            waiting.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert len(failed) == 1 and "no turn to write within 0.2 s" in str(failed[0])
+    writing.commit()
+    deadline = time.monotonic() + 60
+    while not lock_is_free(database):  # the abandoned wait takes the lock, then drops it
+        assert time.monotonic() < deadline, "the abandoned wait kept the lock"
+        time.sleep(0.01)
+    assert writing.execute("SELECT x FROM t").fetchall() == [(1,)]
