@@ -8,9 +8,13 @@ recorded, divergence rows), and the browser's job waited out those sleeps betwee
 pages: 3.5 sleeps a dense10x50 run, on the run's longest path. Here a connection takes
 an exclusive `flock` on a file beside the database before the statement that begins
 its write transaction and gives it back when the transaction ends; the kernel wakes
-the next writer at once (after WAIT_S it gives up, as SQLite's busy timeout would). A
-writer that bypasses it (another program, DDL outside a transaction) still meets
-SQLite's own lock and busy handler, as before.
+the next writer at once. A turn is waited for up to WAIT_S, then the write fails with
+"database is locked" as SQLite's busy timeout would fail it.
+
+The turns only order the writers that take them: SQLite's own lock still guards the
+database. A writer that takes none (another program, a transaction this module does
+not see begin, a lock file it cannot open) meets SQLite's lock and busy handler, as
+before.
 """
 
 from __future__ import annotations
@@ -19,84 +23,121 @@ import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # How long a writer waits for its turn before "database is locked", as long as the
 # busy timeout app/core/db.py gives SQLite: a transaction held that long is a fault to
 # report, not to wait out.
 WAIT_S = 30.0
 
-# Statements that begin a transaction in Python's sqlite3 (its legacy transaction
-# control opens one before these, and only these).
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# The statements that open a transaction: Python's sqlite3 begins one before the first
+# four (after any leading comments), and the others begin one themselves.
+_BEGINS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "SAVEPOINT")
 
-# The lock files this thread holds, by path: a connection opened inside another's write
-# transaction on the same thread (which would wait for it forever) does not take the
-# lock, and meets SQLite's busy handler instead.
-_held = threading.local()
-# Every lock descriptor this process holds: a child forked meanwhile closes its copies,
-# which would otherwise hold the lock (flock belongs to the open file) until it exits.
+# Every connection of this process and every lock file descriptor it opened: a child
+# forked meanwhile closes its copies, which would otherwise keep the lock (an flock
+# belongs to the open file) until the child exits, and forgets them.
+_connections: weakref.WeakSet[TurnTakingConnection] = weakref.WeakSet()
 _open_fds: set[int] = set()
 
 
-def _close_in_child() -> None:
+def _forget_in_child() -> None:
+    for connection in list(_connections):
+        connection._lock_fd = None
     for fd in list(_open_fds):
         os.close(fd)
     _open_fds.clear()
 
 
-os.register_at_fork(after_in_child=_close_in_child)
-
-
-def _wait_for_turn(fd: int, timeout_s: float) -> bool:
-    """Wait for the lock on `fd` for up to `timeout_s`: True once it is held. The wait
-    blocks in a helper thread, so it ends the moment the lock is free and still has an
-    end; a helper that gets the lock after its caller gave up closes `fd`, unlocking."""
-    taken = threading.Event()
-    guard = threading.Lock()
-    abandoned = False
-
-    def take() -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with guard:
-            if abandoned:
-                os.close(fd)
-            else:
-                taken.set()
-
-    threading.Thread(target=take, name="sqlite-writer-turn", daemon=True).start()
-    if taken.wait(timeout_s):
-        return True
-    with guard:
-        abandoned = not taken.is_set()
-        return not abandoned
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def lock_path(database: str | Path) -> Path:
     return Path(f"{database}-writers.lock")
 
 
-def _held_paths() -> set[str]:
-    paths: set[str] | None = getattr(_held, "paths", None)
-    if paths is None:
-        paths = _held.paths = set()
-    return paths
+def _database_file(database: str | Path) -> str | None:
+    """The file behind a `sqlite3.connect` database argument; None in memory."""
+    name = os.fspath(database)
+    if name.startswith("file:"):
+        parts = urlsplit(name)
+        if "mode=memory" in parts.query:
+            return None
+        name = parts.path
+    return None if name in ("", ":memory:") else name
+
+
+def _first_keyword(sql: str) -> str:
+    """The statement's first word, past whitespace and comments (as sqlite3 reads it)."""
+    rest = sql
+    while True:
+        rest = rest.lstrip()
+        if rest.startswith("--"):
+            rest = rest.partition("\n")[2]
+        elif rest.startswith("/*"):
+            rest = rest.partition("*/")[2]
+        else:
+            return rest[:9].upper()
+
+
+def _wait_for_turn(fd: int, timeout_s: float) -> bool:
+    """Wait for the lock on `fd` for up to `timeout_s`. True: it is held. Otherwise
+    (False, or the wait interrupted) `fd` is no longer the caller's: it is closed, or
+    the helper thread that waits for the lock closes it once it gets it. The wait blocks
+    in that helper, so it ends the moment the lock is free and still has an end."""
+    taken = threading.Event()
+    guard = threading.Lock()
+    abandoned = False
+
+    def close() -> None:
+        _open_fds.discard(fd)
+        os.close(fd)
+
+    def take() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with guard:
+            if abandoned:
+                close()
+            else:
+                taken.set()
+
+    try:
+        threading.Thread(target=take, name="sqlite-writer-turn", daemon=True).start()
+    except BaseException:
+        close()
+        raise
+    try:
+        if taken.wait(timeout_s):
+            return True
+    except BaseException:
+        with guard:
+            if taken.is_set():
+                close()
+            else:
+                abandoned = True
+        raise
+    with guard:
+        if taken.is_set():
+            return True
+        abandoned = True
+    return False
 
 
 class TurnTakingConnection(sqlite3.Connection):
     """A sqlite3 connection (the `factory` of `sqlite3.connect`) whose write transactions
-    hold the database's writer lock (`lock_path`) from their first write to their end."""
+    hold the database's writer lock (`lock_path`) from their first statement to their
+    end."""
 
-    def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, database: str | Path, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, *args, **kwargs)
-        # An in-memory database has one connection, nothing to take turns with.
-        in_memory = database in ("", ":memory:") or str(database).startswith("file:")
-        self._lock_path = None if in_memory else str(lock_path(database))
+        file = _database_file(database)
+        self._lock_path = None if file is None else str(lock_path(file))
         self._lock_fd: int | None = None
-        # The held paths of the thread that took the lock (it may be closed by another).
-        self._holder: set[str] = set()
+        _connections.add(self)
 
     def cursor(self, factory: Any = None) -> sqlite3.Cursor:
         return super().cursor(factory or _TurnTakingCursor)
@@ -108,16 +149,20 @@ class TurnTakingConnection(sqlite3.Connection):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
         return self.cursor().executemany(sql, parameters)
 
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        return self.cursor().executescript(script)
+
     def take_turn(self, sql: str) -> None:
-        """Before `sql` runs: wait for the writer lock if it begins a write transaction."""
+        """Before `sql` runs: wait for the writer lock if it opens a write transaction."""
         if self._lock_path is None or self._lock_fd is not None or self.in_transaction:
             return
-        if not sql.lstrip()[:7].upper().startswith(_WRITES):
+        if not _first_keyword(sql).startswith(_BEGINS):
             return
-        held = _held_paths()
-        if self._lock_path in held:
+        try:
+            fd = os.open(self._lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:  # a lock file this process may not open: SQLite's lock alone
             return
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _open_fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -127,11 +172,10 @@ class TurnTakingConnection(sqlite3.Connection):
                     f"({self._lock_path} held by another writer)"
                 ) from None
         except BaseException:
+            _open_fds.discard(fd)
             os.close(fd)
             raise
-        self._lock_fd, self._holder = fd, held
-        _open_fds.add(fd)
-        held.add(self._lock_path)
+        self._lock_fd = fd
 
     def end_turn(self) -> None:
         """Once no transaction is open: give the writer lock back."""
@@ -142,7 +186,6 @@ class TurnTakingConnection(sqlite3.Connection):
         """Closing the descriptor unlocks."""
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            self._holder.discard(self._lock_path or "")
             _open_fds.discard(fd)
             os.close(fd)
 
@@ -155,6 +198,12 @@ class TurnTakingConnection(sqlite3.Connection):
     def rollback(self) -> None:
         try:
             super().rollback()
+        finally:
+            self.end_turn()
+
+    def __exit__(self, *exception: object) -> Any:
+        try:
+            return super().__exit__(*exception)  # commits or rolls back without calling them
         finally:
             self.end_turn()
 
@@ -180,6 +229,16 @@ class _TurnTakingCursor(sqlite3.Cursor):
         self.connection.take_turn(sql)
         try:
             super().executemany(sql, parameters)
+        finally:
+            self.connection.end_turn()
+        return self
+
+    def executescript(self, script: str, /) -> _TurnTakingCursor:
+        """A script commits what was open, then runs as its statements say: its turn
+        taken as a whole, given back if it leaves no transaction open."""
+        self.connection.take_turn(script)
+        try:
+            super().executescript(script)
         finally:
             self.connection.end_turn()
         return self

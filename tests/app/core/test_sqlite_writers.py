@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from app.core import sqlite_writers
+from app.core.db import make_engine
 from app.core.sqlite_writers import TurnTakingConnection, lock_path
 
 CHILD = """
@@ -126,15 +130,46 @@ def test_a_second_writer_waits_for_the_lock_and_then_writes(
     assert writing.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,)]
 
 
-def test_a_nested_writer_on_the_same_thread_does_not_wait_for_itself(
-    database: Path, writing: sqlite3.Connection
-) -> None:
-    nested = connect(database, timeout=0)
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
-        nested.execute("INSERT INTO t VALUES (3)")
-    nested.close()
-    writing.commit()
+def test_every_way_a_transaction_ends_gives_the_turn_back(database: Path) -> None:
+    connection = connect(database)
+    with connection:  # commits without calling commit()
+        connection.execute("/* a comment first */ INSERT INTO t VALUES (1)")
+        assert not lock_is_free(database)
     assert lock_is_free(database)
+    connection.executescript("BEGIN; INSERT INTO t VALUES (2); COMMIT;")
+    assert lock_is_free(database)
+    connection.execute("SAVEPOINT outer")
+    assert not lock_is_free(database)
+    connection.execute("INSERT INTO t VALUES (3)")
+    connection.execute("RELEASE outer")  # the transaction it opened ends with it
+    assert not connection.in_transaction
+    assert lock_is_free(database)
+    assert connection.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (2,), (3,)]
+    connection.close()
+
+
+def test_sessions_of_the_service_engine_take_turns(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'driftbench.db'}")
+    database = tmp_path / "driftbench.db"
+    try:
+        with engine.begin() as setup:
+            setup.execute(text("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+        with Session(engine) as session:
+            session.execute(text("SELECT count(*) FROM t"))
+            assert lock_is_free(database)
+            session.execute(text("INSERT INTO t VALUES (1)"))
+            with session.begin_nested():
+                session.execute(text("INSERT INTO t VALUES (2)"))
+            assert not lock_is_free(database)
+            session.commit()
+            assert lock_is_free(database)
+            session.execute(text("DELETE FROM t"))
+            assert not lock_is_free(database)
+        assert lock_is_free(database)  # the pool rolled it back as the session closed
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    finally:
+        engine.dispose()
 
 
 def test_a_child_forked_during_a_write_does_not_keep_the_lock(
@@ -177,8 +212,40 @@ def test_a_writer_that_waits_too_long_gives_up_and_leaves_the_lock_free(
     assert not thread.is_alive()
     assert len(failed) == 1 and "no turn to write within 0.2 s" in str(failed[0])
     writing.commit()
-    deadline = time.monotonic() + 60
-    while not lock_is_free(database):  # the abandoned wait takes the lock, then drops it
-        assert time.monotonic() < deadline, "the abandoned wait kept the lock"
-        time.sleep(0.01)
+    wait_until_free(database)  # the abandoned wait takes the lock, then drops it
     assert writing.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_wait_interrupted_leaves_the_lock_free_once_its_holder_is_done(
+    database: Path, writing: sqlite3.Connection
+) -> None:
+    def interrupt(*_: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    waiting = connect(database)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            waiting.execute("INSERT INTO t VALUES (3)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    writing.commit()
+    wait_until_free(database)
+    waiting.execute("INSERT INTO t VALUES (3)")  # its next write takes a turn as usual
+    assert not lock_is_free(database)
+    waiting.commit()
+    assert lock_is_free(database)
+    waiting.close()
+
+
+def wait_until_free(database: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not lock_is_free(database):
+        assert time.monotonic() < deadline, "the writer lock stayed held"
+        time.sleep(0.01)
