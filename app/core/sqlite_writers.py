@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -189,23 +189,21 @@ class TurnTakingConnection(sqlite3.Connection):
             _open_fds.discard(fd)
             os.close(fd)
 
-    def commit(self) -> None:
+    def _ending(self, run: Callable[..., Any], *args: Any) -> Any:
+        """`run(*args)`, a call that may end the transaction; the turn given back if so."""
         try:
-            super().commit()
+            return run(*args)
         finally:
             self.end_turn()
+
+    def commit(self) -> None:
+        self._ending(super().commit)
 
     def rollback(self) -> None:
-        try:
-            super().rollback()
-        finally:
-            self.end_turn()
+        self._ending(super().rollback)
 
     def __exit__(self, *exception: object) -> Any:
-        try:
-            return super().__exit__(*exception)  # commits or rolls back without calling them
-        finally:
-            self.end_turn()
+        return self._ending(super().__exit__, *exception)  # ends it without commit()
 
     def close(self) -> None:
         try:
@@ -217,28 +215,22 @@ class TurnTakingConnection(sqlite3.Connection):
 class _TurnTakingCursor(sqlite3.Cursor):
     connection: TurnTakingConnection
 
-    def execute(self, sql: str, parameters: Any = (), /) -> _TurnTakingCursor:
+    def _in_turn(self, sql: str, run: Callable[..., object], *args: Any) -> _TurnTakingCursor:
+        """`run(*args)` with the turn `sql` needs taken first, and given back after it if
+        no transaction is left open (a failed first write opened none; a script may end
+        its own)."""
         self.connection.take_turn(sql)
         try:
-            super().execute(sql, parameters)
+            run(*args)
         finally:
-            self.connection.end_turn()  # a failed first write opened no transaction
+            self.connection.end_turn()
         return self
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _TurnTakingCursor:
+        return self._in_turn(sql, super().execute, sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> _TurnTakingCursor:
-        self.connection.take_turn(sql)
-        try:
-            super().executemany(sql, parameters)
-        finally:
-            self.connection.end_turn()
-        return self
+        return self._in_turn(sql, super().executemany, sql, parameters)
 
     def executescript(self, script: str, /) -> _TurnTakingCursor:
-        """A script commits what was open, then runs as its statements say: its turn
-        taken as a whole, given back if it leaves no transaction open."""
-        self.connection.take_turn(script)
-        try:
-            super().executescript(script)
-        finally:
-            self.connection.end_turn()
-        return self
+        return self._in_turn(script, super().executescript, script)
