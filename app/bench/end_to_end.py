@@ -25,7 +25,14 @@ from workers.backends.registry import DEFAULT_REFERENCE, runner_class
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
 from workers.engine.status import BackendStatus, RunStatus
-from workers.processes.tree import SYSTEM_TIME, USER_TIME, command_name, descendants, stat_fields
+from workers.processes.tree import (
+    SYSTEM_TIME,
+    USER_TIME,
+    chromium_processes,
+    command_name,
+    descendants,
+    stat_fields,
+)
 
 MODEL, BATCH = "dense10x50", 256
 # Calls before a warm floor is timed: a fresh page's wasm is still being optimised over
@@ -85,25 +92,25 @@ def run_to_done(client: Client, body: dict[str, Any]) -> float:
     return elapsed
 
 
-def _role(pid: int, server: int) -> str:
+def _role(pid: int, server: int, chromium: set[int]) -> str:
     if pid == server:
         return "server"
-    name = command_name(pid)
-    if "chrom" in name:
+    if pid in chromium:
         return "chromium"
-    return "playwright driver" if name.startswith("node") else "job processes"
+    return "playwright driver" if command_name(pid).startswith("node") else "job processes"
 
 
 def cpu_seconds_by_role(server: int) -> dict[str, float]:
     """CPU time so far of a served process and every process under it, summed by role:
     the server, its job processes, Chromium, Playwright's driver."""
     ticks_per_s = os.sysconf("SC_CLK_TCK")
+    chromium = set(chromium_processes(server))
     seconds: dict[str, float] = {}
     for pid in [server, *descendants(server)]:
         fields = stat_fields(pid)
         if fields is not None:
             used = (int(fields[USER_TIME]) + int(fields[SYSTEM_TIME])) / ticks_per_s
-            role = _role(pid, server)
+            role = _role(pid, server, chromium)
             seconds[role] = seconds.get(role, 0.0) + used
     return seconds
 

@@ -56,6 +56,12 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+def _close(fd: int) -> None:
+    """Close a lock file descriptor this process opened, unlocking it."""
+    _open_fds.discard(fd)
+    os.close(fd)
+
+
 def lock_path(database: str | Path) -> Path:
     return Path(f"{database}-writers.lock")
 
@@ -93,22 +99,18 @@ def _wait_for_turn(fd: int, timeout_s: float) -> bool:
     guard = threading.Lock()
     abandoned = False
 
-    def close() -> None:
-        _open_fds.discard(fd)
-        os.close(fd)
-
     def take() -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with guard:
             if abandoned:
-                close()
+                _close(fd)
             else:
                 taken.set()
 
     try:
         threading.Thread(target=take, name="sqlite-writer-turn", daemon=True).start()
     except BaseException:
-        close()
+        _close(fd)
         raise
     try:
         if taken.wait(timeout_s):
@@ -116,7 +118,7 @@ def _wait_for_turn(fd: int, timeout_s: float) -> bool:
     except BaseException:
         with guard:
             if taken.is_set():
-                close()
+                _close(fd)
             else:
                 abandoned = True
         raise
@@ -172,8 +174,7 @@ class TurnTakingConnection(sqlite3.Connection):
                     f"({self._lock_path} held by another writer)"
                 ) from None
         except BaseException:
-            _open_fds.discard(fd)
-            os.close(fd)
+            _close(fd)
             raise
         self._lock_fd = fd
 
@@ -183,13 +184,11 @@ class TurnTakingConnection(sqlite3.Connection):
             self._unlock()
 
     def _unlock(self) -> None:
-        """Closing the descriptor unlocks."""
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            _open_fds.discard(fd)
-            os.close(fd)
+            _close(fd)
 
-    def _ending(self, run: Callable[..., Any], *args: Any) -> Any:
+    def ending(self, run: Callable[..., Any], *args: Any) -> Any:
         """`run(*args)`, a call that may end the transaction; the turn given back if so."""
         try:
             return run(*args)
@@ -197,13 +196,13 @@ class TurnTakingConnection(sqlite3.Connection):
             self.end_turn()
 
     def commit(self) -> None:
-        self._ending(super().commit)
+        self.ending(super().commit)
 
     def rollback(self) -> None:
-        self._ending(super().rollback)
+        self.ending(super().rollback)
 
     def __exit__(self, *exception: object) -> Any:
-        return self._ending(super().__exit__, *exception)  # ends it without commit()
+        return self.ending(super().__exit__, *exception)  # ends it without commit()
 
     def close(self) -> None:
         try:
@@ -220,10 +219,7 @@ class _TurnTakingCursor(sqlite3.Cursor):
         no transaction is left open (a failed first write opened none; a script may end
         its own)."""
         self.connection.take_turn(sql)
-        try:
-            run(*args)
-        finally:
-            self.connection.end_turn()
+        self.connection.ending(run, *args)
         return self
 
     def execute(self, sql: str, parameters: Any = (), /) -> _TurnTakingCursor:
