@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, or_, select
+from sqlalchemy.orm import Session
 
 from app.core.config import settings
-from app.core.db import session_scope
+from app.core.db import connection_scope, session_scope
 from app.core.errors import Conflict, InvalidRequest, OutputsExpired
 from app.data import drift_cache, runs, storage
 from app.data.orm import BackendRun, LayerDivergence, Run, StoredModel
@@ -86,23 +88,15 @@ def replace_divergences(
     # The run's scope read as two columns, not the ORM's run with its model, and the rows
     # replaced deleted in one statement, not one a target: about 0.3 of the 5.5 ms that
     # storing a TF.js backend's comparison (20 rows) takes.
-    with session_scope() as session:
-        scope = session.execute(
-            select(Run.model_id, StoredModel.architecture)
-            .join(StoredModel, Run.model_id == StoredModel.id)
-            .where(Run.id == run_id)
-        ).one_or_none()
+    with connection_scope() as connection:
+        scope = runs.run_scope(connection, run_id)
         if scope is None:
             return
         model_id, architecture = scope
         # Made before the first write: the writer lock is held from there to the commit.
         rows = _rows_of(run_id, model_id, architecture, comparisons)
-        drift_cache.hold(session, model_id, architecture)
-        failed = set(
-            session.scalars(
-                select(BackendRun.backend).filter_by(run_id=run_id, status=BackendStatus.FAILED)
-            )
-        )
+        drift_cache.hold(connection, model_id, architecture)
+        failed = set(connection.scalars(_FAILED, {"run_id": run_id}))
         rows = [row for row in rows if not {row["backend"], row["against"]} & failed]
         superseded = [
             LayerDivergence.against == against
@@ -111,48 +105,50 @@ def replace_divergences(
             for against, backends in replaced.items()
         ]
         if superseded:
-            removed = session.execute(
+            removed = connection.execute(
                 delete(LayerDivergence).where(LayerDivergence.run_id == run_id, or_(*superseded))
             ).rowcount
             if removed:
-                drift_cache.bump(session, model_id, architecture)
+                drift_cache.bump(connection, model_id, architecture)
         if rows:
-            session.execute(insert(LayerDivergence), rows)
+            connection.execute(_INSERT_ROWS, rows)
+
+
+_FAILED = select(BackendRun.backend).where(
+    BackendRun.run_id == bindparam("run_id"), BackendRun.status == BackendStatus.FAILED
+)
+_INSERT_ROWS = insert(LayerDivergence)
 
 
 def stored_graph(model: StoredModel) -> ModelGraph:
     return graph_from_summary(model.name, model.layers)
 
 
-def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[str, BackendResult]:
-    """The backends of a run with stored outputs (of `backends` when given), those read
-    back from disk: the finished ones, and those recorded stored that are still being
-    compared on arrival (`runs.record_stored`).
+def stored_results(
+    run_id: int, reference: str, backend_runs: Iterable[Row[Any]]
+) -> dict[str, BackendResult]:
+    """The backends of a run with stored outputs (of `backend_runs`: rows of `backend`,
+    `status`, `outputs_path` and `environment`), those read back from disk: the finished
+    ones, and those recorded stored that are still being compared on arrival
+    (`runs.record_stored`).
 
     The reference's isolated outputs are its accumulated ones (each layer already
     received the reference's own inputs), so they are stored once and aliased here.
     Backends whose outputs were capped hold fewer samples: each pair is compared over
     the first samples both of its sides stored (workers/engine/compare.py).
     """
-    shapes = {
-        backend_run.backend: storage.stored_shapes(
-            storage.outputs_path(run.id, backend_run.backend)
-        )
-        for backend_run in run.backend_runs
-        if backend_run.status in runs.STORED_STATUSES
-        and backend_run.outputs_path
-        and (backends is None or backend_run.backend in backends)
-    }
-    environments = {
-        backend_run.backend: backend_run.environment for backend_run in run.backend_runs
-    }
+    stored = [
+        row for row in backend_runs if row.status in runs.STORED_STATUSES and row.outputs_path
+    ]
     results = {}
-    for backend, stored in shapes.items():
-        path = storage.outputs_path(run.id, backend)
+    for row in stored:
+        backend = row.backend
+        path = storage.outputs_path(run_id, backend)
         outputs = {
-            mode: storage.StoredLayers(path, mode, list(layers)) for mode, layers in stored.items()
+            mode: storage.StoredLayers(path, mode, list(layers))
+            for mode, layers in storage.stored_shapes(path).items()
         }
-        if backend == run.reference:
+        if backend == reference:
             outputs["isolated"] = outputs["accumulated"]
         # The environment record goes along: a quantized backend's reported output
         # scales are what its layers are judged with (workers.diagnosis.runs).
@@ -160,7 +156,7 @@ def stored_results(run: Run, backends: Collection[str] | None = None) -> dict[st
             backend=backend,
             status=BackendStatus.DONE,
             outputs=outputs,
-            environment=environments.get(backend) or {},
+            environment=row.environment or {},
         )
     return results
 
@@ -176,20 +172,68 @@ class StoredRun:
     results: dict[str, BackendResult]
 
 
+_RUN_COMPARED = (
+    select(
+        Run.reference,
+        Run.compare_against,
+        Run.modes,
+        StoredModel.id.label("model_id"),
+        StoredModel.sha256,
+        StoredModel.name,
+    )
+    .join(StoredModel, Run.model_id == StoredModel.id)
+    .where(Run.id == bindparam("run_id"))
+)
+_BACKENDS_STORED = (
+    select(BackendRun.backend, BackendRun.status, BackendRun.outputs_path, BackendRun.environment)
+    .where(BackendRun.run_id == bindparam("run_id"))
+    .order_by(BackendRun.id)
+)
+_MODEL_LAYERS = select(StoredModel.layers).where(StoredModel.id == bindparam("model_id"))
+
+
 def stored_run(run_id: int, backends: Collection[str] | None = None) -> StoredRun | None:
     """The run as a comparison reads it; with `backends`, only those backends' outputs."""
-    with session_scope() as session:
-        loaded = [joinedload(Run.model), selectinload(Run.backend_runs)]
-        run = session.get(Run, run_id, options=loaded)
+    with connection_scope() as connection:
+        run = connection.execute(_RUN_COMPARED, {"run_id": run_id}).first()
         if run is None:
             return None
-        return StoredRun(
-            reference=run.reference,
-            compare_against=tuple(run.compare_against or ()),
-            modes=tuple(run.modes),
-            graph=stored_graph(run.model),
-            results=stored_results(run, backends),
-        )
+        graph = _model_graph(connection, run.model_id, run.sha256, run.name)
+        backend_runs = [
+            row
+            for row in connection.execute(_BACKENDS_STORED, {"run_id": run_id})
+            if backends is None or row.backend in backends
+        ]
+    return StoredRun(
+        reference=run.reference,
+        compare_against=tuple(run.compare_against or ()),
+        modes=tuple(run.modes),
+        graph=graph,
+        results=stored_results(run_id, run.reference, backend_runs),
+    )
+
+
+# Graphs of the models compared lately, by file and name (a sha256 names one model's
+# file, whose summary is the same every time): a run's every comparison reads its
+# model's, and reading and parsing a big model's summary would cost each of them again.
+KEPT_GRAPHS = 8
+_graphs: OrderedDict[tuple[str, str], ModelGraph] = OrderedDict()
+_graphs_lock = threading.Lock()
+
+
+def _model_graph(connection: Connection, model_id: int, sha256: str, name: str) -> ModelGraph:
+    with _graphs_lock:
+        graph = _graphs.get((sha256, name))
+        if graph is not None:
+            _graphs.move_to_end((sha256, name))
+            return graph
+    layers = connection.scalar(_MODEL_LAYERS, {"model_id": model_id})
+    graph = graph_from_summary(name, layers)
+    with _graphs_lock:
+        _graphs[sha256, name] = graph
+        while len(_graphs) > KEPT_GRAPHS:
+            _graphs.popitem(last=False)
+    return graph
 
 
 def check_comparable(*, run_id: int, against: str) -> None:
@@ -249,9 +293,18 @@ def has_mode(session: Session, run_id: int, mode: str) -> bool:
 
 def compared_pairs(run_id: int) -> set[tuple[str, str]]:
     """The (target, backend) pairs of the run with rows: those compared on arrival."""
-    with session_scope() as session:
-        query = select(LayerDivergence.against, LayerDivergence.backend).filter_by(run_id=run_id)
-        return {(against, backend) for against, backend in session.execute(query.distinct())}
+    with connection_scope() as connection:
+        return {
+            (against, backend)
+            for against, backend in connection.execute(_COMPARED_PAIRS, {"run_id": run_id})
+        }
+
+
+_COMPARED_PAIRS = (
+    select(LayerDivergence.against, LayerDivergence.backend)
+    .where(LayerDivergence.run_id == bindparam("run_id"))
+    .distinct()
+)
 
 
 def stored_diagnoses(
@@ -263,9 +316,9 @@ def stored_diagnoses(
     diagnosing again."""
     found: dict[str, dict[str, LayerDiagnosis]] = {}
     incomplete = set()  # a budget share ran out, or the diagnosis failed: diagnose anew
-    with session_scope() as session:
-        query = select(LayerDivergence).filter_by(run_id=run_id, backend=backend, against=against)
-        for row in session.scalars(query):
+    with connection_scope() as connection:
+        params = {"run_id": run_id, "backend": backend, "against": against}
+        for row in connection.execute(_STORED_DIAGNOSES, params):
             if row.local_verdict is None:
                 incomplete.add(row.mode)
                 continue
@@ -274,6 +327,18 @@ def stored_diagnoses(
                 | {"diagnosis": row.diagnosis}
             )
     return {mode: layers for mode, layers in found.items() if mode not in incomplete}
+
+
+_STORED_DIAGNOSES = select(
+    LayerDivergence.mode,
+    LayerDivergence.layer,
+    LayerDivergence.diagnosis,
+    *(LayerDivergence.__table__.c[column] for column in LOCAL_COLUMNS),
+).where(
+    LayerDivergence.run_id == bindparam("run_id"),
+    LayerDivergence.backend == bindparam("backend"),
+    LayerDivergence.against == bindparam("against"),
+)
 
 
 def compared_against(session: Session, run_id: int) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -46,33 +46,36 @@ def architecture_scope(architecture: str) -> str:
     return f"architecture:{architecture}"
 
 
-def _add(session: Session, scope: str, amount: int) -> None:
+_ADD = (
+    update(DriftVersion)
+    .where(DriftVersion.scope == bindparam("in_scope"))
+    .values(version=DriftVersion.version + bindparam("amount"))
+)
+
+
+def _add(db: Session | Connection, scope: str, amount: int) -> None:
     """Add `amount` (0: only lock the row) to the scope's version, creating its row."""
-    statement = (
-        update(DriftVersion)
-        .where(DriftVersion.scope == scope)
-        .values(version=DriftVersion.version + amount)
-    )
-    if session.execute(statement).rowcount > 0:
+    params = {"in_scope": scope, "amount": amount}
+    if db.execute(_ADD, params).rowcount > 0:
         return
     try:
-        with session.begin_nested():
-            session.add(DriftVersion(scope=scope, version=amount))
+        with db.begin_nested():
+            db.execute(insert(DriftVersion).values(scope=scope, version=amount))
     except IntegrityError:  # another writer created it first
-        session.execute(statement)
+        db.execute(_ADD, params)
 
 
-def hold(session: Session, model_id: int, architecture: str) -> None:
+def hold(db: Session | Connection, model_id: int, architecture: str) -> None:
     """Lock the model's and architecture's scopes until the transaction ends: call before
     inserting divergence rows (always in this order, so two writers cannot deadlock)."""
     for scope in (model_scope(model_id), architecture_scope(architecture)):
-        _add(session, scope, 0)
+        _add(db, scope, 0)
 
 
-def bump(session: Session, model_id: int, architecture: str) -> None:
+def bump(db: Session | Connection, model_id: int, architecture: str) -> None:
     """Rows of the model were removed or rewritten: its kept states must be rebuilt."""
     for scope in (model_scope(model_id), architecture_scope(architecture)):
-        _add(session, scope, 1)
+        _add(db, scope, 1)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core.db import session_scope
+from app.core.db import connection_scope, session_scope
 from app.core.errors import NotFound
 from app.data import drift_cache, storage
 from app.data.orm import BackendRun, InputSet, LayerDivergence, Run, StoredModel, utcnow
@@ -88,7 +88,7 @@ def recover_interrupted_runs(*, max_attempts: int) -> list[int]:
                 run.status, run.error, run.finished_at = RunStatus.FAILED, reason, utcnow()
                 for backend_run in unfinished:
                     backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
-                    _forget_comparisons(session, run, backend_run.backend)
+                    _forget_comparisons(session, run.id, backend_run.backend)
             else:
                 run.status = RunStatus.QUEUED
                 for backend_run in unfinished:
@@ -110,56 +110,74 @@ class RunPlan:
     compare_against: tuple[str, ...]
 
 
+# The run's columns a job needs, one row per backend run (in the order they were made).
+_PLAN = (
+    select(
+        Run.reference,
+        Run.modes,
+        Run.repeats,
+        Run.compare_against,
+        StoredModel.sha256.label("model_sha256"),
+        StoredModel.file_format,
+        InputSet.sha256.label("inputs_sha256"),
+        BackendRun.backend,
+    )
+    .join(StoredModel, Run.model_id == StoredModel.id)
+    .join(InputSet, Run.input_set_id == InputSet.id)
+    .join(BackendRun, BackendRun.run_id == Run.id)
+    .where(Run.id == bindparam("run_id"))
+    .order_by(BackendRun.id)
+)
+
+
 def load_plan(run_id: int) -> RunPlan | None:
-    """Two statements, not the ORM's four (the run, its input set, model and backend runs
+    """One statement, not the ORM's four (the run, its input set, model and backend runs
     each loaded on access): every job of a run reads its plan first."""
-    with session_scope() as session:
-        row = session.execute(
-            select(Run, StoredModel.sha256, StoredModel.file_format, InputSet.sha256)
-            .join(StoredModel, Run.model_id == StoredModel.id)
-            .join(InputSet, Run.input_set_id == InputSet.id)
-            .where(Run.id == run_id)
-        ).one_or_none()
-        if row is None:
-            return None
-        run, model_sha256, file_format, inputs_sha256 = row
-        backends = session.scalars(
-            select(BackendRun.backend).where(BackendRun.run_id == run_id).order_by(BackendRun.id)
-        )
-        return RunPlan(
-            run_id=run.id,
-            model_path=storage.model_path(model_sha256, file_format),
-            inputs_sha256=inputs_sha256,
-            order=RunOrder.of(
-                run.reference,
-                [backend for backend in backends if not is_external(backend)],
-                feeds="isolated" in run.modes,
-            ),
-            modes=tuple(run.modes),
-            repeats=run.repeats,
-            compare_against=tuple(run.compare_against or ()),
-        )
+    with connection_scope() as connection:
+        rows = connection.execute(_PLAN, {"run_id": run_id}).all()
+    if not rows:
+        return None
+    run = rows[0]
+    return RunPlan(
+        run_id=run_id,
+        model_path=storage.model_path(run.model_sha256, run.file_format),
+        inputs_sha256=run.inputs_sha256,
+        order=RunOrder.of(
+            run.reference,
+            [row.backend for row in rows if not is_external(row.backend)],
+            feeds="isolated" in run.modes,
+        ),
+        modes=tuple(run.modes),
+        repeats=run.repeats,
+        compare_against=tuple(run.compare_against or ()),
+    )
+
+
+_START = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"))
+    .values(status=RunStatus.RUNNING, attempts=Run.attempts + 1, error=None)
+)
 
 
 def start_run(run_id: int) -> RunPlan | None:
     """Mark the run running (one more attempt); None when it no longer exists."""
-    with session_scope() as session:
-        run = session.get(Run, run_id)
-        if run is None:
+    with connection_scope() as connection:
+        if connection.execute(_START, {"run_id": run_id}).rowcount == 0:
             log.warning("run %s vanished before it started", run_id)
             return None
-        run.status = RunStatus.RUNNING
-        run.attempts += 1
-        run.error = None
     return load_plan(run_id)
 
 
+_STATUSES = select(BackendRun.backend, BackendRun.status).where(
+    BackendRun.run_id == bindparam("run_id")
+)
+
+
 def backend_statuses(run_id: int) -> dict[str, str]:
-    with session_scope() as session:
-        rows = session.execute(
-            select(BackendRun.backend, BackendRun.status).filter_by(run_id=run_id)
-        ).all()
-        return {backend: status for backend, status in rows}
+    with connection_scope() as connection:
+        rows = connection.execute(_STATUSES, {"run_id": run_id}).all()
+    return {backend: status for backend, status in rows}
 
 
 def _backend_run(session: Session, run_id: int, backend: str) -> BackendRun | None:
@@ -168,31 +186,55 @@ def _backend_run(session: Session, run_id: int, backend: str) -> BackendRun | No
     ).one_or_none()
 
 
+# One backend run's row, and what a job sets on it (the values name the columns set).
+_BACKEND_RUN = select(
+    BackendRun.id, BackendRun.status, BackendRun.attempts, BackendRun.timings
+).where(BackendRun.run_id == bindparam("run_id"), BackendRun.backend == bindparam("backend"))
+_SET_BACKEND_RUN = update(BackendRun).where(BackendRun.id == bindparam("backend_run_id"))
+_SET_BACKEND = update(BackendRun).where(
+    BackendRun.run_id == bindparam("of_run"), BackendRun.backend == bindparam("named")
+)
+
+
 def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendStatus | None:
     """Mark the backend running for one more attempt, or say why it must not run: its
     final status when it has one (already finished, or out of attempts), None when the
     run is gone. A job delivered again after its worker died finds its attempts
     counted: past `max_attempts` it fails with the reason instead of running again."""
-    with session_scope() as session:
-        backend_run = _backend_run(session, run_id, backend)
-        if backend_run is None:
+    with connection_scope() as connection:
+        row = connection.execute(_BACKEND_RUN, {"run_id": run_id, "backend": backend}).first()
+        if row is None:
             return None
-        status = BackendStatus(backend_run.status)
+        status = BackendStatus(row.status)
         if status.is_final:
             return status
-        if backend_run.attempts >= max_attempts:
-            backend_run.status = BackendStatus.FAILED
-            backend_run.reason = (
-                f"gave up after {backend_run.attempts} attempts: the worker "
+        if row.attempts >= max_attempts:
+            reason = (
+                f"gave up after {row.attempts} attempts: the worker "
                 "running it stopped each time (DRIFTBENCH_JOB_ATTEMPTS)"
             )
-            backend_run.finished_at = utcnow()
-            _forget_comparisons(session, backend_run.run, backend)
+            connection.execute(
+                _SET_BACKEND_RUN,
+                {
+                    "backend_run_id": row.id,
+                    "status": BackendStatus.FAILED,
+                    "reason": reason,
+                    "finished_at": utcnow(),
+                },
+            )
+            _forget_comparisons(connection, run_id, backend)
             return BackendStatus.FAILED
-        backend_run.status = BackendStatus.RUNNING
-        backend_run.attempts += 1
-        backend_run.started_at = utcnow()
-        backend_run.outputs_path = None  # what an interrupted attempt stored is not this one's
+        connection.execute(
+            _SET_BACKEND_RUN,
+            {
+                "backend_run_id": row.id,
+                "status": BackendStatus.RUNNING,
+                "attempts": row.attempts + 1,
+                "started_at": utcnow(),
+                # What an interrupted attempt stored is not this one's.
+                "outputs_path": None,
+            },
+        )
         return BackendStatus.RUNNING
 
 
@@ -220,24 +262,22 @@ def record_stored(
     """
     values = {} if result is None else _result_values(result, outputs_path, note)
     values |= {"outputs_path": str(outputs_path), "environment": jsonable(environment)}
-    with session_scope() as session:
-        # FOR NO KEY UPDATE: these calls wait for each other, rows inserted meanwhile
-        # (their foreign key locks the run's row for key share) do not.
-        locked = select(Run.id).where(Run.id == run_id).with_for_update(key_share=True)
-        if session.scalar(locked) is None:
+    with connection_scope() as connection:
+        if connection.scalar(_LOCKED_RUN, {"run_id": run_id}) is None:
             return None
-        session.execute(
-            update(BackendRun)
-            .where(BackendRun.run_id == run_id, BackendRun.backend == backend)
-            .values(values)
-        )
-        earlier = select(BackendRun.backend).where(
-            BackendRun.run_id == run_id,
-            BackendRun.backend != backend,
-            BackendRun.outputs_path.is_not(None),
-            BackendRun.status.in_(STORED_STATUSES),
-        )
-        return list(session.scalars(earlier))
+        connection.execute(_SET_BACKEND, {"of_run": run_id, "named": backend, **values})
+        return list(connection.scalars(_STORED_BEFORE, {"run_id": run_id, "backend": backend}))
+
+
+# FOR NO KEY UPDATE: `record_stored` calls wait for each other, rows inserted meanwhile
+# (their foreign key locks the run's row for key share) do not.
+_LOCKED_RUN = select(Run.id).where(Run.id == bindparam("run_id")).with_for_update(key_share=True)
+_STORED_BEFORE = select(BackendRun.backend).where(
+    BackendRun.run_id == bindparam("run_id"),
+    BackendRun.backend != bindparam("backend"),
+    BackendRun.outputs_path.is_not(None),
+    BackendRun.status.in_(STORED_STATUSES),
+)
 
 
 def _result_values(
@@ -258,14 +298,17 @@ def _result_values(
 def record_result(
     run_id: int, result: BackendResult, *, outputs_path: Path | None, note: str | None
 ) -> BackendStatus:
-    with session_scope() as session:
-        session.execute(
-            update(BackendRun)
-            .where(BackendRun.run_id == run_id, BackendRun.backend == result.backend)
-            .values(
-                _result_values(result, outputs_path, note)
-                | {"status": result.status, "finished_at": utcnow()}
-            )
+    values = _result_values(result, outputs_path, note)
+    with connection_scope() as connection:
+        connection.execute(
+            _SET_BACKEND,
+            {
+                "of_run": run_id,
+                "named": result.backend,
+                **values,
+                "status": result.status,
+                "finished_at": utcnow(),
+            },
         )
     return result.status
 
@@ -274,28 +317,45 @@ def record_compared(run_id: int, backend: str, compare_s: float | None) -> Backe
     """A backend whose comparison on arrival was handed on, recorded finished once it has
     been compared (`compare_s`: what comparing took; None when it failed). One that
     failed meanwhile keeps that status; None when the run is gone."""
-    with session_scope() as session:
-        backend_run = _backend_run(session, run_id, backend)
-        if backend_run is None:
+    with connection_scope() as connection:
+        row = connection.execute(_BACKEND_RUN, {"run_id": run_id, "backend": backend}).first()
+        if row is None:
             return None
-        if BackendStatus(backend_run.status) != BackendStatus.RUNNING:
-            return BackendStatus(backend_run.status)
-        backend_run.status = BackendStatus.DONE
-        backend_run.finished_at = utcnow()
+        if BackendStatus(row.status) != BackendStatus.RUNNING:
+            return BackendStatus(row.status)
+        values: dict[str, Any] = {"status": BackendStatus.DONE, "finished_at": utcnow()}
         if compare_s is not None:
-            backend_run.timings = {**backend_run.timings, "compare": compare_s}
+            values["timings"] = {**row.timings, "compare": compare_s}
+        connection.execute(_SET_BACKEND_RUN, {"backend_run_id": row.id, **values})
         return BackendStatus.DONE
 
 
-def _forget_comparisons(session: Session, run: Run, backend: str) -> None:
+# The run's model and architecture: the drift scopes its rows are stored under.
+_SCOPE = (
+    select(Run.model_id, StoredModel.architecture)
+    .join(StoredModel, Run.model_id == StoredModel.id)
+    .where(Run.id == bindparam("run_id"))
+)
+
+
+def run_scope(db: Session | Connection, run_id: int) -> tuple[int, str] | None:
+    """The run's model id and architecture (None when the run is gone)."""
+    row = db.execute(_SCOPE, {"run_id": run_id}).first()
+    return None if row is None else (row.model_id, row.architecture)
+
+
+def _forget_comparisons(db: Session | Connection, run_id: int, backend: str) -> None:
     """Delete the rows a backend that is failing was compared in: nothing is reported of
     a failed backend but its reason. The scopes' locks first, as a comparison storing
     rows takes them: rows it stored before are deleted here, and it drops them after
     (app/data/divergences.py, replace_divergences)."""
-    drift_cache.bump(session, run.model_id, run.model.architecture)
-    session.execute(
+    scope = run_scope(db, run_id)
+    if scope is None:
+        return
+    drift_cache.bump(db, *scope)
+    db.execute(
         delete(LayerDivergence).where(
-            LayerDivergence.run_id == run.id,
+            LayerDivergence.run_id == run_id,
             or_(LayerDivergence.backend == backend, LayerDivergence.against == backend),
         )
     )
@@ -319,7 +379,7 @@ def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | No
         backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
         backend_run.outputs_path = None
         backend_run.finished_at = utcnow()
-        _forget_comparisons(session, backend_run.run, backend)
+        _forget_comparisons(session, run_id, backend)
     # Once no backend can list it as stored any more.
     storage.outputs_path(run_id, backend).unlink(missing_ok=True)
     return BackendStatus.FAILED
@@ -330,23 +390,26 @@ def claim_comparison(run_id: int) -> bool:
     finishing at once on several workers are each told to compare, one does. One
     statement: loading the backend runs to look at their statuses parsed every one's
     environment and timings (2.6 ms at the end of a seven-backend run)."""
-    unfinished = select(BackendRun.id).where(
-        BackendRun.run_id == run_id,
-        BackendRun.status.in_((BackendStatus.QUEUED, BackendStatus.RUNNING)),
-    )
-    with session_scope() as session:
-        claimed = session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.RUNNING, ~unfinished.exists())
-            .values(status=RunStatus.COMPARING)
-        )
-        return claimed.rowcount == 1
+    with connection_scope() as connection:
+        return connection.execute(_CLAIM_COMPARISON, {"run_id": run_id}).rowcount == 1
+
+
+_UNFINISHED = select(BackendRun.id).where(
+    BackendRun.run_id == bindparam("run_id"),
+    BackendRun.status.in_((BackendStatus.QUEUED, BackendStatus.RUNNING)),
+)
+_CLAIM_COMPARISON = (
+    update(Run)
+    .where(Run.id == bindparam("run_id"), Run.status == RunStatus.RUNNING, ~_UNFINISHED.exists())
+    .values(status=RunStatus.COMPARING)
+)
+_FINISH = update(Run).where(Run.id == bindparam("run_id"))
 
 
 def finish_run(run_id: int) -> None:
-    with session_scope() as session:
-        session.execute(
-            update(Run).where(Run.id == run_id).values(status=RunStatus.DONE, finished_at=utcnow())
+    with connection_scope() as connection:
+        connection.execute(
+            _FINISH, {"run_id": run_id, "status": RunStatus.DONE, "finished_at": utcnow()}
         )
 
 
