@@ -199,6 +199,8 @@ def stored_run(run_id: int, backends: Collection[str] | None = None) -> StoredRu
         if run is None:
             return None
         graph = _model_graph(connection, run.model_id, run.sha256, run.name)
+        if graph is None:  # deleted since the run was read
+            return None
         backend_runs = [
             row
             for row in connection.execute(_BACKENDS_STORED, {"run_id": run_id})
@@ -221,13 +223,17 @@ _graphs: OrderedDict[tuple[str, str], ModelGraph] = OrderedDict()
 _graphs_lock = threading.Lock()
 
 
-def _model_graph(connection: Connection, model_id: int, sha256: str, name: str) -> ModelGraph:
+def _model_graph(
+    connection: Connection, model_id: int, sha256: str, name: str
+) -> ModelGraph | None:
     with _graphs_lock:
         graph = _graphs.get((sha256, name))
         if graph is not None:
             _graphs.move_to_end((sha256, name))
             return graph
     layers = connection.scalar(_MODEL_LAYERS, {"model_id": model_id})
+    if layers is None:
+        return None
     graph = graph_from_summary(name, layers)
     with _graphs_lock:
         _graphs[sha256, name] = graph

@@ -124,7 +124,7 @@ _PLAN = (
     )
     .join(StoredModel, Run.model_id == StoredModel.id)
     .join(InputSet, Run.input_set_id == InputSet.id)
-    .join(BackendRun, BackendRun.run_id == Run.id)
+    .outerjoin(BackendRun, BackendRun.run_id == Run.id)
     .where(Run.id == bindparam("run_id"))
     .order_by(BackendRun.id)
 )
@@ -144,7 +144,7 @@ def load_plan(run_id: int) -> RunPlan | None:
         inputs_sha256=run.inputs_sha256,
         order=RunOrder.of(
             run.reference,
-            [row.backend for row in rows if not is_external(row.backend)],
+            [row.backend for row in rows if row.backend and not is_external(row.backend)],
             feeds="isolated" in run.modes,
         ),
         modes=tuple(run.modes),
@@ -186,7 +186,8 @@ def _backend_run(session: Session, run_id: int, backend: str) -> BackendRun | No
     ).one_or_none()
 
 
-# One backend run's row, and what a job sets on it (the values name the columns set).
+# One backend run's row, and what a job sets on it: the parameters other than the
+# WHERE clause's name the columns set (a key that names no column is not set).
 _BACKEND_RUN = select(
     BackendRun.id, BackendRun.status, BackendRun.attempts, BackendRun.timings
 ).where(BackendRun.run_id == bindparam("run_id"), BackendRun.backend == bindparam("backend"))
@@ -213,18 +214,17 @@ def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendSta
                 f"gave up after {row.attempts} attempts: the worker "
                 "running it stopped each time (DRIFTBENCH_JOB_ATTEMPTS)"
             )
-            connection.execute(
-                _SET_BACKEND_RUN,
-                {
-                    "backend_run_id": row.id,
-                    "status": BackendStatus.FAILED,
-                    "reason": reason,
-                    "finished_at": utcnow(),
-                },
-            )
+            gave_up = {
+                "backend_run_id": row.id,
+                "status": BackendStatus.FAILED,
+                "reason": reason,
+                "finished_at": utcnow(),
+            }
+            if connection.execute(_SET_BACKEND_RUN, gave_up).rowcount == 0:
+                return None  # the run was deleted meanwhile
             _forget_comparisons(connection, run_id, backend)
             return BackendStatus.FAILED
-        connection.execute(
+        claimed = connection.execute(
             _SET_BACKEND_RUN,
             {
                 "backend_run_id": row.id,
@@ -235,7 +235,7 @@ def claim_backend(run_id: int, backend: str, *, max_attempts: int) -> BackendSta
                 "outputs_path": None,
             },
         )
-        return BackendStatus.RUNNING
+        return BackendStatus.RUNNING if claimed.rowcount else None
 
 
 def record_stored(
@@ -326,8 +326,8 @@ def record_compared(run_id: int, backend: str, compare_s: float | None) -> Backe
         values: dict[str, Any] = {"status": BackendStatus.DONE, "finished_at": utcnow()}
         if compare_s is not None:
             values["timings"] = {**row.timings, "compare": compare_s}
-        connection.execute(_SET_BACKEND_RUN, {"backend_run_id": row.id, **values})
-        return BackendStatus.DONE
+        updated = connection.execute(_SET_BACKEND_RUN, {"backend_run_id": row.id, **values})
+        return BackendStatus.DONE if updated.rowcount else None
 
 
 # The run's model and architecture: the drift scopes its rows are stored under.
