@@ -180,12 +180,6 @@ def backend_statuses(run_id: int) -> dict[str, str]:
     return {backend: status for backend, status in rows}
 
 
-def _backend_run(session: Session, run_id: int, backend: str) -> BackendRun | None:
-    return session.scalars(
-        select(BackendRun).filter_by(run_id=run_id, backend=backend)
-    ).one_or_none()
-
-
 # One backend run's row, and what a job sets on it: the parameters other than the
 # WHERE clause's name the columns set (a key that names no column is not set).
 _BACKEND_RUN = select(
@@ -370,16 +364,22 @@ def record_failure(run_id: int, backend: str, reason: str) -> BackendStatus | No
     so do the rows it was compared in (on arrival, by itself or by a backend recorded
     stored after it).
     """
-    with session_scope() as session:
-        backend_run = _backend_run(session, run_id, backend)
-        if backend_run is None:
+    with connection_scope() as connection:
+        row = connection.execute(_BACKEND_RUN, {"run_id": run_id, "backend": backend}).first()
+        if row is None:
             return None
-        if BackendStatus(backend_run.status).is_final:
-            return BackendStatus(backend_run.status)
-        backend_run.status, backend_run.reason = BackendStatus.FAILED, reason
-        backend_run.outputs_path = None
-        backend_run.finished_at = utcnow()
-        _forget_comparisons(session, run_id, backend)
+        if BackendStatus(row.status).is_final:
+            return BackendStatus(row.status)
+        failed = {
+            "backend_run_id": row.id,
+            "status": BackendStatus.FAILED,
+            "reason": reason,
+            "outputs_path": None,
+            "finished_at": utcnow(),
+        }
+        if connection.execute(_SET_BACKEND_RUN, failed).rowcount == 0:
+            return None  # the run was deleted meanwhile
+        _forget_comparisons(connection, run_id, backend)
     # Once no backend can list it as stored any more.
     storage.outputs_path(run_id, backend).unlink(missing_ok=True)
     return BackendStatus.FAILED
