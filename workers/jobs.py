@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -83,9 +84,16 @@ def shut_down() -> None:
 
 def warm_up(capability: str) -> None:
     """Pay the imports before a job process's first job, so it costs what later ones do:
-    every job process compares (on arrival) and diagnoses what it compares."""
+    every job process compares (on arrival) and diagnoses what it compares.
+
+    The CPU's job processes yield the cores to the browser's (DRIFTBENCH_CPU_JOB_NICE):
+    a run's TF.js jobs run one after another in one page and are most of its time,
+    while the CPU's own backends and the comparisons handed on to them can wait for a
+    free core without delaying the run's end (on dense10x50, a run took 211-218 ms at
+    nice 10 against 237-259 ms at 0, its TF.js jobs nearer their floors)."""
     load_kernels()
     if capability == "cpu":
+        os.nice(settings.cpu_job_nice)
         import_keras(settings.onednn)
 
 

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="Runs the embedded executor works on at once; each capability (cpu, "
         "browser, gpu) keeps up to this many warm job processes.",
     )
+    cpu_job_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How much lower than their parent the CPU's job processes run (nice): "
+        "where they share the cores with the browser's, a run's longest lane, its jobs go first.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `driftbench serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535)
     auth: Literal["auto", "required", "off"] = Field(

@@ -25,6 +25,7 @@ from workers.processes.tree import chromium_processes, is_running, parent_of
 
 MEMORY_LIMIT = 2 * 1024**3  # a warm keras-cpu job process holds about 0.7 GB
 TIME_LIMIT_S = 30  # pages fault in at about 0.25 GB/s on small VMs
+CPU_JOB_NICE = 7  # not the default: the setting reaches the job processes
 STORED_FOLDERS = ("models", "inputs", "outputs")
 
 
@@ -63,6 +64,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         test_job_gate_dir=str(gate),
         backend_time_limit_s=str(TIME_LIMIT_S),
         job_memory_limit_bytes=str(MEMORY_LIMIT),
+        cpu_job_nice=str(CPU_JOB_NICE),
     )
     server.start()
     try:
@@ -123,6 +125,10 @@ def assert_service_unharmed(served: FaultyServer, before: dict[str, Any], run_id
     assert keras_cpu["environment"]["onednn"] is (served.onednn == "on")
 
 
+def priority(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
 def backend_outcome(run: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     return {b["backend"]: (b["status"], b["reason"]) for b in run["backend_runs"]}
 
@@ -139,6 +145,8 @@ def run_with_held_keras(served: FaultyServer, client: Client) -> tuple[int, int]
     assert served.server.process is not None
     assert pid != served.server.process.pid
     assert parent_of(pid) == served.server.process.pid
+    # The CPU's job processes give way to the browser's (DRIFTBENCH_CPU_JOB_NICE).
+    assert priority(pid) == min(priority(served.server.pid) + CPU_JOB_NICE, 19)
     return run_id, pid
 
 
@@ -222,6 +230,9 @@ def test_killed_browser_job_process_leaves_no_chromium_behind(example: Any, tmp_
             pid = wait_until_held(gate, run_id, "tfjs-cpu")
             browser = chromium_processes(pid)
             assert browser, "the warm browser job process should hold a Chromium"
+            # The browser's job processes run at the server's priority (Chromium sets
+            # its own processes' priorities from there).
+            assert priority(pid) == priority(server.pid)
             os.kill(pid, signal.SIGKILL)
             release(gate, "tfjs-cpu")
             run = client.wait_for_run(run_id)
