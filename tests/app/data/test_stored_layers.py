@@ -5,6 +5,8 @@ its new contents, never the kept old ones."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,53 @@ def test_a_replaced_file_is_read_anew_by_later_readers(tmp_path: Path) -> None:
     again = StoredLayers(path, "accumulated", ["x"])["x"]
     np.testing.assert_array_equal(again, second["x"])
     assert not again.flags.writeable  # shared with later readers: nobody may change it
+
+
+def test_every_array_reads_as_np_load_reads_it(tmp_path: Path) -> None:
+    """Stored arrays are read at their offsets in the archive, not through np.load: every
+    dtype, shape and memory order np.savez writes reads back as np.load gives it."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "accumulated/f4": rng.standard_normal((5, 7), dtype=np.float32),
+        "accumulated/f8": rng.standard_normal((2, 3, 4)),
+        "accumulated/fortran": np.asfortranarray(rng.standard_normal((6, 3))),
+        "accumulated/ints": rng.integers(-9, 9, (4, 4), dtype=np.int64),
+        "accumulated/scalar": np.float32(2.5),
+        "accumulated/empty": np.zeros((0, 3), np.float32),
+        "isolated/x": rng.standard_normal(9).astype(">f4"),
+    }
+    path = tmp_path / "mixed.npz"
+    with path.open("wb") as stream:
+        np.savez(stream, **arrays)
+    with np.load(path) as archive:
+        expected = {key: archive[key] for key in archive.files}
+    loaded = storage.load_outputs(path)
+    got = {f"{mode}/{layer}": a for mode, layers in loaded.items() for layer, a in layers.items()}
+    assert got.keys() == expected.keys()
+    for key, array in expected.items():
+        assert got[key].dtype == array.dtype and got[key].shape == array.shape, key
+        np.testing.assert_array_equal(got[key], array)
+    assert got["accumulated/fortran"].flags.f_contiguous
+    assert stored_shapes(path)["accumulated"]["f8"] == (2, 3, 4)
+    layers = StoredLayers(path, "accumulated", list(loaded["accumulated"]))
+    np.testing.assert_array_equal(layers["ints"], expected["accumulated/ints"])
+    assert storage.load_layer_output(path, "isolated", "x").dtype == np.dtype(">f4")
+    assert storage.load_layer_output(path, "isolated", "missing") is None
+
+
+def test_an_archive_not_as_stored_is_refused_by_name(tmp_path: Path) -> None:
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, x=np.ones(3))
+    with pytest.raises(ValueError, match=r"compressed.npz\[x.npy\] is compressed"):
+        storage.load_outputs(compressed)
+    lying = tmp_path / "lying.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (1000,)}
+    )
+    with zipfile.ZipFile(lying, "w") as archive:
+        archive.writestr("accumulated/x.npy", header.getvalue() + bytes(80))
+    with pytest.raises(
+        ValueError, match=r"lying.npz\[accumulated/x.npy\]: its .npy header does not"
+    ):
+        storage.load_outputs(lying)
