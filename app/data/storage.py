@@ -78,12 +78,25 @@ def staged_file(
     """A temporary file inside the data directory (same filesystem: renames are atomic).
 
     With `name` the file carries that name, made safe, in a private folder, so what a
-    parser says about the file names the file the user sent. Every write into the data
-    directory goes through one: a full disk raises StorageFull naming `destination`
-    (the file this one is to become) or else the staged file, which is removed.
+    parser says about the file names the file the user sent; without, it is one file
+    of the tmp folder (a folder made and removed per file was half the cost of storing a
+    small backend's outputs). Every write into the data directory goes through one: a
+    full disk raises StorageFull naming `destination` (the file this one is to become)
+    or else the staged file, which is removed.
     """
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").stem).lstrip(".")[:100]
     tmp = _folder("tmp")
+    if name is None:
+        with _reporting_full_disk(destination or tmp):
+            handle, staged = tempfile.mkstemp(suffix=suffix, dir=tmp)
+        os.close(handle)
+        path = Path(staged)
+        with _reporting_full_disk(destination or path):
+            try:
+                yield path
+            finally:
+                path.unlink(missing_ok=True)
+        return
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem).lstrip(".")[:100]
     with _reporting_full_disk(destination or tmp):
         folder = Path(tempfile.mkdtemp(dir=tmp))
     path = folder / f"{stem or 'upload'}{suffix}"
