@@ -279,7 +279,7 @@ _NPY_HEADERS = {
 
 @dataclass(frozen=True)
 class _Member:
-    """One array of an `.npz` as it lies in the file: its data's first byte and size."""
+    """One array of an `.npz` as it lies in the file: where its data starts, what it holds."""
 
     offset: int
     shape: tuple[int, ...]

@@ -88,6 +88,10 @@ def test_browser_jobs_hand_their_comparisons_on_and_take_them_back_when_idle(
     and diagnosed against the reference and keras-cpu, while numpy is still held."""
     with gated_server(tmp_path) as (client, gate):
         hold(gate, "numpy")
+        # The first page waits until the reference and keras-cpu are stored (the CPU's
+        # lane, at a lower priority than the browser's, may otherwise come second), so
+        # it has comparisons to hand on.
+        hold(gate, "tfjs-cpu")
         try:
             run_id = client.queue_run(
                 example("regression").path,
@@ -96,6 +100,7 @@ def test_browser_jobs_hand_their_comparisons_on_and_take_them_back_when_idle(
                 compare_against=["keras-cpu"],
             )["id"]
             wait_until_held(gate, run_id, "numpy")
+            release(gate, "tfjs-cpu")
 
             def browser_done() -> list[dict[str, Any]]:
                 backends = client.get_run(run_id)["backend_runs"]
@@ -118,6 +123,7 @@ def test_browser_jobs_hand_their_comparisons_on_and_take_them_back_when_idle(
             statuses = {b["backend"]: b["status"] for b in client.get_run(run_id)["backend_runs"]}
             assert statuses["numpy"] == "running", statuses
         finally:
+            release(gate, "tfjs-cpu")
             release(gate, "numpy")
         run = client.wait_for_run(run_id)
         assert run["status"] == "done", run
