@@ -35,10 +35,14 @@ from workers.processes.tree import (
 )
 
 MODEL, BATCH = "dense10x50", 256
-# Calls before a warm floor is timed: a fresh page's wasm is still being optimised over
-# its first calls (tfjs-wasm's floor took 23 ms after one call, 7 ms after a few, as it
-# does when the TF.js figures ran first in the same pages).
-FLOOR_WARMUP = 10
+# Calls before a warm floor is timed, and runs before the service is: a fresh page's
+# wasm and shaders are still being optimised over its first calls (tfjs-wasm's floor
+# took 23 ms after one call, 7 ms after a few; the four pages' floors summed 149 ms
+# after 10 calls, 102 ms after the TF.js part's hundreds).
+FLOOR_WARMUP = 30
+# Runs and floor calls timed at least: on a shared 2-core machine one run of the same
+# code takes 180 to 360 ms, so the median of `make bench`'s 5 moved by a fifth.
+LEAST_REPEATS = 20
 
 
 def cpu_backends(options: EngineOptions) -> list[str]:
@@ -132,6 +136,7 @@ def core_bound(
 
 
 def end_to_end(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
+    repeats = max(repeats, LEAST_REPEATS)
     artifact, inputs = example_job(MODEL, BATCH, directory, pool.options)
     backends = cpu_backends(pool.options)
     floors = {
@@ -141,9 +146,15 @@ def end_to_end(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
         }
         for warm, counts in ((False, (COLD_REPEATS, 0)), (True, (repeats, FLOOR_WARMUP)))
     }
+    # The bench's own warm runners (its Chromium and pages, TensorFlow, keras-jax's child)
+    # go before the service is timed: left warm, they took 26 core-ms of each run's time
+    # (283-336 against 210-260 ms a run). Later parts start them again.
+    pool.close()
     with served(directory / "e2e") as server, server.client(timeout_s=600) as client:
         _, body = client.prepare_run(artifact.path, backends, batch=BATCH)
-        run_to_done(client, body)
+        # As warm as the floors.
+        for _ in range(FLOOR_WARMUP):
+            run_to_done(client, body)
         before = cpu_seconds_by_role(server.pid)
         measured = timed(lambda: run_to_done(client, body), repeats, warmup=0)
         after = cpu_seconds_by_role(server.pid)
