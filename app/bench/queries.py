@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Column, Float, Insert, Integer, MetaData, Table, delete, insert, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Insert,
+    Integer,
+    MetaData,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+)
 
 from app.bench.backend_jobs import example_job
 from app.bench.end_to_end import run_to_done, served
@@ -107,6 +118,15 @@ def store_copies(url: str, template_run: int, count: int) -> int:
     return len(row_ids)
 
 
+def stored_rows(url: str) -> int:
+    """The divergence rows the database holds, counted apart from the copying."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        count = connection.scalar(select(func.count()).select_from(LayerDivergence))
+    engine.dispose()
+    return int(count or 0)
+
+
 def landing(client: Client, body: dict[str, Any], every_s: float, stop: threading.Event) -> int:
     """Start a run every `every_s` seconds until `stop`; how many of them finished."""
     run_ids = []
@@ -134,10 +154,10 @@ def query_figures(
         model, body = client.prepare_run(artifact.path, BACKENDS, batch=8)
         run_to_done(client, body)
         started = time.perf_counter()
-        rows_per_run = store_copies(
-            url or f"sqlite:///{data_dir.resolve() / 'driftbench.db'}", 1, runs - 1
-        )
+        database_url = url or f"sqlite:///{data_dir.resolve() / 'driftbench.db'}"
+        rows_per_run = store_copies(database_url, 1, runs - 1)
         insert_s = time.perf_counter() - started
+        rows_stored = stored_rows(database_url)
         paths = {
             "model drift": f"/api/models/{model['id']}/drift?backend=keras-cpu",
             "depth drift": f"/api/drift/depth?architecture={model['architecture']}"
@@ -183,6 +203,7 @@ def query_figures(
                     "duration_s": seconds,
                     "insert_s": insert_s,
                     "rows_per_run": rows_per_run,
+                    "rows_stored": rows_stored,
                 },
             )
         )

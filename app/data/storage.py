@@ -16,6 +16,7 @@ import shutil
 import struct
 import tempfile
 import threading
+import uuid
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -86,10 +87,10 @@ def staged_file(
     """
     tmp = _folder("tmp")
     if name is None:
+        path = tmp / f"staged-{uuid.uuid4().hex}{suffix}"
         with _reporting_full_disk(destination or tmp):
-            handle, staged = tempfile.mkstemp(suffix=suffix, dir=tmp)
-        os.close(handle)
-        path = Path(staged)
+            # As a plain open makes it (0666 less the umask); mkstemp's would be 0600.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         with _reporting_full_disk(destination or path):
             try:
                 yield path
@@ -288,12 +289,16 @@ class _Member:
 
     def read(self, stream: BinaryIO) -> np.ndarray:
         """The array, read at its offset straight into its own memory (`os.preadv`: no
-        shared file position, so threads may read one open file at once)."""
+        shared file position, so threads may read one open file at once; one call reads
+        at most 2 GiB on Linux)."""
         array = np.empty(self.shape[::-1] if self.fortran_order else self.shape, self.dtype)
-        if array.nbytes:
-            view = memoryview(array).cast("B")
-            if os.preadv(stream.fileno(), [view], self.offset) != array.nbytes:
+        memory = array.reshape(-1).view(np.uint8)
+        done = 0
+        while done < memory.size:
+            read = os.preadv(stream.fileno(), [memory[done:]], self.offset + done)
+            if read == 0:
                 raise ValueError(f"{getattr(stream, 'name', 'archive')} is truncated")
+            done += read
         return array.T if self.fortran_order else array
 
 
@@ -302,7 +307,10 @@ _Index = dict[str, _Member]
 
 def _member(stream: BinaryIO, info: zipfile.ZipInfo, name: str) -> _Member:
     stream.seek(info.header_offset)
-    signature, name_bytes, extra_bytes = _LOCAL_HEADER.unpack(stream.read(_LOCAL_HEADER.size))
+    local = stream.read(_LOCAL_HEADER.size)
+    if len(local) < _LOCAL_HEADER.size:
+        raise ValueError(f"{name}[{info.filename}]: the archive ends in its header")
+    signature, name_bytes, extra_bytes = _LOCAL_HEADER.unpack(local)
     if signature != _LOCAL_SIGNATURE:
         raise ValueError(f"{name}[{info.filename}]: not a zip member's header")
     stream.seek(info.header_offset + _LOCAL_HEADER.size + name_bytes + extra_bytes)
@@ -370,6 +378,8 @@ class StoredLayers(Mapping[str, np.ndarray]):
         self.path, self.mode, self.layers = path, mode, layers
         self._stream = path.open("rb")
         self._identity = _identity(self._stream)
+        # The index is parsed through the stream's one file position.
+        self._indexing = threading.Lock()
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer not in self.layers:
@@ -378,7 +388,9 @@ class StoredLayers(Mapping[str, np.ndarray]):
         kept = _kept_layers.get(self._identity, key)
         if kept is not None:
             return cast(np.ndarray, kept)
-        loaded = _kept_index(self._stream, self.path.name)[key].read(self._stream)
+        with self._indexing:
+            member = _kept_index(self._stream, self.path.name)[key]
+        loaded = member.read(self._stream)
         loaded.flags.writeable = False
         _kept_layers.put(self._identity, key, loaded)
         return loaded

@@ -29,6 +29,8 @@ def test_bench_queries_report_every_figure_with_its_target(tmp_path: Path) -> No
         # keras-cpu and numpy against the reference, numpy and numpy-f64 against keras-cpu
         # (compare_against's default), each over dense10x50's ten layers.
         assert figure["detail"]["rows_per_run"] == 40 and figure["detail"]["requests"] >= 2
+        # Every stored run's rows were copied: 40 runs of 40 rows, before any landed.
+        assert figure["detail"]["rows_stored"] == 40 * 40
         assert figure["detail"]["runs_landed"] >= 1  # the service was busy meanwhile
         assert figure["name"] in done.stdout
     assert done.returncode == (0 if all(f["met"] for f in timed) else 1), done.stdout

@@ -6,6 +6,7 @@ its new contents, never the kept old ones."""
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -118,3 +119,19 @@ def test_an_archive_not_as_stored_is_refused_by_name(tmp_path: Path) -> None:
         ValueError, match=r"lying.npz\[accumulated/x.npy\]: its .npy header does not"
     ):
         storage.load_outputs(lying)
+
+
+def test_a_staged_file_is_made_as_open_makes_it_and_removed_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored files are readable as any file the process writes (a worker of another
+    user, a backup); a write that fails leaves nothing in the tmp folder."""
+    monkeypatch.setattr(storage.settings, "data_dir", tmp_path / "data")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with pytest.raises(RuntimeError, match="half written"), storage.staged_file(".npz") as staged:
+        assert staged.stat().st_mode & 0o777 == 0o666 & ~umask
+        staged.write_bytes(b"half")
+        raise RuntimeError("half written")
+    assert not staged.exists()
+    assert list((tmp_path / "data" / "tmp").iterdir()) == []
