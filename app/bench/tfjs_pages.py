@@ -130,7 +130,8 @@ class WarmPage:
 def warm_page(
     runner: TfjsRunner, artifact: ModelArtifact, inputs: dict[str, np.ndarray]
 ) -> WarmPage:
-    """Load the capture model and place `inputs` in the runner's warm page, once."""
+    """Load the capture model and place `inputs` in the runner's warm page, once (and
+    again in a page that replaced it)."""
     names = tfjs_names(artifact.graph)
     tensors = [inputs[layer.name] for layer in artifact.graph.inputs]
     joined = b"".join(np.ascontiguousarray(t, "<f4").tobytes() for t in tensors)
@@ -150,7 +151,14 @@ def warm_page(
     async def prepare(page: Page, _: int) -> None:
         await page.evaluate(WARM_CAPTURE, spec)
 
-    async def kept(page: Page, _: int) -> None:
+    async def placed(page: Page, served: int) -> None:
+        """A page's first job: the page the floor was placed in was replaced (after
+        PAGE_JOBS jobs in workers/backends/tfjs/browser_host.py), so place it again."""
+        if served == 1:
+            await prepare(page, served)
+
+    async def kept(page: Page, served: int) -> None:
+        await placed(page, served)
         await page.evaluate(PREDICT_WARM, None)
 
     def in_page() -> None:
@@ -160,7 +168,8 @@ def warm_page(
         job_id, channel = server.open_job(b"")
         url = f"{server.url}/jobs/{job_id}/outputs"
 
-        async def predict(page: Page, _: int) -> list[list[int]]:
+        async def predict(page: Page, served: int) -> list[list[int]]:
+            await placed(page, served)
             return await page.evaluate(PREDICT_WARM, url)
 
         try:

@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 
 from app.bench.jax_jobs import JaxFloor
 from app.bench.tfjs_pages import tfjs_runner, warm_page
 from workers.backends.pool import RunnerPool
 from workers.backends.registry import runner_class
+from workers.backends.tfjs import browser_host
 from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.loading import ModelArtifact
 from workers.engine.options import EngineOptions
@@ -33,6 +35,28 @@ def test_tfjs_floor_hands_python_the_jobs_every_output_bit_for_bit(
     assert len(delivered) == len(job) > 5
     for (name, expected), got in zip(job.items(), delivered, strict=True):
         assert got.shape == expected.shape, name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_a_tfjs_floor_outlives_the_page_it_was_placed_in(
+    example: Callable[[str], ModelArtifact],
+    engine_options: EngineOptions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A warm page is replaced after PAGE_JOBS jobs: a floor timed over more calls than
+    that (the end-to-end part's warm-up and repeats) places itself in the new page
+    again and still hands over the job's outputs."""
+    monkeypatch.setattr(browser_host, "PAGE_JOBS", 3)
+    artifact = example("regression")
+    inputs = _inputs(artifact, 5)
+    with RunnerPool(engine_options) as fresh:
+        runner = tfjs_runner(fresh, "tfjs-cpu")
+        floor = warm_page(runner, artifact, inputs)
+        for _ in range(2 * browser_host.PAGE_JOBS):
+            floor.in_page()
+            delivered = floor.delivered()
+        job = runner.run(artifact, inputs)
+    for (name, expected), got in zip(job.items(), delivered, strict=True):
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
