@@ -71,6 +71,7 @@ def run_bench(
     runs: int,
     query_seconds: float,
     postgres_admin_url: str,
+    idle_wait_s: float = 15.0,
     progress: Callable[[str], None] = print,
 ) -> list[Figure]:
     """Run the chosen parts; write `out` (JSON) and return the figures."""
@@ -107,7 +108,7 @@ def run_bench(
             "throughput": lambda: throughput_figures(directory, options, postgres_admin_url),
         }
         for part in parts:
-            waited[part] = wait_until_idle()
+            waited[part] = wait_until_idle(idle_wait_s)
             if waited[part] > 2 * WINDOW_S:
                 progress(f"({part}: waited {waited[part]:.1f} s for the machine to be idle)")
             started = time.perf_counter()

@@ -462,6 +462,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         query_seconds=args.query_seconds,
         postgres_admin_url=args.postgres,
+        idle_wait_s=args.idle_wait_s,
     )
     print()
     print(table(figures))
@@ -608,6 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="how long each database is queried while a run lands every second",
+    )
+    bench.add_argument(
+        "--idle-wait-s",
+        type=float,
+        default=15.0,
+        help="the longest wait for an idle machine before each part (0: start at once, "
+        "on a machine known to be busy)",
     )
     bench.add_argument(
         "--postgres",

@@ -38,4 +38,5 @@ def test_a_machine_whose_cores_all_spin_is_busy_and_waited_for() -> None:
     with every_core_spinning(seconds=10):
         assert busy_share() > 0.6
         waited = wait_until_idle(timeout_s=1.0)
+        assert wait_until_idle(timeout_s=0) == 0.0  # not waited for at all
     assert 1.0 <= waited < 3.0
