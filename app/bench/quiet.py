@@ -13,6 +13,8 @@ import time
 # one window.
 IDLE_BELOW = 0.1
 WINDOW_S = 0.5
+# The longest wait before a part (`driftbench bench --idle-wait-s`).
+IDLE_WAIT_S = 15.0
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -33,7 +35,7 @@ def busy_share(window_s: float = WINDOW_S) -> float:
     return (busy_after - busy_before) / elapsed if elapsed else 0.0
 
 
-def wait_until_idle(timeout_s: float = 15.0) -> float:
+def wait_until_idle(timeout_s: float = IDLE_WAIT_S) -> float:
     """Seconds waited until the machine was idle for one window, or about `timeout_s`:
     a machine never idle (a busy neighbour on the host) is measured as it is, and the
     report says how long each part waited; twelve parts wait 3 minutes at most. With

@@ -71,7 +71,7 @@ def run_bench(
     runs: int,
     query_seconds: float,
     postgres_admin_url: str,
-    idle_wait_s: float = 15.0,
+    idle_wait_s: float,
     progress: Callable[[str], None] = print,
 ) -> list[Figure]:
     """Run the chosen parts; write `out` (JSON) and return the figures."""

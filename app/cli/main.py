@@ -590,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo)
 
+    from app.bench.quiet import IDLE_WAIT_S
     from app.bench.suite import OPTIONAL_PARTS, PARTS
 
     bench = commands.add_parser(
@@ -613,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--idle-wait-s",
         type=float,
-        default=15.0,
+        default=IDLE_WAIT_S,
         help="the longest wait for an idle machine before each part (0: start at once, "
         "on a machine known to be busy)",
     )
