@@ -31,6 +31,7 @@ import numpy as np
 
 from app.core.config import MiB, settings
 from app.core.errors import StorageFull
+from app.data.npz_files import write_npz
 
 
 def data_dir() -> Path:
@@ -146,8 +147,7 @@ def inputs_path(sha256: str) -> Path:
 
 def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     with staged_file(".npz", destination=target) as staged:
-        with staged.open("wb") as stream:
-            np.savez(stream, **arrays)
+        write_npz(staged, arrays)
         os.replace(staged, target)
 
 
@@ -327,8 +327,8 @@ def _member(stream: BinaryIO, info: zipfile.ZipInfo, name: str) -> _Member:
 
 def _index_of(stream: BinaryIO, name: str) -> _Index:
     """Where each array of a stored `.npz` lies: from the zip's directory and each
-    member's `.npy` header, without reading any data. Every archive here is np.savez's
-    (`_write_npz`), which stores its members uncompressed."""
+    member's `.npy` header, without reading any data. Every archive here is written as
+    np.savez writes it (`_write_npz`), its members uncompressed."""
     with zipfile.ZipFile(stream) as archive:
         infos = archive.infolist()
     for info in infos:

@@ -1,0 +1,82 @@
+"""Stored outputs are written by our own zip writer: np.load and zipfile (the readers
+users and our other code use) must read every archive it writes as np.savez's, byte
+for byte in each array, and what it cannot write in the plain zip format must still
+come out as np.savez writes it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.data import npz_files, storage
+from app.data.npz_files import write_npz
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {
+        "accumulated/dense": rng.standard_normal((256, 50), dtype=np.float32),
+        "accumulated/reference": rng.standard_normal((8, 3, 4)),
+        "accumulated/half": rng.standard_normal((5, 7)).astype(np.float16),
+        "accumulated/big-endian": np.arange(12, dtype=">f4").reshape(3, 4),
+        "accumulated/fortran": np.asfortranarray(rng.standard_normal((6, 5))),
+        "accumulated/strided": np.arange(40, dtype=np.float32).reshape(8, 5)[::2, 1:],
+        "accumulated/scalar": np.array(2.5, np.float32),
+        "accumulated/empty": np.zeros((0, 10), np.float32),
+        "accumulated/mask": np.array([[True, False], [False, True]]),
+        "accumulated/token ids": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "isolated/dénse_ü": rng.standard_normal((2, 3), dtype=np.float32),
+    }
+
+
+def _assert_reads_back(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None  # every member's CRC matches its bytes
+        assert archive.namelist() == [f"{key}.npy" for key in arrays]
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+    with np.load(path, allow_pickle=False) as loaded:
+        assert list(loaded.keys()) == list(arrays)
+        for key, array in arrays.items():
+            assert loaded[key].shape == array.shape and loaded[key].dtype == array.dtype, key
+            np.testing.assert_array_equal(loaded[key], array, err_msg=key)
+
+
+def test_every_kind_of_array_reads_back_as_np_load_and_zipfile_read_it(tmp_path: Path) -> None:
+    arrays = _arrays()
+    path = tmp_path / "outputs.npz"
+    write_npz(path, arrays)
+    _assert_reads_back(path, arrays)
+    assert int.from_bytes(path.read_bytes()[28:30], "little") == 0  # not np.savez's
+    # The stored outputs' own reader takes it too (each member's data read in place).
+    read = storage.load_outputs(path)
+    for key, array in arrays.items():
+        mode, layer = key.split("/", 1)
+        np.testing.assert_array_equal(read[mode][layer], array)
+
+
+def test_an_archive_beyond_the_plain_zip_format_is_written_by_np_savez(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 65,535 members or 4 GiB, zip64 records are needed: np.savez (through zipfile)
+    writes those. The limits are lowered here so the archive stays small."""
+    arrays = _arrays()
+    monkeypatch.setattr(npz_files, "ZIP32_MEMBERS", len(arrays) - 1)
+    path = tmp_path / "many.npz"
+    write_npz(path, arrays)
+    _assert_reads_back(path, arrays)
+    monkeypatch.setattr(npz_files, "ZIP32_MEMBERS", len(arrays))
+    monkeypatch.setattr(npz_files, "ZIP32_BYTES", 4096)
+    write_npz(path, arrays)
+    _assert_reads_back(path, arrays)
+    # np.savez's own writing: its first member's local header carries a zip64 extra field.
+    assert int.from_bytes(path.read_bytes()[28:30], "little") > 0
+
+
+def test_arrays_of_objects_are_left_to_np_savez_which_pickles_them(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npz"
+    write_npz(path, {"names": np.array(["a", None], dtype=object)})
+    with np.load(path, allow_pickle=True) as loaded:
+        assert loaded["names"].tolist() == ["a", None]
