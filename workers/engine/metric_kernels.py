@@ -1,7 +1,10 @@
 """The per-element work of a comparison, compiled (numba): one pass per row for the sums,
-extremes, ULP distances and differing count, one more for the histogram once its
-range is known, and a radix selection of the percentiles' ranks. In numpy each metric
-was its own pass over the row with its own temporaries.
+extremes, ULP distances, differing count, argmax agreement and whether anything is not
+finite, over the outputs as stored (float32 or float64, never copied to float64: the
+copies and numpy's own argmax and finiteness passes took a quarter of a comparison);
+one more over the errors for the histogram once its range is known, and a radix
+selection of the percentiles' ranks. In numpy each metric was its own pass over the
+row with its own temporaries.
 
 Only processes that compare import this (numba's import costs 0.25 s); the compiled code
 is cached on disk (`cache=True`: next to this module, or in a per-user folder where this
@@ -20,13 +23,13 @@ from numba import njit
 # The row's results, in `row_passes`'s output columns.
 SUM_ABS, MAX_ABS, MAX_REL, SQUARED_ERROR, SQUARED_REFERENCE, SQUARED_CANDIDATE, DOT = range(7)
 FLOAT_COLUMNS = 7
-N_DIFF, MAX_ULP = range(2)
-INT_COLUMNS = 2
+N_DIFF, MAX_ULP, NONFINITE_ERRORS, ARGMAX_AGREE = range(4)
+INT_COLUMNS = 4
 
 
 # The sums may be vectorised: reassociated, a zero's sign ignored. Not "no NaN" or "no
-# Inf": the rows are finite (the caller measures NaN and Inf apart), but a square, a
-# product or a difference of finite values may still overflow, and Inf - Inf is NaN. No
+# Inf": a row may hold NaN or Inf (counted, its metrics then measured apart), and a
+# square, a product or a difference of finite values may still overflow. No
 # contraction into fused multiply-adds and no approximate division: each element's
 # error and relative error are computed as numpy computes them.
 REDUCTIONS = {"nsz", "reassoc"}
@@ -36,46 +39,62 @@ REDUCTIONS = {"nsz", "reassoc"}
 def row_passes(
     candidate: np.ndarray,
     reference: np.ndarray,
-    candidate_bits: np.ndarray,
-    reference_bits: np.ndarray,
     at_float32: bool,
     tiny: float,
-    abs_errors: np.ndarray,
+    last: int,
+    errors: np.ndarray,
     ulps: np.ndarray,
     floats: np.ndarray,
     ints: np.ndarray,
 ) -> None:
-    """Each row's sums and extremes into `floats` and `ints`, and its absolute errors and
-    ULP distances into `abs_errors` and `ulps` (for the percentiles). `candidate` and
-    `reference` are finite float64 rows, `*_bits` the same values rounded to float32 as
-    int32; `at_float32`: differing means a nonzero ULP distance, else unequal values.
+    """Each row's sums and extremes into `floats` and `ints`, and its signed errors and
+    ULP distances into `errors` and `ulps` (for the histogram and the percentiles).
+    `candidate` and `reference` are float32 or float64 rows, read as they are stored:
+    no float64 copy of either is made. `at_float32`: differing means a nonzero ULP
+    distance, else unequal values. A row whose error is not finite somewhere (a NaN or
+    Inf on either side, or an overflow) is counted in NONFINITE_ERRORS and its other
+    results are meaningless. With `last` > 0, the rows are runs of `last` values (a
+    layer's last axis) and ARGMAX_AGREE counts those whose largest value (the first of
+    equals, as np.argmax) sits at the same index on both sides.
 
     The ULP distance of two floats of one sign is the difference of their bits; across
     signs it is the sum of their magnitudes' bits (so -0.0 and +0.0 are the same point)."""
     rows, size = candidate.shape
+    run = last if last > 0 else size
     for row in range(rows):
         sum_abs = max_abs = max_rel = 0.0
         squared_error = squared_reference = squared_candidate = dot = 0.0
-        n_diff = max_ulp = 0
-        for i in range(size):
-            c, r = candidate[row, i], reference[row, i]
-            error = c - r
-            absolute = abs(error)
-            abs_errors[row, i] = absolute
-            sum_abs += absolute
-            max_abs = max(max_abs, absolute)
-            max_rel = max(max_rel, absolute / max(abs(r), tiny))
-            squared_error += error * error
-            squared_reference += r * r
-            squared_candidate += c * c
-            dot += c * r
-            bits_c, bits_r = np.int64(candidate_bits[row, i]), np.int64(reference_bits[row, i])
-            apart = abs(bits_c - bits_r)
-            across = (bits_c & 0x7FFFFFFF) + (bits_r & 0x7FFFFFFF)
-            distance = across if (bits_c ^ bits_r) < 0 else apart
-            ulps[row, i] = distance
-            max_ulp = max(max_ulp, distance)
-            n_diff += (distance != 0) if at_float32 else (c != r)
+        n_diff = max_ulp = nonfinite = agree = 0
+        for start in range(0, size, run):
+            best_c, best_r = candidate[row, start], reference[row, start]
+            at_c = at_r = start
+            for i in range(start, start + run):
+                c, r = np.float64(candidate[row, i]), np.float64(reference[row, i])
+                error = c - r
+                absolute = abs(error)
+                # Not np.isfinite: under `reassoc` its x - x == 0 folds to True.
+                nonfinite += not absolute < np.inf
+                errors[row, i] = error
+                sum_abs += absolute
+                max_abs = max(max_abs, absolute)
+                max_rel = max(max_rel, absolute / max(abs(r), tiny))
+                squared_error += error * error
+                squared_reference += r * r
+                squared_candidate += c * c
+                dot += c * r
+                bits_c = np.int64(np.float32(candidate[row, i]).view(np.int32))
+                bits_r = np.int64(np.float32(reference[row, i]).view(np.int32))
+                apart = abs(bits_c - bits_r)
+                across = (bits_c & 0x7FFFFFFF) + (bits_r & 0x7FFFFFFF)
+                distance = across if (bits_c ^ bits_r) < 0 else apart
+                ulps[row, i] = distance
+                max_ulp = max(max_ulp, distance)
+                n_diff += (distance != 0) if at_float32 else (c != r)
+                if candidate[row, i] > best_c:
+                    best_c, at_c = candidate[row, i], i
+                if reference[row, i] > best_r:
+                    best_r, at_r = reference[row, i], i
+            agree += at_c == at_r
         floats[row, SUM_ABS] = sum_abs
         floats[row, MAX_ABS] = max_abs
         floats[row, MAX_REL] = max_rel
@@ -85,29 +104,31 @@ def row_passes(
         floats[row, DOT] = dot
         ints[row, N_DIFF] = n_diff
         ints[row, MAX_ULP] = max_ulp
+        ints[row, NONFINITE_ERRORS] = nonfinite
+        ints[row, ARGMAX_AGREE] = agree
 
 
 @njit(cache=True, nogil=True)
 def histograms(
-    candidate: np.ndarray,
-    reference: np.ndarray,
-    bounds: np.ndarray,
-    edges: np.ndarray,
-    counts: np.ndarray,
+    errors: np.ndarray, bounds: np.ndarray, edges: np.ndarray, counts: np.ndarray
 ) -> None:
-    """Each row's errors binned over its `edges` (np.linspace over -bound..bound, every
-    error within it) as `np.histogram` bins them: by its index arithmetic, then its
-    corrections where rounding put a value on the wrong side of an edge. Rows whose
-    bound is 0 are skipped."""
-    rows, size = candidate.shape
+    """Each row's signed errors binned over its `edges` (np.linspace over -bound..bound,
+    every error within it) as `np.histogram` bins them: by its index arithmetic, then
+    its corrections where rounding put a value on the wrong side of an edge; then each
+    error replaced by its absolute value, in the same pass (what the percentiles rank).
+    Rows whose bound is 0 are not binned."""
+    rows, size = errors.shape
     bins = edges.shape[1] - 1
     for row in range(rows):
         if bounds[row] == 0.0:
+            for i in range(size):
+                errors[row, i] = abs(errors[row, i])
             continue
         first, last = edges[row, 0], edges[row, bins]
         width = last - first
         for i in range(size):
-            error = candidate[row, i] - reference[row, i]
+            error = errors[row, i]
+            errors[row, i] = abs(error)
             index = int(((error - first) / width) * bins)
             if index == bins:
                 index -= 1
