@@ -24,7 +24,7 @@ from workers.engine.compare import Comparison
 from workers.engine.explanations import LayerDiagnosis
 from workers.engine.graph import ModelGraph, graph_from_summary
 from workers.engine.json_safe import jsonable
-from workers.engine.metrics import DRIFT_VERDICTS, METRIC_NAMES
+from workers.engine.metrics import DRIFT_VERDICTS, METRIC_NAMES, histogram_edges
 from workers.engine.results import BackendResult, Mode
 from workers.engine.status import BackendStatus, RunStatus
 
@@ -53,7 +53,9 @@ def _rows_of(
             metrics = row.as_dict()
             for key in ROW_KEY:
                 metrics.pop(key, None)
-            histogram = {"edges": metrics.pop("hist_edges"), "counts": metrics.pop("hist_counts")}
+            # The edges follow from max_abs and the bin count (`row_dict` makes them again).
+            del metrics["hist_edges"]
+            histogram = {"counts": metrics.pop("hist_counts")}
             metrics["diagnosis"] = jsonable(metrics["diagnosis"])
             rows.append(
                 {
@@ -354,7 +356,10 @@ def compared_against(session: Session, run_id: int) -> list[str]:
 
 def row_dict(row: LayerDivergence) -> dict[str, Any]:
     values = {column: getattr(row, column) for column in CSV_COLUMNS}
-    values["histogram"] = row.histogram
+    counts = row.histogram["counts"]
+    # Rows stored before the edges were left out still hold theirs.
+    edges = row.histogram.get("edges") or histogram_edges(row.max_abs, len(counts))
+    values["histogram"] = {"edges": edges, "counts": counts}
     values["diagnosis"] = row.diagnosis
     return jsonable(values)
 

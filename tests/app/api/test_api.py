@@ -193,6 +193,17 @@ def test_run_results_divergence_csv_and_outputs(client: Client, example: Any) ->
     )
     assert output.shape == (6, 20)
     np.testing.assert_allclose(output, expected, rtol=1e-12, atol=1e-12)
+    # The row's error histogram, as np.histogram bins the downloaded outputs' errors.
+    numpy_output = np.load(
+        io.BytesIO(client.get(f"/api/runs/{run['id']}/outputs/numpy/dense_1").content)
+    )
+    errors = numpy_output.astype(np.float64) - output
+    row = next(r for r in divergence["rows"] if (r["backend"], r["layer"]) == ("numpy", "dense_1"))
+    bound = np.abs(errors).max()
+    counts, edges = np.histogram(
+        errors, bins=len(row["histogram"]["counts"]), range=(-bound, bound)
+    )
+    assert row["histogram"] == {"edges": edges.tolist(), "counts": counts.tolist()}
     assert client.get(f"/api/runs/{run['id']}/outputs/numpy/nope").status_code == 404
     with pytest.raises(ServiceError, match="has no finished backend 'tfjs-cpu'") as missing:
         client.compare(run["id"], "tfjs-cpu")
