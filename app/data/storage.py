@@ -145,20 +145,21 @@ def inputs_path(sha256: str) -> Path:
     return _folder("inputs") / f"{sha256}.npz"
 
 
-def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_staged(target: Path, write: Callable[[Path], None]) -> None:
     with staged_file(".npz", destination=target) as staged:
-        write_npz(staged, arrays)
+        write(staged)
         os.replace(staged, target)
 
 
 def store_inputs(inputs: dict[str, np.ndarray]) -> str:
-    """Save an input set under the sha256 of its bytes; returns the sha256."""
+    """Save an input set's np.savez archive under the sha256 of its bytes; returns the
+    sha256."""
     buffer = io.BytesIO()
     np.savez(buffer, **inputs)
     sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
     target = inputs_path(sha256)
     if not target.exists():
-        _write_npz(target, inputs)
+        _write_staged(target, lambda staged: staged.write_bytes(buffer.getbuffer()))
     return sha256
 
 
@@ -203,14 +204,12 @@ def store_outputs(run_id: int, backend: str, outputs: dict[str, dict[str, np.nda
     target = outputs_path(run_id, backend)
     with _reporting_full_disk(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-    _write_npz(
-        target,
-        {
-            f"{mode}/{layer}": array
-            for mode, layers in outputs.items()
-            for layer, array in layers.items()
-        },
-    )
+    arrays = {
+        f"{mode}/{layer}": array
+        for mode, layers in outputs.items()
+        for layer, array in layers.items()
+    }
+    _write_staged(target, lambda staged: write_npz(staged, arrays))
     return target
 
 
@@ -327,8 +326,9 @@ def _member(stream: BinaryIO, info: zipfile.ZipInfo, name: str) -> _Member:
 
 def _index_of(stream: BinaryIO, name: str) -> _Index:
     """Where each array of a stored `.npz` lies: from the zip's directory and each
-    member's `.npy` header, without reading any data. Every archive here is written as
-    np.savez writes it (`_write_npz`), its members uncompressed."""
+    member's `.npy` header, without reading any data. Every archive here is np.savez's
+    (input sets) or written as np.savez writes it (`write_npz`: outputs), its members
+    uncompressed."""
     with zipfile.ZipFile(stream) as archive:
         infos = archive.infolist()
     for info in infos:

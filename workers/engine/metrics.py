@@ -163,12 +163,15 @@ def _kernel_array(values: np.ndarray) -> np.ndarray:
 def _edges(bounds: np.ndarray, bins: int) -> np.ndarray:
     """Each row's histogram edges as np.histogram makes them, np.linspace over
     -bound..bound; rows of bound 0 get none (zeros). np.linspace over several rows at once
-    computes every row another way once one row's step is 0, so those rows are left out
-    of it."""
+    computes every row another way once one row's step is 0 (a bound of a few subnormals),
+    so those rows have theirs made one at a time."""
     edges = np.zeros((bounds.size, bins + 1))
-    spread = np.flatnonzero(bounds)
+    steps = 2 * bounds / bins
+    spread = np.flatnonzero(steps)
     if spread.size:
         edges[spread] = np.linspace(-bounds[spread], bounds[spread], bins + 1, axis=1)
+    for row in np.flatnonzero(bounds * (steps == 0)).tolist():
+        edges[row] = np.linspace(-bounds[row], bounds[row], bins + 1)
     return edges
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.data.divergences import row_dict
+from app.data.divergences import _rows_of, row_dict
 from app.data.orm import LayerDivergence
-from workers.engine.metrics import METRIC_NAMES
+from workers.engine.compare import Comparison, LayerDrift
+from workers.engine.metrics import METRIC_NAMES, divergence
 
 
 def _row(max_abs: float, histogram: dict[str, list[float]]) -> LayerDivergence:
@@ -44,3 +45,15 @@ def test_a_layer_without_error_has_one_bin_at_zero() -> None:
 def test_a_row_stored_with_its_edges_gives_those() -> None:
     stored = {"edges": [-1.0, 0.0, 1.0], "counts": [1, 5]}
     assert row_dict(_row(1.0, dict(stored)))["histogram"] == stored
+
+
+def test_a_stored_row_holds_the_counts_and_gives_back_the_edges() -> None:
+    rng = np.random.default_rng(6)
+    reference = rng.standard_normal((16, 10))
+    measured = divergence((reference + rng.standard_normal((16, 10)) * 1e-6), reference)
+    layer = LayerDrift(layer="dense", class_name="Dense", depth=1, divergence=measured)
+    comparison = Comparison("numpy", "numpy-f64", "accumulated", [layer])
+    [stored] = _rows_of(1, 1, "arch", [comparison])
+    assert stored["histogram"] == {"counts": measured.hist_counts}
+    given = row_dict(_row(stored["max_abs"], stored["histogram"]))["histogram"]
+    assert given == {"edges": measured.hist_edges, "counts": measured.hist_counts}

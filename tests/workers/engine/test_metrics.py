@@ -272,3 +272,27 @@ def test_a_layer_measures_the_same_whatever_layers_share_its_batch() -> None:
         assert together[i].hist_counts == one.hist_counts == expected["hist_counts"]
         assert together[i].p99_abs == one.p99_abs == expected["p99_abs"]
     assert together[1].verdict == "identical" and together[1].hist_counts == [640]
+
+
+def test_argmax_agreement_takes_the_first_of_equal_largest_values() -> None:
+    """As np.argmax: where a row's largest value appears twice, its first index counts."""
+    candidate = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]], F32)
+    reference = np.array([[1.0, 0.0, 1.0], [2.0, 2.0, 0.0]])
+    assert divergence(candidate, reference).argmax_agree == 0.5  # row 0 agrees, row 1 not
+
+
+def test_histogram_edges_of_a_layer_beside_one_of_subnormal_errors() -> None:
+    """np.linspace over several rows computes every row another way once one row's step
+    is 0: a layer whose errors are a few subnormals must not move its neighbours' edges."""
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((2, 64, 10))
+    candidate = reference + rng.standard_normal(reference.shape) * 1e-7
+    candidate[0] = reference[0]
+    reference[0, 0, 0], candidate[0, 0, 0] = 0.0, 5e-324  # the layer's one error
+    subnormal, neighbour = divergences([(c, r) for c, r in zip(candidate, reference, strict=True)])
+    expected = plain_divergence(candidate[1], reference[1])
+    assert neighbour.hist_edges == expected["hist_edges"]
+    assert neighbour.hist_counts == expected["hist_counts"]
+    # np.histogram refuses a range this narrow; its edges would be np.linspace's.
+    assert subnormal.hist_edges == np.linspace(-5e-324, 5e-324, 42).tolist()
+    assert sum(subnormal.hist_counts) == 640
