@@ -1,7 +1,7 @@
 """The per-element work of a comparison, compiled (numba): one pass per row for the sums,
 extremes, ULP distances, differing count, argmax agreement and whether anything is not
 finite, over the outputs as stored (float32 or float64, never copied to float64: the
-copies and numpy's own argmax and finiteness passes took a quarter of a comparison);
+copies and numpy's own argmax and finiteness passes took a quarter of the metrics);
 one more over the errors for the histogram once its range is known, and a radix
 selection of the percentiles' ranks. In numpy each metric was its own pass over the
 row with its own temporaries.

@@ -178,7 +178,7 @@ def _edges(bounds: np.ndarray, bins: int) -> np.ndarray:
 def histogram_edges(bound: float, bins: int) -> list[float]:
     """A layer's histogram edges from its max_abs and bin count, as its metrics made them:
     the rows store only the counts. With its 42 edges a row's histogram was 1,193 bytes of
-    JSON against 187, and encoding a 21-layer comparison's took 0.63 ms against 0.08."""
+    JSON against 187, and encoding 21 rows' took 0.63 ms against 0.08."""
     return [-0.0, 0.0] if bound == 0.0 else _edges(np.array([bound]), bins)[0].tolist()
 
 
