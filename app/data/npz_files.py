@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
+# A member's local header (app/data/storage.py reads it back: its last two fields are the
+# lengths of the name and extra field that come before the data).
+LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+LOCAL_SIGNATURE = 0x04034B50
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _END = struct.Struct("<IHHHHIIH")
-_LOCAL_SIGNATURE, _CENTRAL_SIGNATURE, _END_SIGNATURE = 0x04034B50, 0x02014B50, 0x06054B50
+_CENTRAL_SIGNATURE, _END_SIGNATURE = 0x02014B50, 0x06054B50
 _VERSION = 20  # 2.0: stored members, no zip64
 _UTF8_NAME = 0x800
 _FILE_MODE = 0o644 << 16  # a regular file's permissions, as unzip restores them
@@ -73,8 +76,8 @@ def _parts(arrays: Mapping[str, np.ndarray]) -> list[bytes | memoryview] | None:
         encoded = name.encode()
         size = len(header) + data.nbytes
         crc = zlib.crc32(data, zlib.crc32(header))
-        local = _LOCAL.pack(
-            _LOCAL_SIGNATURE, _VERSION, flags, 0, clock, date, crc, size, size, len(encoded), 0
+        local = LOCAL_HEADER.pack(
+            LOCAL_SIGNATURE, _VERSION, flags, 0, clock, date, crc, size, size, len(encoded), 0
         )
         if offset + len(local) + len(encoded) + size > ZIP32_BYTES:
             return None

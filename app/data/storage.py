@@ -13,7 +13,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import tempfile
 import threading
 import uuid
@@ -31,7 +30,7 @@ import numpy as np
 
 from app.core.config import MiB, settings
 from app.core.errors import StorageFull
-from app.data.npz_files import write_npz
+from app.data.npz_files import LOCAL_HEADER, LOCAL_SIGNATURE, write_npz
 
 
 def data_dir() -> Path:
@@ -269,8 +268,6 @@ class _Kept:
 KEPT_LAYER_BYTES = 16 * MiB
 _kept_layers = _Kept(KEPT_LAYER_BYTES, lambda array: int(array.nbytes))
 _kept_indexes = _Kept(256, lambda index: 1)
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip member's local header: names' lengths
-_LOCAL_SIGNATURE = b"PK\x03\x04"
 _NPY_HEADERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
@@ -306,18 +303,18 @@ _Index = dict[str, _Member]
 
 def _member(stream: BinaryIO, info: zipfile.ZipInfo, name: str) -> _Member:
     stream.seek(info.header_offset)
-    local = stream.read(_LOCAL_HEADER.size)
-    if len(local) < _LOCAL_HEADER.size:
+    local = stream.read(LOCAL_HEADER.size)
+    if len(local) < LOCAL_HEADER.size:
         raise ValueError(f"{name}[{info.filename}]: the archive ends in its header")
-    signature, name_bytes, extra_bytes = _LOCAL_HEADER.unpack(local)
-    if signature != _LOCAL_SIGNATURE:
+    signature, *_, name_bytes, extra_bytes = LOCAL_HEADER.unpack(local)
+    if signature != LOCAL_SIGNATURE:
         raise ValueError(f"{name}[{info.filename}]: not a zip member's header")
-    stream.seek(info.header_offset + _LOCAL_HEADER.size + name_bytes + extra_bytes)
+    stream.seek(info.header_offset + LOCAL_HEADER.size + name_bytes + extra_bytes)
     version = np.lib.format.read_magic(stream)
     if version not in _NPY_HEADERS:
         raise ValueError(f"{name}[{info.filename}]: .npy format version {version}")
     shape, fortran_order, dtype = _NPY_HEADERS[version](stream)
-    header_bytes = stream.tell() - (info.header_offset + _LOCAL_HEADER.size)
+    header_bytes = stream.tell() - (info.header_offset + LOCAL_HEADER.size)
     data_bytes = info.file_size - (header_bytes - name_bytes - extra_bytes)
     if dtype.hasobject or math.prod(shape) * dtype.itemsize != data_bytes:
         raise ValueError(f"{name}[{info.filename}]: its .npy header does not match its data")
