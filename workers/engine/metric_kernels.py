@@ -1,6 +1,6 @@
-"""The per-element work of a comparison, compiled (numba): one pass per row for the sums,
-extremes, ULP distances, differing count, argmax agreement and whether anything is not
-finite, over the outputs as stored (float32 or float64, never copied to float64: the
+"""The per-element work of a comparison, compiled (numba): one vectorised pass per row for
+the sums, extremes, ULP distances, differing count and whether anything is not finite,
+and one for the argmax agreement, over the outputs as stored (float32 or float64, never copied to float64: the
 copies and numpy's own argmax and finiteness passes took a quarter of the metrics);
 one more over the errors for the histogram once its range is known, and a radix
 selection of the percentiles' ranks. In numpy each metric was its own pass over the
@@ -35,6 +35,14 @@ INT_COLUMNS = 4
 REDUCTIONS = {"nsz", "reassoc"}
 
 
+# The bits of +Inf as int64: a non-negative float64 is finite exactly where its bits are
+# below these, and two non-negative float64s order as their bits do.
+_INF_BITS = np.int64(0x7FF0000000000000)
+# Interleaved tallies of one histogram: consecutive errors mostly fall in the same few
+# bins near 0, and one tally's increments then wait on each other.
+_TALLIES = 4
+
+
 @njit(cache=True, nogil=True, fastmath=REDUCTIONS)
 def row_passes(
     candidate: np.ndarray,
@@ -57,47 +65,57 @@ def row_passes(
     layer's last axis) and ARGMAX_AGREE counts those whose largest value (the first of
     equals, as np.argmax) sits at the same index on both sides.
 
+    The element loop has no branch and no float maximum (a float max reduction is not
+    vectorised without "no NaN"): the largest absolute and relative errors are taken
+    over their bits, which order as non-negative floats do, and the argmax runs are a
+    loop of their own. Vectorised, it took 0.4 ms where the one loop with the argmax
+    inside took 1.4 (10 rows of 12,800 values, AMD EPYC).
+
     The ULP distance of two floats of one sign is the difference of their bits; across
     signs it is the sum of their magnitudes' bits (so -0.0 and +0.0 are the same point)."""
     rows, size = candidate.shape
-    run = last if last > 0 else size
     for row in range(rows):
-        sum_abs = max_abs = max_rel = 0.0
-        squared_error = squared_reference = squared_candidate = dot = 0.0
-        n_diff = max_ulp = nonfinite = agree = 0
-        for start in range(0, size, run):
-            best_c, best_r = candidate[row, start], reference[row, start]
-            at_c = at_r = start
-            for i in range(start, start + run):
-                c, r = np.float64(candidate[row, i]), np.float64(reference[row, i])
-                error = c - r
-                absolute = abs(error)
-                # Not np.isfinite: under `reassoc` its x - x == 0 folds to True.
-                nonfinite += not absolute < np.inf
-                errors[row, i] = error
-                sum_abs += absolute
-                max_abs = max(max_abs, absolute)
-                max_rel = max(max_rel, absolute / max(abs(r), tiny))
-                squared_error += error * error
-                squared_reference += r * r
-                squared_candidate += c * c
-                dot += c * r
-                bits_c = np.int64(np.float32(candidate[row, i]).view(np.int32))
-                bits_r = np.int64(np.float32(reference[row, i]).view(np.int32))
-                apart = abs(bits_c - bits_r)
-                across = (bits_c & 0x7FFFFFFF) + (bits_r & 0x7FFFFFFF)
-                distance = across if (bits_c ^ bits_r) < 0 else apart
-                ulps[row, i] = distance
-                max_ulp = max(max_ulp, distance)
-                n_diff += (distance != 0) if at_float32 else (c != r)
-                if candidate[row, i] > best_c:
-                    best_c, at_c = candidate[row, i], i
-                if reference[row, i] > best_r:
-                    best_r, at_r = reference[row, i], i
-            agree += at_c == at_r
+        c_row, r_row = candidate[row], reference[row]
+        e_row, u_row = errors[row], ulps[row]
+        sum_abs = squared_error = squared_reference = squared_candidate = dot = 0.0
+        max_abs_bits = max_rel_bits = max_ulp = n_diff = nonfinite = np.int64(0)
+        for i in range(size):
+            c, r = np.float64(c_row[i]), np.float64(r_row[i])
+            error = c - r
+            absolute = abs(error)
+            e_row[i] = error
+            abs_bits = np.float64(absolute).view(np.int64)
+            nonfinite += abs_bits >= _INF_BITS
+            sum_abs += absolute
+            max_abs_bits = max(max_abs_bits, abs_bits)
+            relative = absolute / max(abs(r), tiny)
+            max_rel_bits = max(max_rel_bits, np.float64(relative).view(np.int64))
+            squared_error += error * error
+            squared_reference += r * r
+            squared_candidate += c * c
+            dot += c * r
+            bits_c = np.int64(np.float32(c_row[i]).view(np.int32))
+            bits_r = np.int64(np.float32(r_row[i]).view(np.int32))
+            apart = abs(bits_c - bits_r)
+            across = (bits_c & 0x7FFFFFFF) + (bits_r & 0x7FFFFFFF)
+            distance = across if (bits_c ^ bits_r) < 0 else apart
+            u_row[i] = distance
+            max_ulp = max(max_ulp, distance)
+            n_diff += (distance != 0) if at_float32 else (c != r)
+        agree = 0
+        if last > 0:
+            for start in range(0, size, last):
+                best_c, best_r = c_row[start], r_row[start]
+                at_c = at_r = start
+                for i in range(start + 1, start + last):
+                    if c_row[i] > best_c:
+                        best_c, at_c = c_row[i], i
+                    if r_row[i] > best_r:
+                        best_r, at_r = r_row[i], i
+                agree += at_c == at_r
         floats[row, SUM_ABS] = sum_abs
-        floats[row, MAX_ABS] = max_abs
-        floats[row, MAX_REL] = max_rel
+        floats[row, MAX_ABS] = np.int64(max_abs_bits).view(np.float64)
+        floats[row, MAX_REL] = np.int64(max_rel_bits).view(np.float64)
         floats[row, SQUARED_ERROR] = squared_error
         floats[row, SQUARED_REFERENCE] = squared_reference
         floats[row, SQUARED_CANDIDATE] = squared_candidate
@@ -113,32 +131,44 @@ def histograms(
     errors: np.ndarray, bounds: np.ndarray, edges: np.ndarray, counts: np.ndarray
 ) -> None:
     """Each row's signed errors binned over its `edges` (np.linspace over -bound..bound,
-    every error within it) as `np.histogram` bins them: by its index arithmetic, then
-    its corrections where rounding put a value on the wrong side of an edge; then each
-    error replaced by its absolute value, in the same pass (what the percentiles rank).
-    Rows whose bound is 0 are not binned."""
+    every error within it) as `np.histogram` bins them, then each error replaced by its
+    absolute value, in the same pass (what the percentiles rank). Rows whose bound is 0
+    are not binned.
+
+    np.histogram estimates a value's bin by its index arithmetic, (value - first) /
+    width * bins, then moves it down one where the value lies below that bin's left
+    edge and up one where it lies at or past its right edge (except in the last bin,
+    closed on the right). The estimate here multiplies by bins / width instead of
+    dividing: it lies within one bin of numpy's (both are the floor of nearly the same
+    quotient, which differ only where it is within a few rounding errors of a whole
+    number: the value lies at an edge), so the same two corrections land both on the
+    bin the edges put the value in. The division was most of the pass."""
     rows, size = errors.shape
     bins = edges.shape[1] - 1
+    tallies = np.zeros((bins, _TALLIES), np.int64)
     for row in range(rows):
+        line = errors[row]
         if bounds[row] == 0.0:
             for i in range(size):
-                errors[row, i] = abs(errors[row, i])
+                line[i] = abs(line[i])
             continue
-        first, last = edges[row, 0], edges[row, bins]
-        width = last - first
+        row_edges = edges[row]
+        first = row_edges[0]
+        scale = bins / (row_edges[bins] - first)
+        tallies[:] = 0
         for i in range(size):
-            error = errors[row, i]
-            errors[row, i] = abs(error)
-            index = int(((error - first) / width) * bins)
-            if index == bins:
+            error = line[i]
+            line[i] = abs(error)
+            index = min(max(int((error - first) * scale), 0), bins - 1)
+            if error < row_edges[index]:
                 index -= 1
-            if error < edges[row, index]:
-                index -= 1
-            if error >= edges[row, index + 1] and index != bins - 1:
+            if error >= row_edges[index + 1] and index != bins - 1:
                 index += 1
             # Never written outside the counts (numba checks no bounds), whatever the
             # caller passed.
-            counts[row, min(max(index, 0), bins - 1)] += 1
+            tallies[min(max(index, 0), bins - 1), i & (_TALLIES - 1)] += 1
+        for index in range(bins):
+            counts[row, index] = tallies[index].sum()
 
 
 # The ranks' selection splits keys on a digit of this many bits at a time.

@@ -296,3 +296,21 @@ def test_histogram_edges_of_a_layer_beside_one_of_subnormal_errors() -> None:
     # np.histogram refuses a range this narrow; its edges would be np.linspace's.
     assert subnormal.hist_edges == np.linspace(-5e-324, 5e-324, 42).tolist()
     assert sum(subnormal.hist_counts) == 640
+
+
+@pytest.mark.parametrize("bound", [1.0, 3e-7, 7.25e5, 1e-300])
+def test_errors_on_and_beside_every_histogram_edge_fall_in_numpys_bins(bound: float) -> None:
+    """The histogram estimates each error's bin by multiplying where np.histogram divides,
+    then corrects it by the edges as np.histogram does: errors at every edge and one
+    rounding step either side of it, where the two estimates can differ, must land in
+    numpy's bins."""
+    edges = np.linspace(-bound, bound, 42)
+    errors = np.concatenate(
+        [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), np.zeros(3)]
+    )
+    errors = np.clip(errors, -bound, bound)  # the extremes' outer neighbours stay in range
+    result = divergence(errors, np.zeros_like(errors))  # the errors exactly
+    expected, numpy_edges = np.histogram(errors, bins=41, range=(-bound, bound))
+    assert result.max_abs == bound
+    assert result.hist_edges == numpy_edges.tolist()
+    assert result.hist_counts == expected.tolist()
