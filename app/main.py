@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import api_router
 from app.api.errors import install_error_handlers
@@ -37,6 +38,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention.stop()
 
 
+class BodyLimit:
+    """413 before the body is read, when Content-Length already says it is too large. A
+    plain ASGI middleware: Starlette's `@app.middleware("http")` runs every request
+    through memory streams and a task group of its own, 0.3 ms of the 1.4 a request
+    took here (two on every run's way: its POST and the wait for its end)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+                response = JSONResponse(
+                    {
+                        "detail": f"request body of {length.decode()} bytes is over the "
+                        f"{settings.max_upload_bytes}-byte limit (DRIFTBENCH_MAX_UPLOAD_BYTES)"
+                    },
+                    status_code=413,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="driftbench",
@@ -45,19 +71,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def refuse_oversize_bodies(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """413 before the body is read, when Content-Length already says it is too large."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-            return JSONResponse(
-                {
-                    "detail": f"request body of {length} bytes is over the "
-                    f"{settings.max_upload_bytes}-byte limit (DRIFTBENCH_MAX_UPLOAD_BYTES)"
-                },
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

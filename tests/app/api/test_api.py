@@ -57,6 +57,23 @@ def test_bad_uploads_are_refused_with_the_reason(
     assert client.get("/api/models/999999").status_code == 404
 
 
+def test_a_body_declared_far_over_the_limit_is_refused_before_it_is_read(
+    client: Client,
+) -> None:
+    """A Content-Length beyond the upload limit (and the multipart framing's slack) is
+    answered 413 by the middleware in front of every route, naming the limit, whatever
+    the route would have done with the body."""
+    for path in ("/api/models", "/api/runs", "/api/nowhere"):
+        response = client.post(
+            path, content=bytes(UPLOAD_LIMIT + 128 * 1024), headers={"Content-Type": "text/plain"}
+        )
+        assert response.status_code == 413, path
+        detail = response.json()["detail"]
+        assert f"{UPLOAD_LIMIT + 128 * 1024} bytes" in detail
+        assert "DRIFTBENCH_MAX_UPLOAD_BYTES" in detail
+    assert client.get("/api/models/999999").status_code == 404  # the server still answers
+
+
 def test_layer_tfjs_lacks_is_named_in_backend_support(
     client: Client, keras: Any, tmp_path: Path
 ) -> None:
