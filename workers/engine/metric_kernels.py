@@ -1,10 +1,10 @@
 """The per-element work of a comparison, compiled (numba): one vectorised pass per row for
 the sums, extremes, ULP distances, differing count and whether anything is not finite,
-and one for the argmax agreement, over the outputs as stored (float32 or float64, never copied to float64: the
-copies and numpy's own argmax and finiteness passes took a quarter of the metrics);
-one more over the errors for the histogram once its range is known, and a radix
-selection of the percentiles' ranks. In numpy each metric was its own pass over the
-row with its own temporaries.
+and one for the argmax agreement, over the outputs as stored (float32 or float64, never
+copied to float64: the copies and numpy's own argmax and finiteness passes took a
+quarter of the metrics); one more over the errors for the histogram once its range is
+known, and a radix selection of the percentiles' ranks. In numpy each metric was its
+own pass over the row with its own temporaries.
 
 Only processes that compare import this (numba's import costs 0.25 s); the compiled code
 is cached on disk (`cache=True`: next to this module, or in a per-user folder where this
