@@ -155,7 +155,11 @@ class ModelInspector:
         if self._pool is not None:
             for process in list(getattr(self._pool, "_processes", {}).values()):
                 process.kill()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Waited for (its process is killed: at once): the pool's manager thread closes
+            # its wakeup pipe as it ends, and one still ending at the interpreter's exit
+            # raced Python 3.11's exit hook, which writes to that pipe ("OSError: [Errno 9]
+            # Bad file descriptor" as `make demo` exited).
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def inspect(self, path: Path, timeout_s: float, key: str) -> dict[str, Any]:

@@ -70,3 +70,16 @@ def test_a_shared_refusal_reaches_every_caller(inspector: ModelInspector, tmp_pa
     with pytest.raises(InspectionFailed):  # nothing left in flight: a later upload parses again
         inspector.inspect(broken, 120, key="broken-sha")
     assert inspector.parses == parsed + 1
+
+
+def test_closing_ends_the_parsers_threads_before_it_returns(example: Any) -> None:
+    """The parser pool's threads are gone once `close` returns: one still ending at the
+    interpreter's exit raced Python 3.11's exit hook for its wakeup pipe ("OSError: [Errno
+    9] Bad file descriptor" printed as `make demo` exited)."""
+    before = set(threading.enumerate())
+    inspector = ModelInspector()
+    assert inspector.inspect(example("regression").path, 120, key="regression")["layers"]
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    assert started  # the pool's manager thread at least
+    inspector.close()
+    assert [thread.name for thread in started if thread.is_alive()] == []
