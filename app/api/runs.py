@@ -51,8 +51,7 @@ def create_run(session: SessionDep, request: Request, body: RunCreate) -> Run:
     # Asked only where they decide something (1.3 ms on every run's way): a default set
     # is the available backends, and Celery refuses one no worker can run. The embedded
     # executor runs what was named; a backend that cannot run says why in its own row.
-    named = body.backends is not None
-    statuses = backend_statuses() if not named or settings.executor == "celery" else {}
+    statuses = backend_statuses() if body.backends is None or settings.executor == "celery" else {}
     backends = (
         body.backends
         if body.backends is not None
