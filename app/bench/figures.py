@@ -22,12 +22,13 @@ def timed(call: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]
 
 
 def interleaved(
-    measured: Callable[[], Any], baseline: Callable[[], Any], repeats: int
+    measured: Callable[[], Any], baseline: Callable[[], Any], repeats: int, warmup: int = 1
 ) -> tuple[list[float], list[float]]:
-    """Both timed in turn, one warm-up call each first, so that what the machine does
-    meanwhile falls on both alike."""
-    measured()
-    baseline()
+    """Both timed in turn, after `warmup` calls of each in turn, so that what the machine
+    does meanwhile falls on both alike."""
+    for _ in range(warmup):
+        measured()
+        baseline()
     pairs = [(timed(measured, 1, 0)[0], timed(baseline, 1, 0)[0]) for _ in range(repeats)]
     return [m for m, _ in pairs], [b for _, b in pairs]
 

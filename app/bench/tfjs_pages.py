@@ -89,6 +89,14 @@ def tfjs_runner(pool: RunnerPool, backend: str) -> TfjsRunner:
     return runner
 
 
+# Calls of a TF.js job and of its floor, in turn, before either is timed: a page's
+# JavaScript and wasm are still being optimised over their first calls, the job's code
+# apart from the floor's. With one each (the job's first call besides), tfjs-wasm's
+# cifar_cnn jobs took 34-48 ms against the floor's 33-34 (1.15x; 1.29-1.32x within make
+# bench on a 2-core Intel Xeon), with six 31-36 against 30-37 ms (1.10x), with eleven
+# 30-35 against 30-40 ms. Six cost the TF.js part about 13 s, most of it cifar_cnn's.
+WARM_CALLS = 6
+
 # A cold page costs the same every time (a fresh page each): two untargeted timings,
 # no warm-up; with the warm figures' five and a warm-up they took 110 s of make bench.
 COLD_REPEATS = 2
@@ -207,7 +215,7 @@ def tfjs_figures(
         first = timed(job, 1, warmup=0)[0]
         cold_page = median(timed(bare_page(runner, artifact, shape), COLD_REPEATS, warmup=0))
         floor = warm_page(runner, artifact, inputs)
-        warm, baseline = interleaved(job, floor.delivered, repeats)
+        warm, baseline = interleaved(job, floor.delivered, repeats, WARM_CALLS)
         figure = ratio(
             f"{backend} warm job vs warm page (predict, every output read and sent to Python) "
             f"({model}, batch {batch})",
