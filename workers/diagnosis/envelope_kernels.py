@@ -23,17 +23,25 @@ def _relu(value: float) -> float:
     return value if value > 0.0 or np.isnan(value) else 0.0
 
 
+# The bits of +Inf as int64: a magnitude is finite exactly where its bits are below these.
+_INF_BITS = np.int64(0x7FF0000000000000)
+
+
 @njit(cache=True, nogil=True)
 def activated(z: np.ndarray, relu: bool, y: np.ndarray) -> float:
     """y = relu(z) (z itself for a linear layer, written to y all the same); returns the
-    largest finite magnitude among y's values (0 where there is none)."""
-    largest = 0.0
+    largest finite magnitude among y's values (0 where there is none).
+
+    The largest is taken over the magnitudes' bits, which order as their values do, the
+    non-finite ones counted as 0: a float maximum behind a finiteness test kept the loop
+    scalar (262,144 values, a cifar_cnn convolution at batch 8: 0.29-0.31 -> 0.15-0.17 ms)."""
+    largest = np.int64(0)
     for i in range(z.size):
         value = _relu(z[i]) if relu else z[i]
         y[i] = value
-        if np.isfinite(value):
-            largest = max(largest, abs(value))
-    return largest
+        bits = np.float64(abs(value)).view(np.int64)
+        largest = max(largest, bits if bits < _INF_BITS else np.int64(0))
+    return np.int64(largest).view(np.float64)
 
 
 @njit(cache=True, nogil=True)
