@@ -3,7 +3,11 @@
 The only module of `workers` that touches the data layer (import-linter keeps it
 so). A job takes a run id and re-reads everything else, so the embedded executor
 and Celery workers call it the same way, and the order of a run's steps comes from
-`RunOrder` (workers/engine/sequence.py) for both. Jobs are idempotent: a
+`RunOrder` (workers/engine/sequence.py) for both. The one exception: the embedded
+executor sends its own jobs the run's plan it read as the run started (`Job.plan`),
+which nothing changes during a run (a model with unfinished runs cannot be deleted,
+an external backend's outputs join only a finished run); Celery's tasks carry ids
+only. Jobs are idempotent: a
 re-delivered or restarted run overwrites its outputs files and replaces its
 divergence rows, never duplicates.
 """
@@ -69,8 +73,9 @@ class Job:
     against: str | None = None
     hand_on: bool = False
     # The run's plan as the executor read it when the run started (None: the job reads
-    # it): what it holds never changes during a run, and reading it again took each of
-    # a run's 13 jobs and comparisons 0.4-0.8 ms, 4-5 of them on the browser's lane.
+    # it): what it holds never changes during a run, and reading it again took 0.4-0.8
+    # ms each time, 12 times a dense10x50 run of seven backends, 4-5 of them on the
+    # browser's lane.
     plan: RunPlan | None = None
 
 
@@ -195,7 +200,7 @@ def run_backend_job(
 
 
 def compare_handed_on(
-    run_id: int, backend: str, earlier: Collection[str], plan: RunPlan | None = None
+    run_id: int, backend: str, earlier: Collection[str], *, plan: RunPlan | None = None
 ) -> BackendStatus | None:
     """The comparison on arrival a backend's job handed on, from the outputs it stored;
     then the backend is recorded finished (None if the run is gone)."""
@@ -357,11 +362,12 @@ def _pairs_left(plan: RunPlan) -> dict[str, Collection[str] | None]:
     return pairs
 
 
-def compare_run(run_id: int, against: str | None = None) -> bool:
+def compare_run(run_id: int, against: str | None = None, *, plan: RunPlan | None = None) -> bool:
     """Compare the run's finished backends, from their stored outputs, with `against`
     (all of them anew), or (None: the run's own last step) the pairs left uncompared
-    (`_pairs_left`); False when the run is gone."""
-    plan = runs.load_plan(run_id)
+    (`_pairs_left`); False when the run is gone. `plan`: the run's, as the executor
+    read it (None: read here)."""
+    plan = plan if plan is not None else runs.load_plan(run_id)
     if plan is None:
         return False
     pairs = {against: None} if against is not None else _pairs_left(plan)
@@ -371,7 +377,7 @@ def compare_run(run_id: int, against: str | None = None) -> bool:
     return _compare_pairs(plan, pairs, settings.engine_options(), inputs)
 
 
-def nothing_left_to_compare(run_id: int, plan: RunPlan | None = None) -> bool:
+def nothing_left_to_compare(run_id: int, *, plan: RunPlan | None = None) -> bool:
     """True when the run's last step has no pair to compare (each was compared on
     arrival): its executor then ends the run itself instead of sending a job. `plan`:
     the run's, as the executor read it (None: read here)."""
@@ -383,10 +389,10 @@ def perform(job: Job) -> BackendStatus | Step | None:
     """Runs in a job process: the step's final status (None if its run is gone), or the
     step a backend's job hands on."""
     if job.step.backend is not None and job.step.earlier is not None:
-        return compare_handed_on(job.run_id, job.step.backend, job.step.earlier, job.plan)
+        return compare_handed_on(job.run_id, job.step.backend, job.step.earlier, plan=job.plan)
     if job.step.backend is not None:
         return run_backend_job(job.run_id, job.step.backend, hand_on=job.hand_on, plan=job.plan)
-    if compare_run(job.run_id, job.against) and job.against is None:
+    if compare_run(job.run_id, job.against, plan=job.plan) and job.against is None:
         runs.finish_run(job.run_id)
     return BackendStatus.DONE
 
@@ -443,7 +449,7 @@ def supervised_step(
         label = f"comparing {step.backend} on arrival"
     else:
         label = step.backend
-    if step.is_comparison and nothing_left_to_compare(run_id, plan):
+    if step.is_comparison and nothing_left_to_compare(run_id, plan=plan):
         runs.finish_run(run_id)
         return None
     job = Job(run_id, step, hand_on=hand_on, plan=plan)

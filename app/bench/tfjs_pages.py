@@ -94,7 +94,7 @@ def tfjs_runner(pool: RunnerPool, backend: str) -> TfjsRunner:
 # apart from the floor's. With one each (the job's first call besides), tfjs-wasm's
 # cifar_cnn jobs took 34-48 ms against the floor's 33-34 (1.15x; 1.29-1.32x within make
 # bench on a 2-core Intel Xeon), with six 31-36 against 30-37 ms (1.10x), with eleven
-# 30-35 against 30-40 ms. Six cost the TF.js part about 13 s, most of it cifar_cnn's.
+# 30-35 against 30-40 ms. Six took the TF.js part of make bench from 55-58 s to 64-68 s.
 WARM_CALLS = 6
 
 # A cold page costs the same every time (a fresh page each): two untargeted timings,

@@ -15,16 +15,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from workers.engine.metric_kernels import INF_BITS
+
 
 @njit(cache=True, nogil=True)
 def _relu(value: float) -> float:
     """np.maximum(value, 0.0): the value where it is above zero or NaN, else +0.0 (numpy
     gives +0.0 for -0.0 too)."""
     return value if value > 0.0 or np.isnan(value) else 0.0
-
-
-# The bits of +Inf as int64: a magnitude is finite exactly where its bits are below these.
-_INF_BITS = np.int64(0x7FF0000000000000)
 
 
 @njit(cache=True, nogil=True)
@@ -40,7 +38,7 @@ def activated(z: np.ndarray, relu: bool, y: np.ndarray) -> float:
         value = _relu(z[i]) if relu else z[i]
         y[i] = value
         bits = np.float64(abs(value)).view(np.int64)
-        largest = max(largest, bits if bits < _INF_BITS else np.int64(0))
+        largest = max(largest, bits if bits < INF_BITS else np.int64(0))
     return np.int64(largest).view(np.float64)
 
 

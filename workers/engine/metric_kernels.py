@@ -37,7 +37,7 @@ REDUCTIONS = {"nsz", "reassoc"}
 
 # The bits of +Inf as int64: a non-negative float64 is finite exactly where its bits are
 # below these, and two non-negative float64s order as their bits do.
-_INF_BITS = np.int64(0x7FF0000000000000)
+INF_BITS = np.int64(0x7FF0000000000000)
 # Interleaved tallies of one histogram: consecutive errors mostly fall in the same few
 # bins near 0, and one tally's increments then wait on each other.
 _TALLIES = 4
@@ -90,7 +90,7 @@ def row_passes(
             absolute = abs(error)
             e_row[i] = error
             abs_bits = np.float64(absolute).view(np.int64)
-            nonfinite += abs_bits >= _INF_BITS
+            nonfinite += abs_bits >= INF_BITS
             sum_abs += absolute
             max_abs_bits = max(max_abs_bits, abs_bits)
             relative = absolute / max(abs(r), tiny)
