@@ -7,9 +7,8 @@ and Celery workers call it the same way, and the order of a run's steps comes fr
 executor sends its own jobs the run's plan it read as the run started (`Job.plan`),
 which nothing changes during a run (a model with unfinished runs cannot be deleted,
 an external backend's outputs join only a finished run); Celery's tasks carry ids
-only. Jobs are idempotent: a
-re-delivered or restarted run overwrites its outputs files and replaces its
-divergence rows, never duplicates.
+only. Jobs are idempotent: a re-delivered or restarted run overwrites its outputs
+files and replaces its divergence rows, never duplicates.
 """
 
 from __future__ import annotations

@@ -48,11 +48,9 @@ def queued_run(tmp_path: Path) -> int:
     """A run of numpy-f64 alone on dense10x50, its model and inputs stored as uploads are."""
     written = write_example("dense10x50", tmp_path)
     sha256 = "d" * 64
-    storage.data_dir().mkdir(parents=True, exist_ok=True)
     staged = tmp_path / "staged.keras"
     shutil.copyfile(written, staged)
-    storage.model_path(sha256, "keras").parent.mkdir(parents=True, exist_ok=True)
-    storage.store_model(staged, sha256, "keras")
+    storage.store_model(staged, sha256, "keras")  # its folder made as the path is
     [model_input] = load_artifact(written).graph.inputs
     inputs = {model_input.name: np.random.default_rng(0).random((4, 50), dtype=np.float32)}
     with db.session_scope() as session:
