@@ -71,7 +71,13 @@ class LayerDiagnosis:
             or self.local_verdict == "nonfinite"
         ):
             return verdict
-        return "reduced-precision" if self.local_rel_l2 <= self.precision_bound else "mismatch"
+        return "reduced-precision" if self.within_precision else "mismatch"
+
+    @property
+    def within_precision(self) -> bool:
+        """Whether the layer's own error is within what its backend's reduced nominal
+        precision allows (never for a float32 or float64 backend)."""
+        return self.precision_bound is not None and self.local_rel_l2 <= self.precision_bound
 
     @property
     def is_local_drift(self) -> bool:

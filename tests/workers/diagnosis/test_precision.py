@@ -106,3 +106,32 @@ def test_float32_backends_keep_their_verdict(tf: Any, built: Any) -> None:
     )
     assert all(local.precision_bound is None for local in found.values())
     assert {local.at_precision("mismatch") for local in found.values()} == {"mismatch"}
+
+
+def test_a_layer_within_its_precision_is_explained_by_it_and_a_bug_by_its_cause(
+    tf: Any, built: Any
+) -> None:
+    """A float16 backend's layer within float16's allowance is explained by float16 and
+    tested for nothing else; the same layer transposed is tested for every cause, and
+    the transposed kernel explains it."""
+    case = built("dense-tanh")
+
+    def diagnosis(corrupt: Corrupt) -> dict[str, bool]:
+        found = diagnose_outputs(
+            case.graph,
+            keras_pass(tf, case, "d2", corrupt),
+            case.fed,
+            mode="accumulated",
+            budget=Budget(60),
+            precision="float16",
+        )["d2"]
+        assert found.diagnosis is not None
+        return {e.hypothesis: e.explains for e in found.diagnosis}
+
+    fine = diagnosis(stored_as("float16"))
+    assert fine["float16-activations"]
+    assert set(fine) <= {"float16-weights", "float16-activations"}
+    broken = diagnosis(in_float16(TRANSPOSED))
+    assert broken["kernel-transposed"]
+    assert next(iter(broken)) == "kernel-transposed"
+    assert {"bias-missing", "bfloat16", "int8-quantization"} <= set(broken)
