@@ -13,6 +13,7 @@ predicts once, is reported beside it (cold, untargeted), and so is the first job
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ WARM_CAPTURE = """async (spec) => {
 
 # With an outputs URL, every output is sent to it the way a job sends its own
 # (harness.js's sendAllFloat32, the fastest way out of the page measured); without,
-# the outputs stay in the page.
+# the outputs stay in the page. The shapes come back as JSON text, as a job's answer
+# does (harness.js's runJob: the cheapest way through Playwright).
 PREDICT_WARM = """async (outputsUrl) => {
   const floor = window.benchFloor;
   let outputs = floor.model.predict(floor.input, {batchSize: floor.batchSize});
@@ -77,7 +79,7 @@ PREDICT_WARM = """async (outputsUrl) => {
   if (outputsUrl !== null) sendAllFloat32(outputsUrl, values);
   const shapes = outputs.map((output) => output.shape);
   tf.dispose(outputs);
-  return shapes;
+  return JSON.stringify(shapes);
 }"""
 
 
@@ -178,7 +180,7 @@ def warm_page(
 
         async def predict(page: Page, served: int) -> list[list[int]]:
             await placed(page, served)
-            return await page.evaluate(PREDICT_WARM, url)
+            return json.loads(await page.evaluate(PREDICT_WARM, url))
 
         try:
             shapes = runner.host.run_in_page(runner.BACKEND, harness, predict, timeout_s=timeout_s)

@@ -214,13 +214,15 @@ class TfjsRunner(Runner):
                 held.clear()
             inline = inputs_key not in held and len(joined) <= INLINE_INPUT_BYTES
             try:
-                result = await page.evaluate(
+                answer = await page.evaluate(
                     "spec => window.driftbench.runJob(spec)",
-                    {
-                        **spec,
-                        "jobUrl": job_url,
-                        "inputsBase64": inline_inputs(joined) if inline else None,
-                    },
+                    json.dumps(
+                        {
+                            **spec,
+                            "jobUrl": job_url,
+                            "inputsBase64": inline_inputs(joined) if inline else None,
+                        }
+                    ),
                 )
             except BaseException:
                 held.clear()  # what the page kept is unknown: a miss only costs a GET
@@ -230,6 +232,7 @@ class TfjsRunner(Runner):
                 held.move_to_end(inputs_key)
                 while len(held) > KEPT_INPUTS:
                     held.popitem(last=False)
+            result = json.loads(answer)
             return {**result, "page_job": served, "channel": channel, "job_url": job_url}
 
         timeout_s = self.options.browser_job_timeout_s
