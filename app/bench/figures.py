@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -22,13 +23,21 @@ def timed(call: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]
 
 
 def interleaved(
-    measured: Callable[[], Any], baseline: Callable[[], Any], repeats: int, warmup: int = 1
+    measured: Callable[[], Any],
+    baseline: Callable[[], Any],
+    repeats: int,
+    warmup: int = 1,
+    warmup_s: float = math.inf,
 ) -> tuple[list[float], list[float]]:
-    """Both timed in turn, after `warmup` calls of each in turn, so that what the machine
-    does meanwhile falls on both alike."""
+    """Both timed in turn, after `warmup` calls of each in turn (fewer once they have
+    taken `warmup_s` seconds, one at least), so that what the machine does meanwhile
+    falls on both alike."""
+    started = time.perf_counter()
     for _ in range(warmup):
         measured()
         baseline()
+        if time.perf_counter() - started >= warmup_s:
+            break
     pairs = [(timed(measured, 1, 0)[0], timed(baseline, 1, 0)[0]) for _ in range(repeats)]
     return [m for m, _ in pairs], [b for _, b in pairs]
 

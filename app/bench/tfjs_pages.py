@@ -96,12 +96,17 @@ def tfjs_runner(pool: RunnerPool, backend: str) -> TfjsRunner:
 # apart from the floor's. With one each (the job's first call besides), tfjs-wasm's
 # cifar_cnn jobs took 34-48 ms against the floor's 33-34 (1.15x; 1.29-1.32x within make
 # bench on a 2-core Intel Xeon), with six 31-36 against 30-37 ms (1.10x), with eleven
-# 30-35 against 30-40 ms. Six took the TF.js part of make bench from 55-58 s to 64-68 s.
+# 30-35 against 30-40 ms. Fewer once they have taken WARM_S: a call of hundreds of
+# milliseconds (cifar_cnn on tfjs-cpu or WebGL) runs its kernels' loops millions of
+# times, optimised within it, and six such pairs took 20 of the TF.js part's 134 s on a
+# 2-core AMD EPYC in a slow hour.
 WARM_CALLS = 6
+WARM_S = 2.0
 
-# A cold page costs the same every time (a fresh page each): two untargeted timings,
-# no warm-up; with the warm figures' five and a warm-up they took 110 s of make bench.
-COLD_REPEATS = 2
+# A cold page costs the same every time (a fresh page each, 1-4 s): one untargeted
+# timing, no warm-up; with the warm figures' five and a warm-up they took 110 s of make
+# bench, with two 25 s of a 10-minute run on a 2-core AMD EPYC in a slow hour.
+COLD_REPEATS = 1
 
 
 def bare_page(runner: TfjsRunner, artifact: ModelArtifact, shape: list[int]) -> Callable[[], None]:
@@ -217,7 +222,7 @@ def tfjs_figures(
         first = timed(job, 1, warmup=0)[0]
         cold_page = median(timed(bare_page(runner, artifact, shape), COLD_REPEATS, warmup=0))
         floor = warm_page(runner, artifact, inputs)
-        warm, baseline = interleaved(job, floor.delivered, repeats, WARM_CALLS)
+        warm, baseline = interleaved(job, floor.delivered, repeats, WARM_CALLS, WARM_S)
         figure = ratio(
             f"{backend} warm job vs warm page (predict, every output read and sent to Python) "
             f"({model}, batch {batch})",

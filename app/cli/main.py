@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--query-seconds",
         type=float,
-        default=20.0,
+        default=15.0,
         help="how long each database is queried while a run lands every second",
     )
     bench.add_argument(
