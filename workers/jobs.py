@@ -105,6 +105,12 @@ def warm_up(capability: str) -> None:
         import_keras(settings.onednn)
 
 
+def _plan_of(run_id: int, sent: RunPlan | None) -> RunPlan | None:
+    """The plan the executor sent along with the job, else the run's as stored now
+    (None once the run is gone)."""
+    return sent if sent is not None else runs.load_plan(run_id)
+
+
 @lru_cache(maxsize=4)
 def _artifact(path: Path) -> ModelArtifact:
     """Job processes keep the last few parsed models: a queue often holds runs of one model."""
@@ -150,7 +156,7 @@ def run_backend_job(
     a backend with something to compare is recorded stored, not finished, and the step
     that compares it is returned instead (`compare_handed_on`). `plan`: the run's, as
     the executor read it (None: read here)."""
-    plan = plan if plan is not None else runs.load_plan(run_id)
+    plan = _plan_of(run_id, plan)
     if plan is None:
         return None
     claimed = runs.claim_backend(run_id, backend, max_attempts=settings.job_attempts)
@@ -203,7 +209,7 @@ def compare_handed_on(
 ) -> BackendStatus | None:
     """The comparison on arrival a backend's job handed on, from the outputs it stored;
     then the backend is recorded finished (None if the run is gone)."""
-    plan = plan if plan is not None else runs.load_plan(run_id)
+    plan = _plan_of(run_id, plan)
     if plan is None:
         return None
     started = time.perf_counter()
@@ -366,7 +372,7 @@ def compare_run(run_id: int, against: str | None = None, *, plan: RunPlan | None
     (all of them anew), or (None: the run's own last step) the pairs left uncompared
     (`_pairs_left`); False when the run is gone. `plan`: the run's, as the executor
     read it (None: read here)."""
-    plan = plan if plan is not None else runs.load_plan(run_id)
+    plan = _plan_of(run_id, plan)
     if plan is None:
         return False
     pairs = {against: None} if against is not None else _pairs_left(plan)
@@ -380,7 +386,7 @@ def nothing_left_to_compare(run_id: int, *, plan: RunPlan | None = None) -> bool
     """True when the run's last step has no pair to compare (each was compared on
     arrival): its executor then ends the run itself instead of sending a job. `plan`:
     the run's, as the executor read it (None: read here)."""
-    plan = plan if plan is not None else runs.load_plan(run_id)
+    plan = _plan_of(run_id, plan)
     return plan is not None and not _pairs_left(plan)
 
 
