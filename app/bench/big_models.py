@@ -1,12 +1,12 @@
 """Big models end to end: ResNet50 (64x64, batch 8) and MobileNetV2 (96x96, batch 32) on
 every CPU backend through the embedded service, each backend's job against its warm
 floor, the peak resident memory of each job process (Chromium's included under the
-browser's), and the bytes stored per backend run.
+browser's) and of the model parser's, and the bytes stored per backend run.
 
 Each model gets a fresh server, so a job process's high-water mark is that model's.
 The first run pays the exports, traces and shader compiles and is reported beside
 the second, which is the one compared with the floors. Not in the default parts
-(about 5 minutes): `driftbench bench --only big`.
+(about 6 minutes on 2 cores): `driftbench bench --only big`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from workers.engine.inputs import InputRecipe, generate_inputs
 from workers.engine.keras_env import import_keras
 from workers.engine.loading import load_artifact
 from workers.engine.zoo import application
-from workers.processes.tree import command_name, descendants, parent_of
+from workers.processes.tree import command_name, descendants, parent_of, proc_file
 
 BIG_MODELS = (("ResNet50", 64, 8), ("MobileNetV2", 96, 32))
 
@@ -47,17 +47,29 @@ def _job_seconds(backend_run: dict[str, Any]) -> float:
     return float(backend_run["timings"]["job"])
 
 
-def _job_process_peaks(server_pid: int) -> dict[str, float]:
-    """Each job process's high-water RSS in MiB, what it started (Chromium) added in, named
-    by capability: the one that started Chromium is the browser's."""
+def _children(server_pid: int) -> set[int]:
+    return {pid for pid in descendants(server_pid) if parent_of(pid) == server_pid}
+
+
+def _process_peaks(server_pid: int, before_runs: set[int]) -> dict[str, float]:
+    """The high-water RSS in MiB of each process the server started, with what that one
+    started (Chromium) added in: each job process, named by capability (the one that
+    started Chromium is the browser's), and the model parser's process, the one there
+    before any run (it starts with the model's upload); multiprocessing's resource
+    tracker (13 MiB) is left out."""
     peaks: dict[str, float] = {}
-    for pid in descendants(server_pid):
-        if parent_of(pid) != server_pid:
-            continue  # something a job process started
+    for pid in _children(server_pid):
+        if "resource_tracker" in (proc_file(pid, "cmdline") or ""):
+            continue
         children = descendants(pid)
-        browser = any(command_name(child).startswith("chrom") for child in children)
         total = peak_rss_mib(pid) + sum(peak_rss_mib(child) for child in children)
-        peaks[f"{'browser' if browser else 'cpu'} job process {pid}"] = total
+        if pid in before_runs:
+            role = "model parser process"
+        elif any(command_name(child).startswith("chrom") for child in children):
+            role = "browser job process"
+        else:
+            role = "cpu job process"
+        peaks[f"{role} {pid}"] = total
     return peaks
 
 
@@ -78,8 +90,9 @@ def big_model_figures(directory: Path, pool: RunnerPool) -> list[Figure]:
         data_dir = directory / f"big-{architecture}"
         with served(data_dir) as server, server.client(timeout_s=3600) as client:
             _, body = client.prepare_run(path, backends, batch=batch)
+            before_runs = _children(server.pid)
             (first_s, first), (run_s, run) = timed_run(client, body), timed_run(client, body)
-            peaks = _job_process_peaks(server.pid)
+            peaks = _process_peaks(server.pid, before_runs)
         failed = {b["backend"]: b["reason"] for b in run["backend_runs"] if b["status"] != "done"}
         if run["status"] != "done" or failed:
             figures.append(
