@@ -8,7 +8,7 @@ alone, so each job process has loaded TensorFlow and started its browser. The
 per-run costs it reports (each queue's seconds: its jobs from the stored start and
 end times, which include their comparisons on arrival, but not the run's short last
 step; bytes stored; divergence rows) are what the README's capacity model is made
-from. Not in the default parts (about 8 minutes):
+from. Not in the default parts (4 to 8 minutes on 2 cores):
 `driftbench bench --only throughput`.
 """
 
