@@ -32,7 +32,8 @@ def memory_figures(directory: Path, options: EngineOptions) -> list[Figure]:
         idle = peak_rss_mib(server.pid)
         seconds = run_to_done(client, body)
         peak = peak_rss_mib(server.pid)
-        # The job processes and what they started (Chromium), by pid.
+        # Every process under the server, by pid: the job processes and what they started
+        # (Chromium), the model parser's process, multiprocessing's resource tracker.
         jobs = {pid: peak_rss_mib(pid) for pid in descendants(server.pid)}
         run = client.get("/api/runs?limit=1").json()["data"][0]
     stored = {
@@ -54,8 +55,8 @@ def memory_figures(directory: Path, options: EngineOptions) -> list[Figure]:
             detail={"idle_peak_mib": idle, "run_s": seconds},
         ),
         Figure(
-            f"peak RSS of the job processes and their children in that run, summed "
-            f"({len(jobs)} processes)",
+            f"peak RSS of the server's child processes in that run (its job processes, "
+            f"Chromium, the model parser's), summed ({len(jobs)} processes)",
             sum(jobs.values()),
             "MiB",
             detail={"peak_mib_by_pid": jobs},
