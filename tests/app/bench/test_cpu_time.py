@@ -24,7 +24,9 @@ def test_a_spinning_child_is_counted_under_its_role() -> None:
     try:
         assert root.stdout is not None and root.stdout.readline() == "spun\n"
         seconds = cpu_seconds_by_role(root.pid)
+        named = cpu_seconds_by_role(root.pid, "bench process")
     finally:
         root.communicate("\n", timeout=10)
     assert 0.6 <= seconds["job processes"] < 1.0
     assert seconds["server"] < 0.6  # the root only started it
+    assert set(named) == {"bench process", "job processes"}
