@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.bench.backend_jobs import backend_job, bare_predict, example_job
-from app.bench.figures import Figure, interleaved, median, ratio, timed
+from app.bench.figures import LEAST_REPEATS, Figure, interleaved, median, ratio, timed
 from workers.backends.execution import run_backend
 from workers.backends.pool import RunnerPool
 from workers.diagnosis.runs import run_diagnoser
@@ -41,6 +41,7 @@ def _oihw_port(artifact: ModelArtifact) -> ModelArtifact:
 
 
 def diagnosis_figures(directory: Path, repeats: int, pool: RunnerPool) -> list[Figure]:
+    repeats = max(repeats, LEAST_REPEATS)
     artifact, inputs = example_job("cifar_cnn", 8, directory, pool.options)
     port = _oihw_port(artifact)
     keras_job = backend_job(pool, "keras-cpu", artifact, inputs)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.backend_jobs import bare_predict, example_job
-from app.bench.figures import Figure, median, ratio, timed
+from app.bench.figures import LEAST_REPEATS, Figure, median, ratio, timed
 from app.bench.tfjs_pages import COLD_REPEATS, TFJS_BACKENDS, bare_page, tfjs_runner, warm_page
 from app.service_process import LiveServer
 from driftbench.client import MAX_WAIT_S, Client
@@ -40,9 +40,6 @@ MODEL, BATCH = "dense10x50", 256
 # took 23 ms after one call, 7 ms after a few; the four pages' floors summed 149 ms
 # after 10 calls, 102 ms after the TF.js part's hundreds).
 FLOOR_WARMUP = 30
-# Runs and floor calls timed at least: on a shared 2-core machine one run of the same
-# code takes 180 to 360 ms, so the median of `make bench`'s 5 moved by a fifth.
-LEAST_REPEATS = 20
 
 
 def cpu_backends(options: EngineOptions) -> list[str]:

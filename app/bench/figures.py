@@ -9,6 +9,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Timings, or pairs timed in turn, that a figure of short calls whose time moves on a
+# shared machine takes at least: on a 2-core machine the median of `make bench`'s five
+# moved by a fifth from one run to the next (a run of the service took 180-360 ms,
+# tflite-int8 read 0.87-1.34x and diagnosis without a bug 2.13-2.52x).
+LEAST_REPEATS = 20
+
 
 def timed(call: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     """Seconds of each of `repeats` calls, after `warmup` calls that are not counted."""

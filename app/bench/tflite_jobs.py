@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from app.bench.backend_jobs import backend_job, example_job
-from app.bench.figures import Figure, interleaved, ratio, timed
+from app.bench.figures import LEAST_REPEATS, Figure, interleaved, ratio, timed
 from workers.backends.pool import RunnerPool
 from workers.backends.tflite.conversion import (
     DYNAMIC,
@@ -34,10 +34,6 @@ FORMS = (
     ("tflite-int8", INT8),
 )
 BATCH = 64
-# Pairs timed at least, the job and the interpreter in turn: the int8 and dynamic forms'
-# jobs take 8-11 ms, and the median of five, the interpreter's timed as a block before
-# the job's, read tflite-int8 at 0.87-1.34x from one run to the next on a 2-core AMD EPYC.
-LEAST_REPEATS = 20
 
 
 def _invoke(signature: Any, feeds: list[np.ndarray]) -> Callable[[], None]:
