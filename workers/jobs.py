@@ -148,14 +148,21 @@ def _store_outputs(
 
 
 def run_backend_job(
-    run_id: int, backend: str, *, hand_on: bool = False, plan: RunPlan | None = None
+    run_id: int,
+    backend: str,
+    *,
+    hand_on: bool = False,
+    lane_ends: bool = False,
+    plan: RunPlan | None = None,
 ) -> BackendStatus | Step | None:
     """One backend of one run, compared on arrival; returns its final status (None if
     the run is gone). The backend is recorded finished once its comparison has ended, so
     the run's last step never starts while one is still being compared. With `hand_on`,
     a backend with something to compare is recorded stored, not finished, and the step
-    that compares it is returned instead (`compare_handed_on`). `plan`: the run's, as
-    the executor read it (None: read here)."""
+    that compares it is returned instead (`compare_handed_on`), unless `lane_ends` (its
+    lane has nothing left to run) and the comparison is portable: then it is compared
+    here, from the outputs in hand, without a hand-over and a read back. `plan`: the
+    run's, as the executor read it (None: read here)."""
     plan = _plan_of(run_id, plan)
     if plan is None:
         return None
@@ -192,7 +199,8 @@ def run_backend_job(
         )
     if earlier and hand_on and arrival_pairs(plan, backend, earlier):
         portable = path is not None and path.stat().st_size <= PORTABLE_OUTPUTS_BYTES
-        return Step(backend, earlier=tuple(earlier), portable=portable)
+        if not (portable and lane_ends):
+            return Step(backend, earlier=tuple(earlier), portable=portable)
     if earlier:
         comparing = time.perf_counter()
         try:
@@ -396,7 +404,13 @@ def perform(job: Job) -> BackendStatus | Step | None:
     if job.step.backend is not None and job.step.earlier is not None:
         return compare_handed_on(job.run_id, job.step.backend, job.step.earlier, plan=job.plan)
     if job.step.backend is not None:
-        return run_backend_job(job.run_id, job.step.backend, hand_on=job.hand_on, plan=job.plan)
+        return run_backend_job(
+            job.run_id,
+            job.step.backend,
+            hand_on=job.hand_on,
+            lane_ends=job.step.lane_ends,
+            plan=job.plan,
+        )
     if compare_run(job.run_id, job.against, plan=job.plan) and job.against is None:
         runs.finish_run(job.run_id)
     return BackendStatus.DONE

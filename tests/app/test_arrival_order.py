@@ -83,9 +83,10 @@ def test_browser_jobs_hand_their_comparisons_on_and_take_them_back_when_idle(
 ) -> None:
     """With the CPU's lane held on numpy, the first TF.js job hands its comparison on to
     the CPU's lane instead of comparing before the next page: it finishes only after the
-    second page has started. Its pages done, the browser's lane takes both comparisons
-    back from the CPU's queue (small outputs, portable): both backends finish, compared
-    and diagnosed against the reference and keras-cpu, while numpy is still held."""
+    second page has started. The second, its lane's last, compares its own, and the
+    browser's lane takes the first's back from the CPU's queue (small outputs, portable):
+    both backends finish, compared and diagnosed against the reference and keras-cpu,
+    while numpy is still held."""
     with gated_server(tmp_path) as (client, gate):
         hold(gate, "numpy")
         # The first page waits until the reference and keras-cpu are stored (the CPU's

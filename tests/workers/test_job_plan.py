@@ -1,7 +1,8 @@
 """A job sent its run's plan by the executor does not read the plan again (12 reads a
 run of seven backends, 0.4-0.8 ms each), also once the job has been pickled as it is
-for a job process; one sent none reads it, as under Celery. Real SQLite, a real model
-and the numpy-f64 runner, in this process."""
+for a job process; one sent none reads it, as under Celery. A job that hands its
+comparison on keeps it when its lane has nothing left to run. Real SQLite, a real model
+and the numpy runners, in this process."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         db.session_factory.cache_clear()
 
 
-def queued_run(tmp_path: Path) -> int:
-    """A run of numpy-f64 alone on dense10x50, its model and inputs stored as uploads are."""
+def queued_run(tmp_path: Path, backends: tuple[str, ...] = ("numpy-f64",)) -> int:
+    """A run of `backends` (numpy-f64, the reference, first) on dense10x50, its model and
+    inputs stored as uploads are."""
     written = write_example("dense10x50", tmp_path)
     sha256 = "d" * 64
     staged = tmp_path / "staged.keras"
@@ -74,16 +76,18 @@ def queued_run(tmp_path: Path) -> int:
             input_set_id=input_set.id,
             reference="numpy-f64",
             modes=["accumulated"],
-            backend_runs=[BackendRun(backend="numpy-f64")],
+            backend_runs=[BackendRun(backend=backend) for backend in backends],
         )
         session.add(run)
         session.flush()
         return run.id
 
 
-def status_of(run_id: int) -> str:
+def status_of(run_id: int, backend: str = "numpy-f64") -> str:
     with db.session_scope() as session:
-        return session.scalars(select(BackendRun.status).filter_by(run_id=run_id)).one()
+        return session.scalars(
+            select(BackendRun.status).filter_by(run_id=run_id, backend=backend)
+        ).one()
 
 
 def unread(run_id: int) -> None:
@@ -125,3 +129,30 @@ def test_a_job_sent_no_plan_reads_it(
     assert jobs.perform(jobs.Job(run_id, Step("numpy-f64"))) == BackendStatus.DONE
     assert status_of(run_id) == BackendStatus.DONE
     assert read == [run_id]
+
+
+@pytest.mark.parametrize("lane_ends", [False, True])
+def test_a_job_handing_on_keeps_its_comparison_when_its_lane_ends(
+    database: None, tmp_path: Path, lane_ends: bool
+) -> None:
+    """numpy's job, its reference stored: told to hand on, it returns the step comparing
+    it and leaves the backend unfinished; told too that its lane has nothing left, it
+    compares itself (outputs this small are portable) and finishes the backend, the
+    comparison timed in its record."""
+    run_id = queued_run(tmp_path, ("numpy-f64", "numpy"))
+    plan = runs.start_run(run_id)
+    assert plan is not None
+    assert jobs.perform(jobs.Job(run_id, Step("numpy-f64"), plan=plan)) == BackendStatus.DONE
+    step = Step("numpy", lane_ends=lane_ends)
+    answer = jobs.perform(jobs.Job(run_id, step, hand_on=True, plan=plan))
+    with db.session_scope() as session:
+        numpy = session.scalars(select(BackendRun).filter_by(run_id=run_id, backend="numpy")).one()
+        status, timings = numpy.status, dict(numpy.timings)
+    if lane_ends:
+        assert answer == BackendStatus.DONE
+        assert status == BackendStatus.DONE
+        assert timings["compare"] > 0, timings
+    else:
+        assert answer == Step("numpy", earlier=("numpy-f64",), portable=True)
+        assert status != BackendStatus.DONE
+        assert "compare" not in timings, timings

@@ -20,7 +20,7 @@ import dataclasses
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workers.engine.status import BackendStatus
 
@@ -38,6 +38,10 @@ class Step:
     # A comparison on arrival that any lane's job process may run (its outputs are small):
     # a lane left with nothing to run takes it from the lane it was queued in.
     portable: bool = False
+    # Its lane had nothing else queued when it started: a job that would hand a portable
+    # comparison on compares it itself, as its lane would take it back anyway. A hint to
+    # the job, not part of which step it is.
+    lane_ends: bool = field(default=False, compare=False)
 
     @property
     def is_comparison(self) -> bool:
@@ -130,7 +134,8 @@ class _Lanes:
         compares the last TF.js backend while the CPU's lane still compares the one
         before."""
         if self.queues[name]:
-            return self.queues[name].popleft()
+            step = self.queues[name].popleft()
+            return step if self.queues[name] else dataclasses.replace(step, lane_ends=True)
         for other, queue in self.queues.items():
             taken = next((s for s in queue if s.portable and s.compares_arrival), None)
             if other != name and taken is not None:

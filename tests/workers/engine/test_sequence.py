@@ -200,6 +200,21 @@ def test_a_lane_with_nothing_left_takes_a_portable_comparison_from_another() -> 
     assert walked[-1][1] == COMPARISON and all(s == "done" for s in statuses.values())
 
 
+def test_the_last_step_queued_in_a_lane_is_marked_as_ending_it() -> None:
+    """Only the browser lane's last page is marked: its job may compare its portable
+    comparison itself, where the others hand theirs on to the CPU's lane."""
+    order = RunOrder.of("numpy-f64", ["numpy", "tfjs-cpu", "tfjs-wasm", "tfjs-webgl"], feeds=False)
+    statuses = dict.fromkeys(order.backends, "queued")
+    walked: list[tuple[str, Step]] = []
+    run_in_order(order, _handing_on(statuses, walked), lambda: statuses, lane=browser_or_cpu)
+    pages = [step for _, step in walked if browser_or_cpu(step) == "browser"]
+    assert [(step.backend, step.lane_ends) for step in pages] == [
+        ("tfjs-cpu", False),
+        ("tfjs-wasm", False),
+        ("tfjs-webgl", True),
+    ]
+
+
 def test_without_its_lane_in_the_wave_a_handed_on_step_runs_next_where_it_was_handed() -> None:
     """In the isolated mode the reference runs alone first; a wave of TF.js backends
     alone has no CPU lane, so each comparison runs in the browser's lane, marked so,
