@@ -129,10 +129,10 @@ class _Lanes:
         return bool(self.errors) or not (self.running or any(self.queues.values()))
 
     def _next(self, name: str) -> Step | None:
-        """This lane's next step; with its queue run, the first portable comparison
-        waiting in another lane's, to run here: the browser's lane, its pages done,
-        compares the last TF.js backend while the CPU's lane still compares the one
-        before."""
+        """This lane's next step, marked `lane_ends` when it is the last one queued; with
+        its queue run, the first portable comparison waiting in another lane's, to run
+        here: the browser's lane, its last page compared, compares a TF.js backend
+        handed on before it while the CPU's lane still compares another."""
         if self.queues[name]:
             step = self.queues[name].popleft()
             return step if self.queues[name] else dataclasses.replace(step, lane_ends=True)
