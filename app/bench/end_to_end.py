@@ -10,10 +10,10 @@ The floors and the service's runs are timed in turn, a block of each at a time, 
 kept warm, as every other job and its floor are. Timed one after the other, floors
 first, the figure followed the machine's speed between the two: on a 2-core AMD EPYC
 (Zen 4) the same server's run took 134 ms in one minute and 186 ms a few minutes
-later, and two runs of the part read 1.90 and 1.99x where five in turn read
-1.67-1.80x. The bench's warm runners, idle while the service runs, cost it nothing
-measurable there (162 against 167 ms a run, 263 against 267 core-ms, six blocks of
-each alternated)."""
+later, and two runs of the part read 1.90 and 1.99x where four in turn (and three
+of a prototype of it) read 1.67-1.80x. The bench's warm runners, idle while the
+service runs, cost it nothing measurable there (162 against 167 ms a run, 263 against
+267 core-ms, six blocks of each alternated)."""
 
 from __future__ import annotations
 
