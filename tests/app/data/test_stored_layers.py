@@ -83,6 +83,10 @@ def test_every_array_reads_as_np_load_reads_it(tmp_path: Path) -> None:
         "accumulated/scalar": np.float32(2.5),
         "accumulated/empty": np.zeros((0, 3), np.float32),
         "isolated/x": rng.standard_normal(9).astype(">f4"),
+        # A .npy header longer than the first read of a member's headers.
+        "isolated/records": np.arange(60, dtype=np.float32).view(
+            [(f"a_long_field_name_{i:02d}", "<f4") for i in range(30)]
+        ),
     }
     path = tmp_path / "mixed.npz"
     with path.open("wb") as stream:
@@ -101,6 +105,10 @@ def test_every_array_reads_as_np_load_reads_it(tmp_path: Path) -> None:
     np.testing.assert_array_equal(layers["ints"], expected["accumulated/ints"])
     assert storage.load_layer_output(path, "isolated", "x").dtype == np.dtype(">f4")
     assert storage.load_layer_output(path, "isolated", "missing") is None
+    header = io.BytesIO()
+    records = np.lib.format.header_data_from_array_1_0(arrays["isolated/records"])
+    np.lib.format.write_array_header_1_0(header, records)
+    assert len(header.getvalue()) > storage._HEADERS_READ  # its header was read again whole
 
 
 def test_an_archive_not_as_stored_is_refused_by_name(tmp_path: Path) -> None:
@@ -119,6 +127,11 @@ def test_an_archive_not_as_stored_is_refused_by_name(tmp_path: Path) -> None:
         ValueError, match=r"lying.npz\[accumulated/x.npy\]: its .npy header does not"
     ):
         storage.load_outputs(lying)
+    text = tmp_path / "text.npz"
+    with zipfile.ZipFile(text, "w") as archive:
+        archive.writestr("accumulated/x.npy", "not an array")
+    with pytest.raises(ValueError, match=r"text.npz\[accumulated/x.npy\]: not a .npy"):
+        storage.load_outputs(text)
 
 
 def test_a_staged_file_is_made_as_open_makes_it_and_removed_on_failure(
