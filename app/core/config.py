@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         "browser, gpu) keeps up to this many warm job processes.",
     )
     cpu_job_nice: int = Field(
-        default=10,
+        default=19,
         ge=0,
         le=19,
         description="How much lower than their parent the CPU's job processes run (nice): "

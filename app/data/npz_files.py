@@ -113,9 +113,14 @@ def _parts(arrays: Mapping[str, np.ndarray]) -> list[bytes | memoryview] | None:
 
 
 def _write_all(path: Path, parts: Sequence[bytes | memoryview]) -> None:
+    """Write the parts as the file's whole contents. Opened without O_TRUNC and cut to
+    length after: on ext4 (auto_da_alloc), truncating a file to zero marks it to be
+    flushed when closed, so closing a staged file that was made empty and opened with
+    O_TRUNC started its writeback in `close` itself, on the run's critical path."""
     pending = [memoryview(part).cast("B") for part in parts]
+    total = sum(part.nbytes for part in pending)
     first = 0  # the first part not written whole
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         while first < len(pending):
             written = os.writev(descriptor, pending[first : first + _IOV_MAX])
@@ -124,6 +129,7 @@ def _write_all(path: Path, parts: Sequence[bytes | memoryview]) -> None:
                 first += 1
             if written:
                 pending[first] = pending[first][written:]
+        os.ftruncate(descriptor, total)
     finally:
         os.close(descriptor)
 

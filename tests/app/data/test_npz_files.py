@@ -90,6 +90,19 @@ def test_an_archive_of_more_parts_than_one_writev_takes(tmp_path: Path) -> None:
     assert not _written_by_np_savez(path)
 
 
+def test_an_archive_written_over_a_longer_file_is_that_archive_alone(tmp_path: Path) -> None:
+    """The file is not truncated when opened (workers' staged files are new and empty),
+    so whatever was longer before is cut after the write."""
+    path = tmp_path / "outputs.npz"
+    write_npz(path, _arrays())
+    small = {"accumulated/dense": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    write_npz(path, small)
+    _assert_reads_back(path, small)  # a longer tail would hold the first one's directory
+    fresh = tmp_path / "fresh.npz"
+    write_npz(fresh, small)
+    assert path.stat().st_size == fresh.stat().st_size
+
+
 def test_an_input_set_is_stored_as_the_bytes_its_name_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
